@@ -48,8 +48,25 @@ class SentimentModel(nn.Module):
         raise NotImplementedError
 
     # ---- training --------------------------------------------------------------------------
-    def loss(self, batch: MultimodalBatch, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Named loss terms including 'total'. Call in training mode."""
+    def loss(self, batch: MultimodalBatch, labels: torch.Tensor, **extras) -> dict[str, torch.Tensor]:
+        """Named loss terms including 'total'. Call in training mode. `extras` are what
+        `training_batch` returned (e.g. TeCaFN's paired/unpaired targets)."""
+        raise NotImplementedError
+
+    # Training-only hooks, called by the trainer (not by forward), so the inference path stays lean.
+    def training_batch(self, batch: MultimodalBatch, labels: torch.Tensor,
+                       generator: torch.Generator | None = None) -> tuple[MultimodalBatch, dict]:
+        """Transform a training batch before `loss` (DAR's random erasure, TeCaFN's replacement gate).
+        Returns the batch to use and extra keyword arguments for `loss`."""
+        return batch, {}
+
+    def auxiliary_parameters(self) -> list[nn.Parameter]:
+        """Parameters with their own optimizer, stepped alternately (DAR's CLUB network).
+        The trainer leaves these out of the main optimizer."""
+        return []
+
+    def auxiliary_loss(self, batch: MultimodalBatch, labels: torch.Tensor) -> torch.Tensor:
+        """Loss minimized over `auxiliary_parameters()` only, before each main step."""
         raise NotImplementedError
 
     # ---- helpers ---------------------------------------------------------------------------
