@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 system-deps:
 	@if command -v apt-get >/dev/null 2>&1; then \
-	  missing=""; for p in espeak-ng libportaudio2 tmux; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  missing=""; for p in espeak-ng libportaudio2 tmux chromium; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then \
 	    SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo sudo ); \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
