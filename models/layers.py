@@ -181,3 +181,22 @@ class Conv1dProjection(nn.Module):
 def scale_output(x: torch.Tensor, output_range: float) -> torch.Tensor:
     """Bound a raw score to the label range (tanh scaled), as TeCaFN does for its output."""
     return torch.tanh(x) * output_range
+
+
+class QueryPooling(nn.Module):
+    """`num_queries` learned queries attend over a masked (B, L, D) sequence -> (B, K, D).
+
+    A fixed output length from a dynamic input length that stays torch.export / ONNX dynamic
+    (adaptive pooling specializes the length). Used by DAR (alignment to a common length) and
+    TeCaFN (fixed-length summary before its LSTM, which export unrolls over a static length).
+    """
+
+    def __init__(self, dim: int, num_queries: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(num_queries, dim) * dim ** -0.5)
+        self.attn = MultiHeadAttention(dim, heads, dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        queries = self.queries.unsqueeze(0).expand(x.shape[0], -1, -1)
+        return self.norm(queries + self.attn(queries, x, mask))
