@@ -1,0 +1,855 @@
+"""Record a live session into a self-describing, crash-safe folder, and read it back.
+
+A session folder holds:
+    session.json    what was recorded and how: start time, config, checkpoint, featurizer config,
+                    versions, devices, media files and their clock offsets (rewritten atomically)
+    windows.jsonl   one scored window per line (the pipeline's `WindowEvent.to_dict()` plus `seq`
+                    and `recorded_t`), appended and fsynced window by window
+    audio.wav       16 kHz mono PCM-16; the header is patched at every window, and on open when
+                    the recording was cut (SIGKILL, power loss), so it is always a valid WAV
+    video.mp4       fragmented MP4 (H.264): a new fragment starts at every window boundary, so a
+                    cut file plays up to the last window (option: no video, or `faces.bin` only)
+
+Crash safety comes from ordering: the recorder's writer thread handles audio, frames and events
+in the order the pipeline delivered them, and a window's line is appended only after the audio
+and video before it are on disk. So every window listed in windows.jsonl has its media, whatever
+stopped the process. A torn last line (power loss mid-write) is ignored on read, with a note.
+
+The recorder never raises into the pipeline: a full disk or an unwritable folder prints one
+sentence, the recorder switches itself off, live scoring goes on, and what was written stays valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import struct
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from moodlens.realtime.errors import ConfigError, DataError, MediaError
+from moodlens.realtime.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures, VideoFrame
+
+SESSION_FORMAT = "moodlens-session/1"
+SESSION_FILE = "session.json"
+WINDOWS_FILE = "windows.jsonl"
+AUDIO_FILE = "audio.wav"
+VIDEO_FILE = "video.mp4"
+FACES_FILE = "faces.bin"
+VIDEO_MODES = ("mp4", "faces", "none")
+WAV_HEADER_BYTES = 44
+# A gap in the audio clock larger than this (dropped chunks) is filled with silence so that
+# sample positions keep matching window times.
+AUDIO_GAP_FILL_S = 0.05
+
+
+@dataclass
+class RecordingOptions:
+    video: str = "mp4"              # "mp4": H.264 video; "faces": face features only (privacy); "none"
+    video_max_width: int = 640      # larger frames are scaled down (keeps encoding cheap)
+    video_fps: float = 15.0         # frames closer together than 1/fps are skipped
+    video_crf: int = 28             # x264 quality (lower = better, bigger)
+    keyframe_interval_s: float = 2.0  # at most this much video per fragment between windows
+    fsync: bool = True              # fsync files at every window (crash safety on power loss)
+    max_pending_frames: int = 32    # frames waiting for the encoder; more are dropped and counted
+    block_when_busy: bool = False   # True (file runs): wait for the encoder instead of dropping frames
+
+    def check(self) -> None:
+        if self.video not in VIDEO_MODES:
+            raise ConfigError(f"Recording option video='{self.video}' is unknown; choose one of: "
+                              f"{', '.join(VIDEO_MODES)}.")
+        if self.video_fps <= 0 or self.video_max_width < 16:
+            raise ConfigError("Recording options need video_fps > 0 and video_max_width >= 16.")
+
+
+@dataclass
+class RecordingStats:
+    audio_samples: int = 0
+    audio_gap_samples: int = 0      # silence inserted where audio chunks were missing
+    frames_written: int = 0
+    frames_skipped: int = 0         # above video_fps
+    frames_dropped: int = 0         # encoder could not keep up
+    faces_written: int = 0
+    windows_written: int = 0
+
+
+# ------------------------------------------------------------------------------------------
+# small file helpers
+
+
+def _atomic_write_json(path: Path, data: dict[str, Any], fsync: bool = True) -> None:
+    """Write JSON to a temporary file in the same folder, then rename: readers see old or new, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    payload = json.dumps(data, indent=2, ensure_ascii=False, default=_json_default).encode("utf-8")
+    with open(tmp, "wb") as f:
+        f.write(payload)
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if fsync:
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    return str(obj)
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """JSON has no NaN: a non-finite score becomes null instead of an unreadable line."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def wav_header(data_bytes: int, sample_rate: int = AUDIO_SAMPLE_RATE, channels: int = 1,
+               bits: int = 16) -> bytes:
+    block = channels * bits // 8
+    return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE"
+            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block, block, bits)
+            + b"data" + struct.pack("<I", data_bytes))
+
+
+def _patch_wav_sizes(fd: int, data_bytes: int) -> None:
+    os.pwrite(fd, struct.pack("<I", 36 + data_bytes), 4)
+    os.pwrite(fd, struct.pack("<I", data_bytes), 40)
+
+
+def versions() -> dict[str, str]:
+    """Versions of what shaped the recording (no heavy imports: read from package metadata)."""
+    from importlib import metadata
+
+    found = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for dist in ("moodlens", "torch", "numpy", "av", "faster-whisper", "ctranslate2", "mediapipe",
+                 "onnxruntime", "librosa"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+# ------------------------------------------------------------------------------------------
+# the recorder (a pipeline sink)
+
+
+class SessionRecorder:
+    """Pipeline sink that records audio, video (or face features) and scored windows.
+
+    `on_audio`, `on_frame` and `on_event` only queue the item (frames beyond the encoder's pace are
+    dropped and counted, audio and events never are); a writer thread does all disk work, so a slow
+    disk never stalls live scoring. Call `close()` at the end (also safe after failures).
+    """
+
+    def __init__(self, folder: str | Path, session_info: dict[str, Any] | None = None,
+                 options: RecordingOptions | None = None,
+                 on_error: Callable[[str], None] | None = None):
+        self.folder = Path(folder).expanduser()
+        self.options = options or RecordingOptions()
+        self.options.check()
+        self.session_info = dict(session_info or {})
+        self.stats = RecordingStats()
+        self.error: str | None = None
+        self.on_error = on_error or _print_error
+        self._items: deque = deque()
+        self._cond = threading.Condition()
+        self._pending_frames = 0
+        self._last_frame_t: float | None = None
+        self._closing = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        # writer-thread state
+        self._audio_fd: int | None = None
+        self._windows_fd: int | None = None
+        self._faces_fd: int | None = None
+        self._video: _VideoWriter | None = None
+        self._faces_featurizer = None
+        self._audio_next_t: float | None = None
+        self._audio_bytes = 0
+        self._seq = 0
+        self._meta: dict[str, Any] = {}
+        self._started = time.monotonic()
+
+        if (self.folder / SESSION_FILE).exists():
+            # Refused before anything starts, so nothing is lost: never overwrite a recording.
+            raise ConfigError(f"The folder {self.folder} already holds a recorded session; "
+                              f"choose a new folder for --record.")
+        try:
+            self._create_files()
+        except OSError as err:
+            self._fail(err, "start")
+            return
+        self._thread = threading.Thread(target=self._run, name="moodlens-recorder", daemon=True)
+        self._thread.start()
+
+    # ---- sink protocol (called on pipeline threads; never raises) --------------------------
+    def on_audio(self, chunk: AudioChunk) -> None:
+        if self.enabled:
+            self._put(("audio", chunk))
+
+    def on_frame(self, frame: VideoFrame) -> None:
+        if not self.enabled or self.options.video == "none":
+            return
+        if self._last_frame_t is not None and frame.t - self._last_frame_t < 0.999 / self.options.video_fps:
+            self.stats.frames_skipped += 1
+            return
+        with self._cond:
+            while (self.options.block_when_busy and self.enabled
+                   and self._pending_frames >= self.options.max_pending_frames):
+                self._cond.wait(0.1)
+            if self._pending_frames >= self.options.max_pending_frames:
+                self.stats.frames_dropped += 1
+                return
+            self._pending_frames += 1
+        self._last_frame_t = frame.t
+        self._put(("frame", frame))
+
+    def on_event(self, event: Any) -> None:
+        if self.enabled:
+            self._put(("event", event))
+
+    def close(self) -> None:
+        """Write everything queued, finish the media files and mark the session closed."""
+        if self._closed:
+            return
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        self._closed = True
+
+    def __enter__(self) -> "SessionRecorder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def enabled(self) -> bool:
+        return self.error is None and not self._closing
+
+    # ---- writer thread ----------------------------------------------------------------------
+    def _put(self, item) -> None:
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._items and not self._closing:
+                    self._cond.wait()
+                if not self._items and self._closing:
+                    break
+                kind, item = self._items.popleft()
+                if kind == "frame":
+                    self._pending_frames -= 1
+                    self._cond.notify_all()
+            if self.error is not None:
+                continue  # switched off: drain without writing
+            try:
+                if kind == "audio":
+                    self._write_audio(item)
+                elif kind == "frame":
+                    self._write_frame(item)
+                else:
+                    self._write_window(item)
+            except Exception as err:  # noqa: BLE001 - any failure switches the recorder off, never the pipeline
+                self._fail(err, kind)
+        self._finish()
+
+    def _create_files(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        info = dict(self.session_info)
+        self._meta = {
+            "format": SESSION_FORMAT,
+            "session_id": uuid.uuid4().hex[:12],
+            "name": self.folder.name,
+            "created": _utc_now(),
+            "created_unix": time.time(),
+            "state": "recording",
+            # Session-clock time of the first recorded item: windows are shown relative to it.
+            "origin_t": None,
+            "config": info.pop("config", None),
+            "checkpoint": info.pop("checkpoint", None),
+            "featurizer_config": info.pop("featurizer_config", None),
+            "devices": info.pop("devices", None),
+            "source": info.pop("source", None),
+            "info": info,
+            "versions": versions(),
+            "recording": dataclasses.asdict(self.options),
+            "files": {
+                "windows": WINDOWS_FILE,
+                "audio": {"path": AUDIO_FILE, "sample_rate": AUDIO_SAMPLE_RATE, "channels": 1,
+                          "encoding": "pcm_s16le", "start_t": None},
+                "video": ({"path": VIDEO_FILE, "codec": "h264", "container": "fragmented mp4",
+                           "start_t": None} if self.options.video == "mp4" else None),
+                "faces": ({"path": FACES_FILE, "dtype": _faces_dtype_spec(), "start_t": None}
+                          if self.options.video == "faces" else None),
+            },
+        }
+        self._audio_fd = os.open(self.folder / AUDIO_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        _write_all(self._audio_fd, wav_header(0))
+        self._windows_fd = os.open(self.folder / WINDOWS_FILE,
+                                   os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        if self.options.video == "faces":
+            self._faces_fd = os.open(self.folder / FACES_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._save_meta()
+
+    def _save_meta(self) -> None:
+        _atomic_write_json(self.folder / SESSION_FILE, self._meta, fsync=self.options.fsync)
+
+    def _mark_start(self, stream: str, t: float) -> None:
+        """First item of a stream: note its clock offset (atomically, before its data is written)."""
+        changed = False
+        if self._meta["origin_t"] is None:
+            self._meta["origin_t"] = float(t)
+            changed = True
+        entry = self._meta["files"].get(stream)
+        if entry is not None and entry.get("start_t") is None:
+            entry["start_t"] = float(t)
+            changed = True
+        if changed:
+            self._save_meta()
+
+    def _write_audio(self, chunk: AudioChunk) -> None:
+        samples = np.asarray(chunk.samples, dtype=np.float32).reshape(-1)
+        if self._audio_next_t is None:
+            self._mark_start("audio", chunk.t)
+            self._audio_next_t = float(chunk.t)
+        gap = chunk.t - self._audio_next_t
+        parts = []
+        if gap > AUDIO_GAP_FILL_S:
+            n_gap = int(round(gap * AUDIO_SAMPLE_RATE))
+            parts.append(np.zeros(n_gap, dtype=np.int16))
+            self.stats.audio_gap_samples += n_gap
+        pcm = np.clip(np.nan_to_num(samples), -1.0, 1.0)
+        parts.append((pcm * 32767.0).round().astype("<i2"))
+        data = b"".join(p.tobytes() for p in parts)
+        try:
+            _write_all(self._audio_fd, data)
+        except OSError:
+            # Never leave half a sample or a half chunk behind: cut back to what was whole.
+            _truncate_quietly(self._audio_fd, WAV_HEADER_BYTES + self._audio_bytes)
+            raise
+        self._audio_bytes += len(data)
+        self.stats.audio_samples += len(data) // 2
+        self._audio_next_t = max(self._audio_next_t, chunk.t) + len(samples) / AUDIO_SAMPLE_RATE
+
+    def _write_frame(self, frame: VideoFrame) -> None:
+        if self.options.video == "mp4":
+            if self._video is None:
+                self._mark_start("video", frame.t)
+                self._video = _VideoWriter(self.folder / VIDEO_FILE, frame.image.shape, self.options)
+            self._video.write(frame.image, frame.t - self._meta["files"]["video"]["start_t"])
+            self.stats.frames_written += 1
+        elif self.options.video == "faces":
+            if self._faces_featurizer is None:
+                self._faces_featurizer = _make_vision_featurizer(self._meta.get("featurizer_config"))
+            if hasattr(self._faces_featurizer, "wants") and not self._faces_featurizer.wants(frame.t):
+                return
+            face = self._faces_featurizer.process(frame)
+            self._mark_start("faces", frame.t)
+            _write_all(self._faces_fd, encode_faces([face]))
+            self.stats.faces_written += 1
+
+    def _write_window(self, event: Any) -> None:
+        record = event.to_dict() if hasattr(event, "to_dict") else dict(event)
+        record = _finite_or_none(record)
+        record["seq"] = self._seq
+        record["recorded_t"] = round(time.monotonic() - self._started, 3)  # wall seconds since start
+        # Media first: the window's audio and video must be durable before the window is listed.
+        if self._audio_fd is not None:
+            _patch_wav_sizes(self._audio_fd, self._audio_bytes)
+            if self.options.fsync:
+                os.fsync(self._audio_fd)
+        if self._video is not None:
+            self._video.cut_fragment()
+        if self._faces_fd is not None and self.options.fsync:
+            os.fsync(self._faces_fd)
+        line = (json.dumps(record, ensure_ascii=False, default=_json_default) + "\n").encode("utf-8")
+        size_before = os.fstat(self._windows_fd).st_size
+        try:
+            _write_all(self._windows_fd, line)
+            if self.options.fsync:
+                os.fsync(self._windows_fd)
+        except OSError:
+            _truncate_quietly(self._windows_fd, size_before)
+            raise
+        self._seq += 1
+        self.stats.windows_written += 1
+
+    def _finish(self) -> None:
+        """Close media cleanly (when the recorder still works) and mark the session closed."""
+        failed = self.error is not None
+        if self._video is not None:
+            try:
+                self._video.close()
+            except Exception as err:  # noqa: BLE001
+                self._fail(err, "video")
+        if self._audio_fd is not None:
+            try:
+                if not failed:
+                    _patch_wav_sizes(self._audio_fd, self._audio_bytes)
+                    os.fsync(self._audio_fd)
+            except OSError as err:
+                self._fail(err, "audio")
+            finally:
+                os.close(self._audio_fd)
+                self._audio_fd = None
+        for name in ("_windows_fd", "_faces_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                try:
+                    os.fsync(fd)
+                except OSError:
+                    pass
+                os.close(fd)
+                setattr(self, name, None)
+        if self._faces_featurizer is not None and hasattr(self._faces_featurizer, "close"):
+            try:
+                self._faces_featurizer.close()
+            except Exception:  # noqa: BLE001
+                pass
+        if self._meta:
+            self._meta["state"] = "failed" if self.error else "closed"
+            self._meta["ended"] = _utc_now()
+            self._meta["ended_unix"] = time.time()
+            self._meta["stats"] = dataclasses.asdict(self.stats)
+            if self.error:
+                self._meta["error"] = self.error
+            try:
+                self._save_meta()
+            except OSError:
+                pass  # the previous session.json stays whole (atomic rename), just without the end
+
+    def _fail(self, err: BaseException, during: str) -> None:
+        if self.error is not None:
+            return
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        self.error = (f"Recording to {self.folder} stopped while writing {during}: {reason}; "
+                      f"live scoring continues and what was recorded so far stays readable.")
+        try:
+            self.on_error(self.error)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _truncate_quietly(fd: int, size: int) -> None:
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass
+
+
+def _print_error(sentence: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[yellow]recording:[/] {sentence}", highlight=False)
+
+
+def _make_vision_featurizer(featurizer_config: dict | None):
+    try:
+        from moodlens.realtime.features.config import FeaturizerConfig
+        from moodlens.realtime.features.vision import VisionFeaturizer
+    except ImportError as err:
+        raise MediaError(f"Recording face features needs the vision featurizer ({err.name} is missing).") from None
+    config = FeaturizerConfig.from_dict(featurizer_config) if featurizer_config else FeaturizerConfig()
+    return VisionFeaturizer(config)
+
+
+class _VideoWriter:
+    """H.264 in fragmented MP4 (empty moov + one fragment per keyframe): readable when cut short."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], options: RecordingOptions):
+        import av
+
+        height, width = int(shape[0]), int(shape[1])
+        scale = min(1.0, options.video_max_width / width)
+        self.width = max(16, int(width * scale) // 2 * 2)   # yuv420p needs even sizes
+        self.height = max(16, int(height * scale) // 2 * 2)
+        self.container = av.open(str(path), "w", format="mp4", options={
+            "movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"})
+        self.stream = self.container.add_stream("libx264", rate=max(1, int(round(options.video_fps))))
+        self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
+        self.stream.codec_context.time_base = Fraction(1, 1000)
+        gop = max(1, int(round(options.keyframe_interval_s * options.video_fps)))
+        # zerolatency: no frame lookahead, so a forced keyframe really closes the fragment now.
+        self.stream.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": str(options.video_crf),
+                               "g": str(gop)}
+        self._last_pts = -1
+        self._force_key = False
+        self._av = av
+
+    def write(self, image: np.ndarray, t: float) -> None:
+        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(image[..., :3]), format="rgb24")
+        frame = frame.reformat(width=self.width, height=self.height, format="yuv420p")
+        pts = max(self._last_pts + 1, int(round(t * 1000)))
+        frame.pts, frame.time_base = pts, Fraction(1, 1000)
+        self._last_pts = pts
+        if self._force_key:
+            frame.pict_type = self._av.video.frame.PictureType.I
+            self._force_key = False
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def cut_fragment(self) -> None:
+        # The next frame is a keyframe, which makes the muxer write out the fragment before it.
+        self._force_key = True
+
+    def close(self) -> None:
+        try:
+            for packet in self.stream.encode(None):
+                self.container.mux(packet)
+        finally:
+            self.container.close()
+
+
+# ------------------------------------------------------------------------------------------
+# face features file: fixed-size records, so a torn last record is simply left off
+
+
+def _faces_dtype(dim: int = 64) -> np.dtype:
+    return np.dtype([("t", "<f8"), ("present", "u1"), ("values", "<f4", (dim,))])
+
+
+def _faces_dtype_spec(dim: int = 64) -> dict[str, Any]:
+    return {"fields": ["t:<f8", "present:u1", f"values:<f4[{dim}]"], "dim": dim}
+
+
+def encode_faces(faces: list[FaceFeatures], dim: int = 64) -> bytes:
+    records = np.zeros(len(faces), dtype=_faces_dtype(dim))
+    for i, face in enumerate(faces):
+        records[i]["t"] = face.t
+        records[i]["present"] = bool(face.face_present and face.values is not None)
+        if face.values is not None:
+            records[i]["values"] = np.asarray(face.values, dtype=np.float32).reshape(-1)[:dim]
+    return records.tobytes()
+
+
+# ------------------------------------------------------------------------------------------
+# reading a session back
+
+
+@dataclass
+class RecordedWindow:
+    """One scored window. `start`/`end` are seconds from the session's start (its first recorded item)."""
+
+    id: int
+    start: float
+    end: float
+    text: str
+    scores: dict[str, float | None]
+    present: dict[str, bool]
+    latency_ms: dict[str, float]
+    backend: str
+    interim: bool
+    seq: int
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class RecordedSession:
+    folder: Path
+    info: dict[str, Any]
+    windows: list[RecordedWindow]
+    audio_path: Path | None
+    video_path: Path | None
+    faces_path: Path | None
+    notes: list[str] = field(default_factory=list)   # what was repaired or left out when reading
+
+    @property
+    def name(self) -> str:
+        return self.info.get("name") or self.folder.name
+
+    @property
+    def closed_cleanly(self) -> bool:
+        return self.info.get("state") == "closed"
+
+    @property
+    def origin_t(self) -> float:
+        origin = self.info.get("origin_t")
+        return float(origin) if origin is not None else 0.0
+
+    @property
+    def featurizer_config(self) -> dict | None:
+        return self.info.get("featurizer_config")
+
+    def _stream_offset(self, stream: str) -> float:
+        """Seconds from the session start to the stream's first item."""
+        entry = (self.info.get("files") or {}).get(stream) or {}
+        start = entry.get("start_t")
+        return 0.0 if start is None else float(start) - self.origin_t
+
+    @property
+    def audio_duration(self) -> float:
+        if self.audio_path is None:
+            return 0.0
+        return _wav_data_bytes(self.audio_path) // 2 / AUDIO_SAMPLE_RATE
+
+    @property
+    def duration(self) -> float:
+        ends = [w.end for w in self.windows]
+        if self.audio_path is not None:
+            ends.append(self._stream_offset("audio") + self.audio_duration)
+        return max(ends, default=0.0)
+
+    def read_audio(self, start: float = 0.0, end: float | None = None) -> np.ndarray:
+        """Float32 16 kHz samples between session times `start` and `end` (silence where none was recorded)."""
+        if end is None:
+            end = self.duration
+        n_out = max(0, int(round((end - start) * AUDIO_SAMPLE_RATE)))
+        out = np.zeros(n_out, dtype=np.float32)
+        if self.audio_path is None or n_out == 0:
+            return out
+        total = _wav_data_bytes(self.audio_path) // 2
+        first = int(round((start - self._stream_offset("audio")) * AUDIO_SAMPLE_RATE))
+        lo, hi = max(0, first), min(total, first + n_out)
+        if hi > lo:
+            with open(self.audio_path, "rb") as f:
+                f.seek(WAV_HEADER_BYTES + 2 * lo)
+                pcm = np.frombuffer(f.read(2 * (hi - lo)), dtype="<i2")
+            out[lo - first: lo - first + len(pcm)] = pcm.astype(np.float32) / 32767.0
+        return out
+
+    def iter_frames(self, start: float = 0.0, end: float = math.inf) -> Iterator[VideoFrame]:
+        """Decoded video frames (RGB) with `t` in session seconds, in order; a cut file ends early."""
+        if self.video_path is None:
+            return
+        import av
+
+        offset = self._stream_offset("video")
+        try:
+            container = av.open(str(self.video_path))
+        except (av.error.FFmpegError, OSError) as err:
+            raise MediaError(f"Cannot open the recorded video {self.video_path}: {err}.") from None
+        try:
+            index = 0
+            decoded = container.decode(video=0)
+            while True:
+                try:
+                    frame = next(decoded)
+                except StopIteration:
+                    break
+                except av.error.FFmpegError:
+                    break  # a fragment cut by a crash: everything before it was whole
+                t = offset + float(frame.time if frame.time is not None else 0.0)
+                if t >= end:
+                    break
+                if t >= start:
+                    yield VideoFrame(t=t, image=frame.to_ndarray(format="rgb24"), index=index)
+                index += 1
+        finally:
+            container.close()
+
+    def read_faces(self, start: float = 0.0, end: float = math.inf) -> list[FaceFeatures]:
+        """Recorded face features (privacy mode) with `t` in session seconds."""
+        if self.faces_path is None:
+            return []
+        dim = int((((self.info.get("files") or {}).get("faces") or {}).get("dtype") or {}).get("dim", 64))
+        dtype = _faces_dtype(dim)
+        data = self.faces_path.read_bytes()
+        records = np.frombuffer(data[: len(data) // dtype.itemsize * dtype.itemsize], dtype=dtype)
+        out = []
+        for r in records:
+            t = float(r["t"]) - self.origin_t
+            if start <= t < end:
+                present = bool(r["present"])
+                out.append(FaceFeatures(t=t, values=np.array(r["values"]) if present else None,
+                                        face_present=present))
+        return out
+
+    def event_dicts(self) -> list[dict[str, Any]]:
+        """Windows in the live JSONL schema with session-relative times."""
+        return [window_to_event_dict(w) for w in self.windows]
+
+
+def window_to_event_dict(w: RecordedWindow) -> dict[str, Any]:
+    return {"id": w.id, "start": round(w.start, 3), "end": round(w.end, 3), "text": w.text,
+            "scores": dict(w.scores), "present": dict(w.present), "latency_ms": dict(w.latency_ms),
+            "backend": w.backend, "interim": w.interim}
+
+
+def _wav_data_bytes(path: Path) -> int:
+    size = path.stat().st_size
+    return max(0, size - WAV_HEADER_BYTES) // 2 * 2
+
+
+def _repair_wav(path: Path, notes: list[str]) -> None:
+    """Make the header's sizes match the whole samples on disk (a cut recording left them stale)."""
+    data_bytes = _wav_data_bytes(path)
+    with open(path, "rb") as f:
+        head = f.read(WAV_HEADER_BYTES)
+    if len(head) < WAV_HEADER_BYTES or head[:4] != b"RIFF" or head[36:40] != b"data":
+        notes.append(f"{path.name} has no valid WAV header; the audio is left out.")
+        raise _BadAudio()
+    stated = struct.unpack("<I", head[40:44])[0]
+    if stated == data_bytes and path.stat().st_size == WAV_HEADER_BYTES + data_bytes:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            if path.stat().st_size != WAV_HEADER_BYTES + data_bytes:
+                os.ftruncate(fd, WAV_HEADER_BYTES + data_bytes)   # a torn half sample
+            _patch_wav_sizes(fd, data_bytes)
+        finally:
+            os.close(fd)
+        notes.append(f"{path.name} was not closed properly; its header was fixed "
+                     f"({data_bytes // 2 / AUDIO_SAMPLE_RATE:.2f} s of audio).")
+    except OSError:
+        notes.append(f"{path.name} was not closed properly and the folder is read-only; "
+                     f"its samples are read by size ({data_bytes // 2 / AUDIO_SAMPLE_RATE:.2f} s).")
+
+
+class _BadAudio(Exception):
+    pass
+
+
+def read_windows(path: Path, origin_t: float, notes: list[str]) -> list[RecordedWindow]:
+    windows: list[RecordedWindow] = []
+    if not path.exists():
+        notes.append(f"{path.name} is missing: the session has no scored windows.")
+        return windows
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    # Every complete line ends with a newline, so the piece after the last one is a torn write.
+    if lines and lines[-1].strip():
+        notes.append(f"{path.name}: the last line was cut off mid-write (the recording stopped abruptly) "
+                     f"and is ignored.")
+    by_id: dict[int, int] = {}
+    for n, line in enumerate(lines[:-1], 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line.decode("utf-8"))
+            scores = d.get("scores") or {}
+            window = RecordedWindow(
+                id=int(d["id"]), start=float(d["start"]) - origin_t, end=float(d["end"]) - origin_t,
+                text=str(d.get("text") or ""),
+                scores={m: _num_or_none(scores.get(m)) for m in ("text", "audio", "vision", "fused")},
+                present={m: bool((d.get("present") or {}).get(m, False)) for m in ("text", "audio", "vision")},
+                latency_ms={k: float(v) for k, v in (d.get("latency_ms") or {}).items() if v is not None},
+                backend=str(d.get("backend") or ""), interim=bool(d.get("interim", False)),
+                seq=int(d.get("seq", len(windows))), raw=d)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise DataError(f"{path} line {n} is not a valid recorded window.") from None
+        if window.id in by_id:
+            notes.append(f"{path.name} line {n} repeats window id {window.id}; the later one is kept.")
+            windows[by_id[window.id]] = window
+        else:
+            by_id[window.id] = len(windows)
+            windows.append(window)
+    return windows
+
+
+def _num_or_none(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def is_session_folder(path: str | Path) -> bool:
+    return (Path(path) / SESSION_FILE).is_file()
+
+
+def open_session(folder: str | Path) -> RecordedSession:
+    """Read a session folder, repairing what an abrupt stop left (see `RecordedSession.notes`)."""
+    folder = Path(folder).expanduser()
+    meta_path = folder / SESSION_FILE
+    if not folder.is_dir():
+        raise DataError(f"The session folder {folder} does not exist.")
+    if not meta_path.is_file():
+        raise DataError(f"{folder} is not a recorded session (it has no {SESSION_FILE}).")
+    try:
+        info = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DataError(f"{meta_path} is not valid JSON.") from None
+    if not isinstance(info, dict) or info.get("format") != SESSION_FORMAT:
+        raise DataError(f"{meta_path} is not a {SESSION_FORMAT} file.")
+    notes: list[str] = []
+    if info.get("state") == "recording":
+        notes.append("The recording was not closed (the process stopped abruptly); "
+                     "it is read up to the last completed window.")
+    elif info.get("state") == "failed":
+        notes.append(f"The recording stopped early: {info.get('error', 'a write failed')}")
+    files = info.get("files") or {}
+
+    def member(key: str) -> Path | None:
+        entry = files.get(key)
+        if not entry:
+            return None
+        path = folder / (entry["path"] if isinstance(entry, dict) else entry)
+        return path if path.is_file() and path.stat().st_size > 0 else None
+
+    audio_path = member("audio")
+    if audio_path is not None:
+        try:
+            _repair_wav(audio_path, notes)
+        except _BadAudio:
+            audio_path = None
+    video_path = member("video")
+    if files.get("video") and video_path is None:
+        notes.append("The session has no video frames.")
+    faces_path = member("faces")
+    origin = info.get("origin_t")
+    windows = read_windows(folder / (files.get("windows") or WINDOWS_FILE),
+                           float(origin) if origin is not None else 0.0, notes)
+    return RecordedSession(folder=folder, info=info, windows=windows, audio_path=audio_path,
+                           video_path=video_path, faces_path=faces_path, notes=notes)
