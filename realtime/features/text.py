@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,8 @@ class TextFeaturizer:
             self.tokenizer = BertWordPieceTokenizer(str(Path(folder) / "vocab.txt"), lowercase=True)
         else:
             raise AssetError(f"The text encoder folder {folder} has neither tokenizer.json nor vocab.txt.")
+        self.folder = Path(folder)
+        self.identity = tokenizer_identity(self.folder)
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_len)
         self.pad_id = 0
@@ -51,3 +54,18 @@ class TextFeaturizer:
             ids[i, :n] = e.ids[:n]
             mask[i, :n] = True
         return TextEncoding(ids=ids, mask=mask, present=present)
+
+    def text_bert(self, texts: list[str], length: int | None = None) -> np.ndarray:
+        """MMSA's `text_bert` layout: (N, 3, L) int64 = [token ids, attention mask, token type ids]."""
+        enc = self.encode(texts, length)
+        return np.stack([enc.ids, enc.mask.astype(np.int64), np.zeros_like(enc.ids)], axis=1)
+
+
+def tokenizer_identity(folder: str | Path) -> str:
+    """sha256 (first 16 hex) of the encoder's vocabulary file: equal ids <=> equal identity,
+    wherever the folder lives (paths differ between machines, vocabularies must not)."""
+    folder = Path(folder)
+    for name in ("vocab.txt", "tokenizer.json"):
+        if (folder / name).exists():
+            return hashlib.sha256((folder / name).read_bytes()).hexdigest()[:16]
+    raise AssetError(f"The text encoder folder {folder} has neither tokenizer.json nor vocab.txt.")
