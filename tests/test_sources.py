@@ -1,0 +1,278 @@
+"""Sources: media files through real PyAV, microphone through the real PortAudio, webcam through real OpenCV.
+
+This machine has no camera and no microphone: the device tests check the clear refusal, and the
+drop-policy tests use SyntheticSource(live=True) and a stand-in camera object (CameraStandIn).
+"""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moodlens.realtime.errors import ConfigError, MediaError
+from moodlens.realtime.sources import (
+    DropOldestQueue,
+    LiveSource,
+    MediaFileSource,
+    MicrophoneSource,
+    SyntheticSource,
+    WebcamSource,
+    read_media,
+)
+from moodlens.realtime.types import AudioChunk, VideoFrame
+
+
+def write_media(path: Path, seconds: float, video: bool = True, audio: bool = True, fps: int = 10,
+                size: tuple[int, int] = (64, 96), faststart: bool = False) -> Path:
+    """Encode a small H.264/AAC mp4 (or audio-only m4a / video-only mp4) with PyAV."""
+    import av
+
+    options = {"movflags": "faststart"} if faststart else {}
+    container = av.open(str(path), mode="w", options=options)
+    vs = aus = None
+    if video:
+        vs = container.add_stream("libx264", rate=fps)
+        vs.height, vs.width = size
+        vs.pix_fmt = "yuv420p"
+    if audio:
+        aus = container.add_stream("aac", rate=16000, layout="mono")
+    if vs is not None:
+        for i in range(int(seconds * fps)):
+            image = np.full((*size, 3), (i * 7) % 255, dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            for packet in vs.encode(frame):
+                container.mux(packet)
+        for packet in vs.encode():
+            container.mux(packet)
+    if aus is not None:
+        n = int(seconds * 16000)
+        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000)).astype(np.float32)
+        for start in range(0, n, 1024):
+            block = tone[start:start + 1024]
+            if len(block) < 1024:
+                block = np.pad(block, (0, 1024 - len(block)))
+            frame = av.AudioFrame.from_ndarray(block[None, :], format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            frame.pts = start
+            frame.time_base = Fraction(1, 16000)
+            for packet in aus.encode(frame):
+                container.mux(packet)
+        for packet in aus.encode():
+            container.mux(packet)
+    container.close()
+    return path
+
+
+def split(items):
+    frames = [i for i in items if isinstance(i, VideoFrame)]
+    chunks = [i for i in items if isinstance(i, AudioChunk)]
+    return frames, chunks
+
+
+# -- media files ---------------------------------------------------------------------------------
+
+def test_media_file_interleaves_video_and_16k_audio_in_time_order(tmp_path):
+    path = write_media(tmp_path / "av.mp4", 2.0)
+    with MediaFileSource(path, origin=100.0) as source:
+        assert source.has_video and source.has_audio
+        assert source.duration == pytest.approx(2.0, abs=0.15)
+        items = list(source)
+    frames, chunks = split(items)
+    times = [i.t for i in items]
+    assert times == sorted(times)
+    assert len(frames) == 20 and source.stats.frames_in == 20
+    assert frames[0].image.shape == (64, 96, 3) and frames[0].image.dtype == np.uint8
+    assert all(c.samples.dtype == np.float32 for c in chunks)
+    assert {len(c.samples) for c in chunks[:-1]} == {512}
+    audio = np.concatenate([c.samples for c in chunks])
+    assert len(audio) / 16000 == pytest.approx(2.0, abs=0.1)
+    assert 0.1 < np.abs(audio).max() <= 1.0
+    # audio chunks are contiguous on the clock
+    assert chunks[1].t - chunks[0].t == pytest.approx(512 / 16000)
+    assert times[0] >= 100.0 and times[-1] < 102.2
+
+
+def test_video_fps_decimation(tmp_path):
+    path = write_media(tmp_path / "av.mp4", 2.0, fps=10, audio=False)
+    clip = read_media(path, video_fps=4)
+    assert 7 <= len(clip.frames) <= 9
+    gaps = np.diff([f.t for f in clip.frames])
+    assert gaps.min() >= 0.2 - 1e-6
+
+
+def test_video_only_file_gives_frames_and_no_audio(tmp_path):
+    clip = read_media(write_media(tmp_path / "video_only.mp4", 1.0, audio=False))
+    assert clip.has_video and not clip.has_audio
+    assert len(clip.frames) == 10 and clip.audio.size == 0
+
+
+def test_audio_only_file_gives_audio_and_no_video(tmp_path):
+    clip = read_media(write_media(tmp_path / "audio_only.m4a", 1.5, video=False))
+    assert clip.has_audio and not clip.has_video
+    assert clip.frames == []
+    assert len(clip.audio) / 16000 == pytest.approx(1.5, abs=0.1)
+
+
+def test_garbage_bytes_refused_with_one_sentence(tmp_path):
+    bad = tmp_path / "garbage.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
+    with pytest.raises(MediaError, match="garbage.mp4") as err:
+        MediaFileSource(bad)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file_refused(tmp_path):
+    with pytest.raises(MediaError, match="does not exist"):
+        read_media(tmp_path / "nope.mp4")
+
+
+def test_truncated_mp4_refused(tmp_path):
+    # Default mp4 keeps its index (moov) at the end: cutting the file loses it.
+    path = write_media(tmp_path / "cut.mp4", 2.0)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MediaError, match="cut.mp4"):
+        read_media(path)
+
+
+def test_truncated_faststart_mp4_refused(tmp_path):
+    # With the index first, the header survives the cut and the media stops early.
+    path = write_media(tmp_path / "cut_fast.mp4", 3.0, faststart=True)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(MediaError, match="truncated"):
+        read_media(path)
+
+
+def test_bad_options_refused(tmp_path):
+    path = write_media(tmp_path / "av.mp4", 0.5)
+    with pytest.raises(ConfigError, match="pace"):
+        MediaFileSource(path, pace="turbo")
+    with pytest.raises(ConfigError, match="video_fps"):
+        MediaFileSource(path, video_fps=0)
+
+
+def test_realtime_pacing_takes_about_the_duration_and_fast_does_not(tmp_path):
+    path = write_media(tmp_path / "av.mp4", 1.5, size=(32, 48))
+    start = time.monotonic()
+    with MediaFileSource(path, pace="fast") as source:
+        n_fast = len(list(source))
+    fast = time.monotonic() - start
+    start = time.monotonic()
+    with MediaFileSource(path, pace="realtime") as source:
+        items = list(source)
+    paced = time.monotonic() - start
+    assert len(items) == n_fast
+    assert paced >= 0.8 * 1.5
+    assert fast < 0.5 * paced
+    # paced items are stamped on the monotonic clock, close to when they were released
+    assert abs(items[-1].t - time.monotonic()) < 0.5
+
+
+@pytest.mark.shared
+def test_real_clips_decode(shared_data):
+    expected = {"zh_0001.mp4": (1.3, (804, 1920)), "zh_0008.mp4": (2.7, (804, 1920)), "zh_raw_video.mp4": (2.47, (360, 640))}
+    for name, (seconds, shape) in expected.items():
+        clip = read_media(shared_data / "clips" / name, video_fps=10)
+        assert clip.has_audio and clip.has_video
+        assert clip.duration == pytest.approx(seconds, abs=0.1)
+        assert len(clip.audio) / 16000 == pytest.approx(seconds, abs=0.15)
+        assert abs(len(clip.frames) - seconds * 10) <= 2
+        assert clip.frames[0].image.shape[:2] == shape
+        assert np.abs(clip.audio).max() > 0.01   # there is speech in there
+
+
+# -- live sources --------------------------------------------------------------------------------
+
+def test_microphone_refused_clearly_with_real_portaudio():
+    mic = MicrophoneSource()
+    with pytest.raises(MediaError, match="microphone") as err:
+        mic.start()
+    assert "\n" not in str(err.value)
+    with pytest.raises(MediaError, match="microphone"):
+        MicrophoneSource(device="no such device").start()
+
+
+def test_webcam_refused_clearly_without_camera():
+    with pytest.raises(MediaError, match="No camera could be opened at index 0"):
+        WebcamSource(0).start()
+
+
+def test_live_source_with_nothing_refused():
+    with pytest.raises(MediaError, match="Neither a camera nor a microphone"):
+        LiveSource.open(camera_index=0)
+
+
+def test_drop_oldest_queue_counts():
+    dropped = []
+    queue = DropOldestQueue(2, dropped.append)
+    for i in range(5):
+        queue.put(i)
+    assert dropped == [0, 1, 2]
+    assert [queue.get(0), queue.get(0), queue.get(0)] == [3, 4, None]
+
+
+def test_slow_consumer_drops_oldest_with_counters():
+    """SyntheticSource(live=True) stands in for a camera + microphone producing at real time."""
+    source = SyntheticSource(duration=1.0, fps=30, tone_hz=220, live=True, queue_size=4)
+    received = []
+    for item in source:
+        received.append(item)
+        time.sleep(0.03)       # a consumer slower than the ~61 items/s produced
+    stats = source.stats
+    assert stats.frames_in == 30 and stats.audio_chunks_in == 32
+    assert stats.frames_dropped + stats.audio_chunks_dropped > 10
+    assert len(received) == stats.frames_in + stats.audio_chunks_in - stats.frames_dropped - stats.audio_chunks_dropped
+    # what survives is the freshest, still in order
+    assert [i.t for i in received] == sorted(i.t for i in received)
+
+
+class CameraStandIn:
+    """Stand-in for cv2.VideoCapture (no camera on this machine): BGR frames at ~100 fps."""
+
+    def __init__(self, frames: int):
+        self.left = frames
+        self.released = False
+
+    def isOpened(self):
+        return True
+
+    def set(self, *args):
+        return True
+
+    def read(self):
+        if self.left <= 0:
+            time.sleep(0.001)
+            return False, None
+        self.left -= 1
+        time.sleep(0.01)
+        image = np.zeros((24, 32, 3), dtype=np.uint8)
+        image[..., 0] = 255          # blue in BGR
+        return True, image
+
+    def release(self):
+        self.released = True
+
+
+def test_webcam_capture_thread_drops_oldest_for_slow_consumer():
+    camera = CameraStandIn(frames=40)
+    webcam = WebcamSource(0, queue_size=3, capture=camera)
+    webcam._failures_allowed = 5
+    got = []
+    with LiveSource(webcam, None) as live:
+        assert live.has_video and not live.has_audio
+        with pytest.raises(MediaError, match="stopped delivering frames"):
+            for frame in live:
+                got.append(frame)
+                time.sleep(0.05)
+    assert webcam.stats.frames_in == 40
+    assert webcam.stats.frames_dropped > 15
+    assert len(got) + webcam.stats.frames_dropped == 40
+    assert got[0].image[0, 0].tolist() == [0, 0, 255]     # converted to RGB
+    assert camera.released
