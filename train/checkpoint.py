@@ -1,0 +1,155 @@
+"""Checkpoint files: everything needed to score live (weights, model config, featurizer config, metrics).
+
+A checkpoint = `torch.save` of
+    {"format": "moodlens-checkpoint/1", "model_name", "model_config", "featurizer_config",
+     "state_dict": model.checkpoint_state(), "metrics", "versions", ...extra}
+Frozen text-encoder weights are left out (they come from the encoder's own package). With
+`half=True` floating weights are stored as float16 (halves the file; loaded back as float32).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from moodlens.realtime.errors import AssetError, ConfigError
+
+FORMAT = "moodlens-checkpoint/1"
+DEFAULT_NAME = "default.pt"
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: torch.nn.Module
+    model_name: str
+    model_config: dict
+    featurizer_config: dict
+    metrics: dict
+    path: str
+    extra: dict = dataclasses.field(default_factory=dict)
+
+
+def default_checkpoint_path() -> Path:
+    """models/weights/default.pt, shipped as package data of moodlens.models."""
+    return Path(str(importlib.resources.files("moodlens.models"))) / "weights" / DEFAULT_NAME
+
+
+def live_featurizer_config(text_encoder: str | None = None, text_max_len: int = 50,
+                           audio_dim: int | None = None, vision_dim: int | None = None) -> dict:
+    """The live FeaturizerConfig as a dict (what the live pipeline computes), or, for data whose
+    audio/vision dims differ from the live featurizer's, a plain description of the dims."""
+    from moodlens.models.config import LIVE_AUDIO_DIM, LIVE_VISION_DIM
+
+    audio_dim = LIVE_AUDIO_DIM if audio_dim is None else audio_dim
+    vision_dim = LIVE_VISION_DIM if vision_dim is None else vision_dim
+    try:
+        from moodlens.realtime.features.config import FeaturizerConfig
+    except ImportError:
+        FeaturizerConfig = None
+    if FeaturizerConfig is not None and (audio_dim, vision_dim) == (LIVE_AUDIO_DIM, LIVE_VISION_DIM):
+        config = FeaturizerConfig(text_max_len=text_max_len)
+        if text_encoder:
+            config.text_encoder = str(text_encoder)
+        return config.to_dict()
+    return {"text_encoder": text_encoder or "all-MiniLM-L6-v2", "text_max_len": text_max_len,
+            "audio_dim": audio_dim, "vision_dim": vision_dim, "live_compatible": False}
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for dist in ("moodlens", "torch", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "absent"
+    return out
+
+
+def save_checkpoint(path, model, featurizer_config: dict, metrics: dict, extra: dict | None = None,
+                    half: bool = False) -> Path:
+    """Write `model` (a SentimentModel) to `path`; returns the path."""
+    from moodlens.models.config import config_to_dict
+
+    state = {k: v.detach().cpu() for k, v in model.checkpoint_state().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    payload = {
+        "format": FORMAT,
+        "model_name": model.name,
+        "model_config": config_to_dict(model.config),
+        "featurizer_config": dict(featurizer_config),
+        "state_dict": state,
+        "metrics": dict(metrics),
+        "versions": library_versions(),
+        "weights_dtype": "float16" if half else "float32",
+    }
+    for key, value in (extra or {}).items():
+        payload.setdefault(key, value)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # never leave a half-written checkpoint behind
+    return path
+
+
+def read_checkpoint(path_or_default) -> tuple[dict, Path]:
+    """The raw checkpoint dict, checked for format and required keys."""
+    if str(path_or_default) == "default":
+        path = default_checkpoint_path()
+        if not path.exists():
+            raise AssetError(f"The default weights {path} are missing; reinstall moodlens or pass --checkpoint PATH.")
+    else:
+        path = Path(path_or_default).expanduser()
+        if not path.exists():
+            raise AssetError(f"Checkpoint {path} does not exist.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a corrupt or foreign file
+        raise AssetError(f"Checkpoint {path} cannot be read ({type(err).__name__}).") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise AssetError(f"Checkpoint {path} is not a moodlens checkpoint (format {found!r}, expected {FORMAT!r}).")
+    for key in ("model_name", "model_config", "featurizer_config", "state_dict"):
+        if key not in payload:
+            raise AssetError(f"Checkpoint {path} lacks key '{key}'.")
+    return payload, path
+
+
+def load_checkpoint(path_or_default="default", device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model of a checkpoint (frozen encoder weights from the encoder's package), in eval mode."""
+    from moodlens.models import model_module
+    from moodlens.models.config import fill_dataclass
+
+    payload, path = read_checkpoint(path_or_default)
+    name = payload["model_name"]
+    try:
+        module = model_module(name)
+    except ConfigError:
+        raise AssetError(f"Checkpoint {path} holds model '{name}', which this moodlens does not know.") from None
+    config = fill_dataclass(module.Config, payload["model_config"], f"checkpoint {path}")
+    model = module.Model(config)
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v
+             for k, v in payload["state_dict"].items()}
+    try:
+        model.load_checkpoint_state(state)
+    except (KeyError, RuntimeError) as err:
+        message = err.args[0] if err.args else str(err)
+        raise AssetError(f"Checkpoint {path} does not fit model '{name}': {message}.") from None
+    model.to(device).eval()
+    extra = {k: v for k, v in payload.items()
+             if k not in ("format", "model_name", "model_config", "featurizer_config", "state_dict", "metrics")}
+    return LoadedCheckpoint(model=model, model_name=name, model_config=dict(payload["model_config"]),
+                            featurizer_config=dict(payload["featurizer_config"]),
+                            metrics=dict(payload.get("metrics") or {}), path=str(path), extra=extra)
+
+
+def checkpoint_summary(loaded: LoadedCheckpoint) -> dict[str, Any]:
+    return {"path": loaded.path, "model": loaded.model_name, "metrics": loaded.metrics}

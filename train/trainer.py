@@ -1,0 +1,501 @@
+"""The trainer: any model of the zoo on any dataset of `train/data.py`, MMSA-style.
+
+- Adam with its own learning rate for the (fine-tuned part of the) text encoder;
+- the model's training hooks: `training_batch` before `loss`; `auxiliary_parameters` get their own
+  Adam and are stepped on `auxiliary_loss` before each main step (DAR's CLUB), and are left out
+  of the main optimizer;
+- early stopping on validation loss (MAE of the fused output, as MMSA selects for regression);
+- per-seed folders with best.pt, last.pt (resume), log.csv and metrics.json; DIR/best.pt is the seed
+  with the lowest validation loss, DIR/metrics.json holds test metrics as mean (and std) over seeds;
+- deterministic mode, rich progress bars, DDP under torchrun (WORLD_SIZE set), bf16 autocast on CUDA.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from moodlens.models.batch import MultimodalBatch
+from moodlens.realtime.errors import ConfigError, DataError
+from moodlens.train.checkpoint import live_featurizer_config, save_checkpoint
+from moodlens.train.data import DataOptions, DatasetSplits, Split, load_dataset
+from moodlens.train.metrics import format_mean_std, format_value, json_safe, mean_std, metric_names, \
+    mmsa_regression_metrics
+
+
+@dataclass
+class TrainConfig:
+    """Training options; YAML files in configs/train/ fill these (unknown keys are refused)."""
+
+    model: str = "hcrl_mfd"
+    model_overrides: dict = field(default_factory=dict)  # keys of the model's Config
+    model_config: str | None = None       # path of a model YAML (default configs/models/<model>.yaml)
+    epochs: int = 30
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    learning_rate: float = 1e-3           # everything except the text encoder
+    text_learning_rate: float = 5e-5      # fine-tuned text-encoder layers
+    auxiliary_learning_rate: float = 1e-3  # auxiliary_parameters() (DAR's CLUB estimator)
+    weight_decay: float = 0.0
+    text_weight_decay: float = 0.0
+    grad_clip: float = 0.0                # max grad norm; 0 = off
+    early_stop: int = 8                   # epochs without validation improvement before stopping (MMSA)
+    seeds: list = field(default_factory=lambda: [1111])
+    deterministic: bool = True
+    amp: bool = True                      # bf16 autocast, CUDA only
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N
+    num_threads: int = 0                  # torch CPU threads; 0 = torch's default
+    half_checkpoint: bool = False         # store weights as float16 (smaller files)
+    data_metric: str | None = None        # metric variant override: mosi | mosei | sims
+
+
+def load_train_config(path: str | Path | None = None, model: str | None = None,
+                      overrides: dict | None = None) -> TrainConfig:
+    """configs/train/<model>.yaml (or `path`) + overrides -> TrainConfig."""
+    from moodlens.models.config import configs_root, fill_dataclass, read_yaml
+
+    values: dict[str, Any] = {}
+    source = "train config"
+    if path is not None:
+        values = read_yaml(path)
+        source = str(path)
+    elif model is not None:
+        default = configs_root() / "train" / f"{model}.yaml"
+        if default.exists():
+            values = read_yaml(default)
+            source = str(default)
+    merged = {**values, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    config = fill_dataclass(TrainConfig, merged, source)
+    if isinstance(config.seeds, int):
+        config.seeds = [config.seeds]
+    if not config.seeds:
+        raise ConfigError(f"{source}: 'seeds' must list at least one seed.")
+    if not isinstance(config.model_overrides, dict):
+        raise ConfigError(f"{source}: 'model_overrides' must be a mapping of model config keys.")
+    return config
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------
+
+def set_seed(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"Device '{name}' was requested but this torch build sees no CUDA GPU.")
+        if name == "cuda":
+            name = f"cuda:{local_rank}"
+    return torch.device(name)
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> DistInfo:
+    """DDP when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_name != "cpu"
+    if not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+def _sync_gradients(params: list[torch.nn.Parameter], dist_info: DistInfo) -> None:
+    """Average gradients over ranks (the models train through `model.loss`, not `forward`,
+    so gradients are all-reduced here rather than by a DDP wrapper)."""
+    if dist_info.world_size <= 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= dist_info.world_size
+
+
+def _broadcast_parameters(model: torch.nn.Module, dist_info: DistInfo) -> None:
+    if dist_info.world_size <= 1:
+        return
+    import torch.distributed as dist
+
+    for tensor in model.state_dict().values():
+        dist.broadcast(tensor, src=0)
+
+
+def autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return torch.autocast(device_type="cpu", enabled=False)
+
+
+@torch.no_grad()
+def predict(model, split: Split, batch_size: int = 128, device: torch.device | str = "cpu",
+            amp: bool = False) -> dict[str, np.ndarray]:
+    """Scores of every sample in `split`: {"fused", "text", "audio", "vision"} -> (N,) arrays."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    outputs: dict[str, list[np.ndarray]] = {"fused": [], "text": [], "audio": [], "vision": []}
+    for batch, _ in split.batches(batch_size):
+        with autocast(device, amp):
+            out = model(*batch.to(device).tensors())
+        for key in outputs:
+            outputs[key].append(getattr(out, key).float().cpu().numpy())
+    model.train(was_training)
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in outputs.items()}
+
+
+def evaluate_split(model, split: Split, metric_dataset: str = "mosi", batch_size: int = 128,
+                   device="cpu", amp: bool = False) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    preds = predict(model, split, batch_size, device, amp)
+    truth = split.labels.numpy()
+    metrics = mmsa_regression_metrics(preds["fused"], truth, metric_dataset)
+    metrics["loss"] = float(np.mean(np.abs(preds["fused"] - truth)))  # MMSA's validation loss (L1)
+    return metrics, preds
+
+
+# ------------------------------------------------------------------------------------------------
+# the trainer
+# ------------------------------------------------------------------------------------------------
+
+@dataclass
+class SeedResult:
+    seed: int
+    best_epoch: int
+    epochs_run: int
+    valid: dict[str, float]
+    test: dict[str, float]
+    best_path: Path | None
+
+
+class Trainer:
+    """Train `config.model` on `data`, writing everything under `out_dir`."""
+
+    def __init__(self, config: TrainConfig, data: DatasetSplits, out_dir: str | Path, resume: bool = False,
+                 show_progress: bool = True, console=None):
+        self.config = config
+        self.data = data
+        self.out_dir = Path(out_dir)
+        self.resume = resume
+        self.show_progress = show_progress
+        from rich.console import Console
+
+        self.console = console or Console(stderr=True)
+        self.dist = init_distributed(config.device)
+        self.device = resolve_device(config.device, self.dist.local_rank)
+        self.amp = bool(config.amp and self.device.type == "cuda")
+        self.metric_dataset = config.data_metric or data.metric_dataset
+        if config.num_threads > 0:
+            torch.set_num_threads(config.num_threads)
+        for needed in ("train", "valid"):
+            if needed not in data.splits:
+                raise DataError(f"{data.source} has no '{needed}' split; training needs train and valid "
+                                "(and test for the reported metrics).")
+
+    # ---- model --------------------------------------------------------------------------------
+    def model_overrides(self) -> dict:
+        """Model config overrides: the user's, plus the data's audio/vision dims where it has them."""
+        overrides = dict(self.config.model_overrides)
+        for key, has, dim in (("audio_dim", self.data.has_audio, self.data.audio_dim),
+                              ("vision_dim", self.data.has_vision, self.data.vision_dim)):
+            if not has:
+                continue
+            if key in overrides and int(overrides[key]) != dim:
+                modality = key.split("_")[0]
+                raise DataError(f"{self.data.source} split 'train' key '{modality}' has {dim} features per frame "
+                                f"but the model config sets {key}={overrides[key]}.")
+            overrides[key] = dim
+        return overrides
+
+    def build_model(self):
+        from moodlens.models import build_model
+
+        return build_model(self.config.model, self.model_overrides(), self.config.model_config)
+
+    def optimizers(self, model) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
+        c = self.config
+        auxiliary = list(model.auxiliary_parameters())
+        aux_ids = {id(p) for p in auxiliary}
+        text_ids = {id(p) for p in model.text_encoder.parameters()}
+        text_params = [p for p in model.text_encoder.parameters() if p.requires_grad and id(p) not in aux_ids]
+        other = [p for p in model.parameters()
+                 if p.requires_grad and id(p) not in text_ids and id(p) not in aux_ids]
+        groups = [{"params": other, "lr": c.learning_rate, "weight_decay": c.weight_decay, "name": "model"}]
+        if text_params:
+            groups.append({"params": text_params, "lr": c.text_learning_rate, "weight_decay": c.text_weight_decay,
+                           "name": "text_encoder"})
+        main = torch.optim.Adam(groups)
+        aux = torch.optim.Adam(auxiliary, lr=c.auxiliary_learning_rate) if auxiliary else None
+        return main, aux
+
+    def featurizer_config(self, model) -> dict:
+        mc = model.config
+        return live_featurizer_config(mc.text_encoder, mc.text_max_len,
+                                      self.data.audio_dim if self.data.has_audio else mc.audio_dim,
+                                      self.data.vision_dim if self.data.has_vision else mc.vision_dim)
+
+    # ---- run ----------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        results = [self.train_seed(seed) for seed in self.config.seeds]
+        summary = self.summarize(results)
+        if self.dist.main:
+            best = min(results, key=lambda r: r.valid["loss"])
+            if best.best_path is not None and best.best_path.exists():
+                shutil.copyfile(best.best_path, self.out_dir / "best.pt")
+            summary["best_seed"] = best.seed
+            (self.out_dir / "metrics.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+        return summary
+
+    def summarize(self, results: list[SeedResult]) -> dict[str, Any]:
+        names = metric_names(self.metric_dataset)
+        tests = [{k: r.test[k] for k in names} for r in results]
+        stats = mean_std(tests)
+        summary: dict[str, Any] = {k: stats[k]["mean"] for k in names}
+        summary.update({
+            "std": {k: stats[k]["std"] for k in names},
+            "report": {k: format_mean_std(stats[k]["mean"], stats[k]["std"]) for k in names},
+            "metric_variant": self.metric_dataset,
+            "model": self.config.model,
+            "data": self.data.source,
+            "seeds": [r.seed for r in results],
+            "per_seed": {str(r.seed): {"test": r.test, "valid": r.valid, "best_epoch": r.best_epoch,
+                                       "epochs_run": r.epochs_run} for r in results},
+            "test_size": len(self.data.test) if "test" in self.data.splits else 0,
+        })
+        return summary
+
+    def train_seed(self, seed: int) -> SeedResult:
+        c = self.config
+        seed_dir = self.out_dir / f"seed_{seed}"
+        done_file = seed_dir / "metrics.json"
+        if self.resume and done_file.exists():
+            saved = json.loads(done_file.read_text())
+            self.console.print(f"seed {seed}: already finished, reusing {done_file}")
+            return SeedResult(seed, saved["best_epoch"], saved["epochs_run"], _nan(saved["valid"]),
+                              _nan(saved["test"]), seed_dir / "best.pt")
+        set_seed(seed, c.deterministic)
+        model = self.build_model().to(self.device)
+        _broadcast_parameters(model, self.dist)
+        optimizer, aux_optimizer = self.optimizers(model)
+        generator = torch.Generator().manual_seed(seed)
+        hook_generator = torch.Generator().manual_seed(seed + 1)
+        start_epoch, best_loss, best_epoch, bad_epochs = 1, math.inf, 0, 0
+        best_state = None
+        last_path = seed_dir / "last.pt"
+        if self.resume and last_path.exists():
+            state = torch.load(last_path, map_location="cpu", weights_only=False)
+            model.load_checkpoint_state(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if aux_optimizer is not None and state.get("aux_optimizer"):
+                aux_optimizer.load_state_dict(state["aux_optimizer"])
+            generator.set_state(state["generator"])
+            hook_generator.set_state(state["hook_generator"])
+            torch.set_rng_state(state["torch_rng"])
+            start_epoch, best_loss = state["epoch"] + 1, state["best_loss"]
+            best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
+            best_state = state.get("best_state")
+            self.console.print(f"seed {seed}: resuming after epoch {state['epoch']} (best valid loss "
+                               f"{best_loss:.4f} at epoch {best_epoch})")
+        if self.dist.main:
+            seed_dir.mkdir(parents=True, exist_ok=True)
+        log_path = seed_dir / "log.csv"
+        epochs_run = start_epoch - 1
+        progress = self._progress()
+        with progress:
+            epoch_task = progress.add_task(f"seed {seed} epochs", total=c.epochs, completed=start_epoch - 1)
+            for epoch in range(start_epoch, c.epochs + 1):
+                if bad_epochs >= c.early_stop:
+                    break
+                t0 = time.perf_counter()
+                train_terms = self.train_epoch(model, optimizer, aux_optimizer, generator, hook_generator,
+                                               progress, f"epoch {epoch}")
+                valid, _ = evaluate_split(model, self.data.valid, self.metric_dataset, c.eval_batch_size,
+                                          self.device, self.amp)
+                improved = valid["loss"] < best_loss - 1e-6
+                if improved:
+                    best_loss, best_epoch, bad_epochs = valid["loss"], epoch, 0
+                    best_state = {k: v.detach().cpu().clone() for k, v in model.checkpoint_state().items()}
+                else:
+                    bad_epochs += 1
+                epochs_run = epoch
+                seconds = time.perf_counter() - t0
+                if self.dist.main:
+                    self._log(log_path, epoch, train_terms, valid, optimizer, seconds, improved)
+                    torch.save({"model": model.checkpoint_state(), "optimizer": optimizer.state_dict(),
+                                "aux_optimizer": aux_optimizer.state_dict() if aux_optimizer else None,
+                                "generator": generator.get_state(), "hook_generator": hook_generator.get_state(),
+                                "torch_rng": torch.get_rng_state(), "epoch": epoch, "best_loss": best_loss,
+                                "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_state": best_state},
+                               last_path.with_suffix(".tmp"))
+                    last_path.with_suffix(".tmp").replace(last_path)
+                progress.update(epoch_task, advance=1,
+                                description=f"seed {seed} epochs (valid MAE {valid['loss']:.3f}, best {best_loss:.3f})")
+        if best_state is None:
+            raise DataError(f"Training on {self.data.source} ran no epoch (epochs={c.epochs}).")
+        model.load_checkpoint_state(best_state)
+        valid, _ = evaluate_split(model, self.data.valid, self.metric_dataset, c.eval_batch_size, self.device,
+                                  self.amp)
+        test = valid
+        if "test" in self.data.splits:
+            test, _ = evaluate_split(model, self.data.test, self.metric_dataset, c.eval_batch_size, self.device,
+                                     self.amp)
+        best_path = seed_dir / "best.pt"
+        if self.dist.main:
+            metrics = {**{k: test[k] for k in metric_names(self.metric_dataset)},
+                       "valid": {k: v for k, v in valid.items()}, "seed": seed, "best_epoch": best_epoch,
+                       "data": self.data.source, "metric_variant": self.metric_dataset}
+            save_checkpoint(best_path, model, self.featurizer_config(model), json_safe(metrics),
+                            extra={"train_config": json_safe(_config_dict(c))}, half=c.half_checkpoint)
+            done_file.write_text(json.dumps(json_safe({"seed": seed, "best_epoch": best_epoch,
+                                                       "epochs_run": epochs_run, "valid": valid, "test": test}),
+                                            indent=2) + "\n")
+            self.console.print(
+                f"seed {seed}: best epoch {best_epoch}, test "
+                + ", ".join(f"{k} {format_value(test[k])}" for k in metric_names(self.metric_dataset)))
+        return SeedResult(seed, best_epoch, epochs_run, valid, test, best_path)
+
+    def train_epoch(self, model, optimizer, aux_optimizer, generator, hook_generator, progress,
+                    label: str) -> dict[str, float]:
+        c = self.config
+        model.train()
+        split = self.data.train
+        total = split.num_batches(c.batch_size, self.dist.world_size)
+        task = progress.add_task(label, total=total)
+        sums: dict[str, float] = {}
+        count = 0
+        main_params = [p for g in optimizer.param_groups for p in g["params"]]
+        aux_params = [p for g in aux_optimizer.param_groups for p in g["params"]] if aux_optimizer else []
+        for batch, labels in split.batches(c.batch_size, shuffle=True, generator=generator,
+                                           rank=self.dist.rank, world_size=self.dist.world_size):
+            if batch.batch_size < 2:  # contrastive terms need pairs; a lone leftover sample is skipped
+                progress.advance(task)
+                continue
+            batch, labels = batch.to(self.device), labels.to(self.device)
+            if aux_optimizer is not None:  # DAR's CLUB: estimator step on its own loss first
+                aux_optimizer.zero_grad(set_to_none=True)
+                with autocast(self.device, self.amp):
+                    aux_loss = model.auxiliary_loss(batch, labels)
+                aux_loss.backward()
+                _sync_gradients(aux_params, self.dist)
+                aux_optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            train_batch, extras = model.training_batch(batch, labels, generator=hook_generator)
+            with autocast(self.device, self.amp):
+                terms = model.loss(train_batch, labels, **extras)
+            loss = terms["total"]
+            if not torch.isfinite(loss):
+                raise DataError(f"Training loss became {loss.item()} on {self.data.source} split 'train' "
+                                "(check the data for extreme values or lower the learning rate).")
+            loss.backward()
+            if aux_params:  # the main loss must not move the auxiliary network
+                for p in aux_params:
+                    p.grad = None
+            _sync_gradients(main_params, self.dist)
+            if c.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(main_params, c.grad_clip)
+            optimizer.step()
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            count += 1
+            progress.update(task, advance=1, description=f"{label} loss {sums['total'] / count:.3f}")
+        progress.remove_task(task)
+        return {k: v / max(count, 1) for k, v in sums.items()}
+
+    # ---- output -------------------------------------------------------------------------------
+    def _progress(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TimeRemainingColumn(), console=self.console,
+                        disable=not (self.show_progress and self.dist.main), transient=False)
+
+    def _log(self, path: Path, epoch: int, train_terms: dict, valid: dict, optimizer, seconds: float,
+             improved: bool) -> None:
+        row = {"epoch": epoch, "train_loss": train_terms.get("total", float("nan"))}
+        row.update({f"train_{k}": v for k, v in train_terms.items() if k != "total"})
+        row["valid_loss"] = valid["loss"]
+        row.update({f"valid_{k}": valid[k] for k in metric_names(self.metric_dataset)})
+        for group in optimizer.param_groups:
+            row[f"lr_{group.get('name', 'group')}"] = group["lr"]
+        row["seconds"] = round(seconds, 2)
+        row["improved"] = int(improved)
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def _config_dict(config: TrainConfig) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(config)
+
+
+def _nan(d: dict) -> dict:
+    return {k: (float("nan") if v is None else v) for k, v in d.items()}
+
+
+def data_options_for(config: TrainConfig, labels: str | None = None) -> DataOptions:
+    """Data options that match the model's text encoder and dims."""
+    from moodlens.models import load_config
+
+    model_config = load_config(config.model, config.model_overrides, config.model_config)
+    return DataOptions(text_encoder=model_config.text_encoder, text_max_len=model_config.text_max_len,
+                       audio_dim=model_config.audio_dim, vision_dim=model_config.vision_dim,
+                       metric_dataset=config.data_metric, labels=labels)
+
+
+def train(config: TrainConfig, data_spec, out_dir, resume: bool = False, show_progress: bool = True,
+          labels: str | None = None, console=None) -> dict[str, Any]:
+    """Load the data for `config.model` and train; returns the metrics summary."""
+    data = load_dataset(data_spec, data_options_for(config, labels))
+    return Trainer(config, data, out_dir, resume=resume, show_progress=show_progress, console=console).run()
+
+
+__all__ = ["TrainConfig", "Trainer", "evaluate_split", "load_train_config", "predict", "train", "MultimodalBatch"]
