@@ -22,6 +22,7 @@ sentence, the recorder switches itself off, live scoring goes on, and what was w
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -49,6 +50,7 @@ WINDOWS_FILE = "windows.jsonl"
 AUDIO_FILE = "audio.wav"
 VIDEO_FILE = "video.mp4"
 FACES_FILE = "faces.bin"
+LOCK_FILE = ".recording.lock"   # held (flock) while a recorder writes; the kernel drops it when the process dies
 VIDEO_MODES = ("mp4", "faces", "none")
 WAV_HEADER_BYTES = 44
 # A gap in the audio clock larger than this (dropped chunks) is filled with silence so that
@@ -211,6 +213,7 @@ class SessionRecorder:
         self._thread: threading.Thread | None = None
         # writer-thread state
         self._audio_fd: int | None = None
+        self._lock_fd: int | None = None
         self._windows_fd: int | None = None
         self._faces_fd: int | None = None
         self._video: _VideoWriter | None = None
@@ -312,6 +315,8 @@ class SessionRecorder:
 
     def _create_files(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.folder / LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o644)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         info = dict(self.session_info)
         self._meta = {
             "format": SESSION_FORMAT,
@@ -474,6 +479,9 @@ class SessionRecorder:
                 self._save_meta()
             except OSError:
                 pass  # the previous session.json stays whole (atomic rename), just without the end
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
     def _fail(self, err: BaseException, during: str) -> None:
         if self.error is not None:
@@ -805,6 +813,21 @@ def _num_or_none(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _still_recording(folder: Path) -> bool:
+    """True while a live recorder holds the folder's lock (a dead process holds none)."""
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock we took
+    return False
+
+
 def is_session_folder(path: str | Path) -> bool:
     return (Path(path) / SESSION_FILE).is_file()
 
@@ -824,7 +847,10 @@ def open_session(folder: str | Path) -> RecordedSession:
     if not isinstance(info, dict) or info.get("format") != SESSION_FORMAT:
         raise DataError(f"{meta_path} is not a {SESSION_FORMAT} file.")
     notes: list[str] = []
-    if info.get("state") == "recording":
+    live = info.get("state") == "recording" and _still_recording(folder)
+    if live:
+        notes.append("The session is still being recorded; it is read up to its last completed window.")
+    elif info.get("state") in ("recording", "interrupted"):
         notes.append("The recording was not closed (the process stopped abruptly); "
                      "it is read up to the last completed window.")
     elif info.get("state") == "failed":
@@ -839,11 +865,18 @@ def open_session(folder: str | Path) -> RecordedSession:
         return path if path.is_file() and path.stat().st_size > 0 else None
 
     audio_path = member("audio")
-    if audio_path is not None:
+    if audio_path is not None and not live:
         try:
             _repair_wav(audio_path, notes)
         except _BadAudio:
             audio_path = None
+    if info.get("state") == "recording" and not live:
+        # Mark it, so the next reader knows no recorder will come back to finish it.
+        info["state"] = "interrupted"
+        try:
+            _atomic_write_json(meta_path, info)
+        except OSError:
+            pass
     video_path = member("video")
     if files.get("video") and video_path is None:
         notes.append("The session has no video frames.")

@@ -1,0 +1,283 @@
+"""Session recording: crash safety (SIGINT, SIGTERM, SIGKILL mid-run), torn lines, a full disk and an
+unwritable folder (the pipeline keeps going), face-features-only privacy mode, and the reader.
+
+The recordings are made by a subprocess that plays the pipeline's part with synthetic audio chunks,
+video frames and window events (this file run as a script: `python tests/test_recording.py ...`),
+because a process has to die mid-recording. The camera and microphone are what is synthetic here;
+the recorder, PyAV/x264, the file system and the signals are real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+SENTENCES = ["I really like how this is going", "this part is honestly terrible", "well it is fine I guess",
+             "what a wonderful surprise", "", "the results look quite bad today", "okay"]
+WINDOW_S = 0.5
+CHUNK = 512
+
+
+def synthetic_items(seconds: float, t0: float = 5000.0, fps: float = 10.0, windows_every: float = WINDOW_S,
+                    size=(96, 128), seed: int = 0):
+    """Stand-in for the camera, microphone and scorer: (kind, item) in pipeline order."""
+    from moodlens.realtime.events import WindowEvent
+    from moodlens.realtime.types import AudioChunk, VideoFrame
+
+    rng = np.random.default_rng(seed)
+    n_chunks = int(seconds * 16000 / CHUNK)
+    next_frame, next_window, wid = 0.0, windows_every, 0
+    for i in range(n_chunks):
+        rel = i * CHUNK / 16000
+        tone = 0.2 * np.sin(2 * np.pi * (220 + 40 * (i // 20)) * (np.arange(CHUNK) + i * CHUNK) / 16000)
+        yield "audio", AudioChunk(t0 + rel, tone.astype(np.float32))
+        while next_frame <= rel:
+            image = np.zeros((*size, 3), np.uint8)
+            x = int(next_frame * 40) % (size[1] - 20)
+            image[30:60, x:x + 20] = (255, 200, 40)
+            image[:, :, 2] = rng.integers(0, 30, size, dtype=np.uint8)
+            yield "frame", VideoFrame(t0 + next_frame, image, int(next_frame * fps))
+            next_frame += 1 / fps
+        end = rel + CHUNK / 16000
+        if end >= next_window:
+            text = SENTENCES[wid % len(SENTENCES)]
+            fused = float(np.clip(2.5 * np.sin(wid * 0.7), -3, 3))
+            vision_on = wid % 3 != 0
+            yield "event", WindowEvent(
+                id=wid, start=t0 + next_window - windows_every, end=t0 + next_window, text=text, fused=fused,
+                text_score=(fused * 0.8 if text else None), audio_score=fused * 0.3 - 0.2,
+                vision_score=(fused * 0.5 + 0.1 if vision_on else None),
+                present={"text": bool(text), "audio": True, "vision": vision_on},
+                latency_ms={"asr": 80.0, "features": 12.0, "model": 5.0, "total": 110.0 + wid},
+                backend="eager", interim=False)
+            wid += 1
+            next_window += windows_every
+
+
+def record_synthetic(folder: Path, seconds: float, pace: float = 0.0, video: str = "mp4",
+                     session_info: dict | None = None, close: bool = True):
+    """Feed the recorder like the pipeline does. `pace` 1.0 = real time, 0 = as fast as possible."""
+    from moodlens.realtime.recording import RecordingOptions, SessionRecorder
+
+    info = session_info or {"checkpoint": "default", "config": {"window": "synthetic"},
+                            "devices": {"camera": "synthetic stand-in", "microphone": "synthetic stand-in"}}
+    recorder = SessionRecorder(folder, info, RecordingOptions(video=video, block_when_busy=pace == 0))
+    start = time.monotonic()
+    events = 0
+    try:
+        for kind, item in synthetic_items(seconds):
+            if kind == "audio":
+                recorder.on_audio(item)
+                if pace:
+                    due = start + (item.t - 5000.0) / pace
+                    time.sleep(max(0.0, due - time.monotonic()))
+            elif kind == "frame":
+                recorder.on_frame(item)
+            else:
+                recorder.on_event(item)
+                events += 1
+                print(f"event {item.id}", flush=True)
+    finally:
+        if close:
+            recorder.close()
+    return recorder, events
+
+
+def windows_on_disk(folder: Path) -> int:
+    path = folder / "windows.jsonl"
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def start_recording_process(folder: Path, seconds: float, pace: float, extra_env=None, preexec_fn=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    return subprocess.Popen([PYTHON, str(Path(__file__)), "record", str(folder), str(seconds), str(pace)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO,
+                            preexec_fn=preexec_fn)
+
+
+def wait_for_windows(folder: Path, n: int, proc, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while windows_on_disk(folder) < n:
+        if proc.poll() is not None:
+            raise AssertionError(f"recording process ended early: {proc.stderr.read().decode()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"no {n} windows on disk after {timeout} s")
+        time.sleep(0.05)
+
+
+def assert_session_consistent(folder: Path, min_windows: int):
+    """Every listed window has its audio and video, every file parses, the WAV is valid."""
+    import soundfile as sf
+
+    from moodlens.realtime.events import check_event_dict
+    from moodlens.realtime.recording import open_session
+
+    session = open_session(folder)
+    assert len(session.windows) >= min_windows
+    for n, line in enumerate((folder / "windows.jsonl").read_text().splitlines(), 1):
+        check_event_dict(json.loads(line), f"line {n}")
+    ids = [w.id for w in session.windows]
+    assert ids == list(range(len(ids)))
+    last_end = session.windows[-1].end
+    assert session.audio_duration >= last_end - 1e-3, (session.audio_duration, last_end)
+    info = sf.info(str(session.audio_path))          # a valid WAV for any reader, header fixed
+    assert info.samplerate == 16000 and abs(info.duration - session.audio_duration) < 1e-3
+    audio = session.read_audio(last_end - WINDOW_S, last_end)
+    assert np.abs(audio).max() > 0.1                 # the tone, not silence
+    if session.video_path is not None:
+        times = [f.t for f in session.iter_frames()]
+        assert times == sorted(times)
+        # The fragment of the last window is on disk: frames reach its end (10 fps here).
+        assert times[-1] >= last_end - 0.2, (times[-1], last_end)
+    return session
+
+
+# ---- tests ----------------------------------------------------------------------------------------
+
+def test_clean_recording_round_trip(tmp_path):
+    from moodlens.realtime.recording import open_session
+
+    folder = tmp_path / "session"
+    recorder, events = record_synthetic(folder, seconds=3.1)
+    assert recorder.error is None
+    session = assert_session_consistent(folder, min_windows=events)
+    assert len(session.windows) == events == 6
+    assert session.closed_cleanly and session.notes == []
+    info = session.info
+    assert info["checkpoint"] == "default" and info["devices"]["camera"] == "synthetic stand-in"
+    assert "torch" in info["versions"] and info["stats"]["windows_written"] == 6
+    # Windows are on the session clock (0 = first recorded item).
+    assert session.windows[0].start == pytest.approx(0.0) and session.windows[1].end == pytest.approx(1.0)
+    assert session.windows[4].text == "" and session.windows[4].present["text"] is False
+    assert session.windows[0].scores["vision"] is None and session.windows[1].scores["vision"] is not None
+    # Recorded audio matches what was fed (PCM-16 rounding only).
+    fed = np.concatenate([item.samples for kind, item in synthetic_items(3.1) if kind == "audio"])
+    got = session.read_audio(0.0, len(fed) / 16000)
+    assert np.max(np.abs(got - fed)) < 1e-4
+    frames = list(session.iter_frames())
+    assert 25 <= len(frames) <= 31 and frames[0].image.shape == (96, 128, 3)
+    # A second recorder may not overwrite the folder.
+    from moodlens.realtime.errors import ConfigError
+    with pytest.raises(ConfigError, match="already holds a recorded session"):
+        record_synthetic(folder, seconds=0.5)
+    assert open_session(folder).windows == session.windows
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_interrupted_recording_stays_readable(tmp_path, sig):
+    folder = tmp_path / f"cut_{sig.name}"
+    proc = start_recording_process(folder, seconds=30.0, pace=1.0)
+    wait_for_windows(folder, 3, proc)
+    time.sleep(0.2)  # stop somewhere inside the next window
+    proc.send_signal(sig)
+    proc.wait(timeout=20)
+    session = assert_session_consistent(folder, min_windows=3)
+    if sig == signal.SIGINT:
+        # Ctrl-C reaches Python: the pipeline's `finally` closes the recorder properly.
+        assert session.closed_cleanly and session.notes == []
+    else:
+        assert not session.closed_cleanly
+        assert any("not closed" in note for note in session.notes)
+        assert session.info["state"] == "interrupted"   # marked on the first open after the crash
+    # Still replayable: the windows come back as events in order, no waiting at speed 0.
+    from moodlens.realtime.replay import replay_events
+
+    events = list(replay_events(session, speed=0))
+    assert [e.id for e in events] == [w.id for w in session.windows]
+
+
+def test_torn_last_line_is_ignored_with_a_note(tmp_path):
+    from moodlens.realtime.errors import DataError
+    from moodlens.realtime.recording import open_session
+
+    folder = tmp_path / "s"
+    record_synthetic(folder, seconds=1.6, video="none")
+    with open(folder / "windows.jsonl", "ab") as f:
+        f.write(b'{"id": 3, "start": 5001.5, "end": 50')       # power lost mid-write
+    session = open_session(folder)
+    assert len(session.windows) == 3
+    assert any("cut off mid-write" in note for note in session.notes)
+    # A broken line in the middle is not a torn write: it is refused, naming the line.
+    lines = (folder / "windows.jsonl").read_bytes().split(b"\n")
+    lines[1] = b"{not json"
+    (folder / "windows.jsonl").write_bytes(b"\n".join(lines))
+    with pytest.raises(DataError, match="line 2"):
+        open_session(folder)
+
+
+def test_unwritable_folder_gives_a_sentence_and_the_pipeline_goes_on(tmp_path):
+    from moodlens.realtime.recording import RecordingOptions, SessionRecorder
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    said = []
+    recorder = SessionRecorder(blocker / "session", {}, RecordingOptions(), on_error=said.append)
+    assert not recorder.enabled and len(said) == 1
+    assert str(blocker / "session") in said[0] and "live scoring continues" in said[0]
+    assert said[0].count(".") <= 3 and "\n" not in said[0]
+    for kind, item in synthetic_items(1.0):          # the sink protocol keeps working, silently
+        getattr(recorder, f"on_{kind}")(item)
+    recorder.close()
+    assert said == [recorder.error]
+
+
+def test_disk_full_mid_recording(tmp_path):
+    """A real write error from the kernel (file size limit, EFBIG): the recorder switches itself off
+    with one sentence, the process keeps scoring, and what was written stays valid."""
+    import resource
+
+    folder = tmp_path / "full"
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG from write() instead of a signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    proc = start_recording_process(folder, seconds=4.0, pace=0.0, preexec_fn=limit_file_size)
+    out, err = proc.communicate(timeout=60)
+    out, err = out.decode(), err.decode()
+    assert proc.returncode == 0, err[-2000:]
+    assert out.count("event ") == 8           # all windows were delivered; scoring went on
+    assert "pipeline finished" in out
+    assert "Recording to" in err and "File too large" in err and "live scoring continues" in err
+    from moodlens.realtime.recording import open_session
+
+    session = open_session(folder)
+    assert session.info["state"] == "failed" and "File too large" in session.info["error"]
+    assert 1 <= len(session.windows) < 8
+    assert session.audio_duration >= session.windows[-1].end - 1e-3
+    assert any("stopped early" in note for note in session.notes)
+
+
+def test_faces_only_privacy_mode(tmp_path):
+    """No pixels are kept: face features (MediaPipe on the frames) go to faces.bin instead of video."""
+    from moodlens.realtime.recording import open_session
+
+    folder = tmp_path / "private"
+    recorder, events = record_synthetic(folder, seconds=1.5, video="faces")
+    assert recorder.error is None, recorder.error
+    session = open_session(folder)
+    assert session.video_path is None and not (folder / "video.mp4").exists()
+    faces = session.read_faces()
+    assert recorder.stats.faces_written == len(faces) >= 10
+    assert all(not f.face_present for f in faces)      # synthetic frames hold no face
+    assert faces[0].t == pytest.approx(0.0, abs=1e-6)
+    assert all(b > a for a, b in zip([f.t for f in faces], [f.t for f in faces][1:]))
+
+
+if __name__ == "__main__":
+    # Child process for the interruption tests: python tests/test_recording.py record DIR SECONDS PACE
+    sys.path.insert(0, str(REPO))
+    _, command, folder, seconds, pace = sys.argv
+    recorder, events = record_synthetic(Path(folder), float(seconds), float(pace))
+    print(f"pipeline finished with {events} events", flush=True)
