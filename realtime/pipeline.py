@@ -1,0 +1,692 @@
+"""The live pipeline: capture -> windows -> Whisper -> features -> score -> events.
+
+Each stage runs on its own daemon thread; stages are joined by bounded queues, so the pipeline
+never falls behind without bound:
+
+    capture ──frames──> vision (MediaPipe at the featurizer's fps) ──faces──┐
+       └──────audio──────────────────────────────────────────────────────> windows (Silero VAD)
+    windows ──> [ASR queue: merge/drop when full] ──> asr (Whisper) ──> score (features + model)
+    score ──> events (the caller's thread: `events()` / `run()`), and every sink's `on_event`.
+
+When it is `realtime` (live capture, or a file paced at real time) and a stage cannot keep up:
+frames waiting for the face featurizer are dropped (oldest first), and a window that finds the
+ASR queue full is merged with the newest waiting window (or, past `max_merged_s`, the oldest
+waiting one is dropped). Every drop and merge is counted in `PipelineStats`. Without `realtime`
+(a file read as fast as possible) stages wait for each other instead, so results do not depend
+on machine speed.
+
+Faces reach the windower before the audio that closes their window: audio waits (at most
+`face_wait_s` when realtime) until the face stream has caught up with it, so a window carries
+the faces of its whole span. `latency_ms.total` runs from the arrival of the audio chunk that
+closed the window (end of utterance detected) to the score being ready.
+
+`stop()` (or Ctrl-C in the thread iterating `events()`) ends every stage within a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Protocol
+
+import numpy as np
+
+from moodlens.realtime.errors import ConfigError, MoodlensError
+from moodlens.realtime.events import LATENCY_KEYS, MODALITIES, WindowEvent
+from moodlens.realtime.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures, VideoFrame, Window
+
+_END = object()          # end of stream marker passed down the queues
+_POLL_S = 0.05           # how often blocked stages look at the stop event
+
+
+class Sink(Protocol):
+    def on_audio(self, chunk: AudioChunk) -> None: ...
+    def on_frame(self, frame: VideoFrame) -> None: ...
+    def on_event(self, event: WindowEvent) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class PipelineOptions:
+    realtime: bool = True            # live or paced: drop/merge when behind; False: stages wait (files, fast)
+    frame_queue_size: int = 4        # frames waiting for the face featurizer
+    asr_queue_size: int = 2          # windows waiting for Whisper; a full queue merges (realtime)
+    max_merged_s: float = 20.0       # a merged window never grows past this; the oldest is dropped instead
+    face_wait_s: float = 0.3         # realtime: longest an audio chunk waits for the face stream
+    score_batch: int = 8             # windows scored together when several are waiting
+    no_audio_window_s: float = 3.0   # video without audio: vision-only windows of this length
+    latency_history: int = 500       # windows kept for the latency percentiles
+
+    def check(self, where: str = "pipeline options") -> None:
+        for name in ("frame_queue_size", "asr_queue_size", "score_batch", "latency_history"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}: {name} must be at least 1, got {getattr(self, name)}.")
+        for name in ("max_merged_s", "no_audio_window_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{where}: {name} must be positive, got {getattr(self, name)}.")
+        if self.face_wait_s < 0:
+            raise ConfigError(f"{where}: face_wait_s must not be negative, got {self.face_wait_s}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------------------------
+
+class RateMeter:
+    """Items per second over the last `span_s` seconds of wall time."""
+
+    def __init__(self, span_s: float = 2.0):
+        self.span_s = span_s
+        self._times: deque[float] = deque()
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._times.append(now)
+        while self._times and now - self._times[0] > self.span_s:
+            self._times.popleft()
+
+    def rate(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        times = [t for t in list(self._times) if now - t <= self.span_s]
+        if len(times) < 2:
+            return 0.0
+        return (len(times) - 1) / max(times[-1] - times[0], 1e-6)
+
+
+@dataclass
+class StatsSnapshot:
+    """A consistent copy of the pipeline counters, for the dashboard and reports."""
+
+    elapsed_s: float = 0.0                 # wall time since start
+    media_s: float = 0.0                   # newest capture time, relative to the first item
+    duration_s: float | None = None        # file duration (None when live)
+    finished: bool = False
+    frames_in: int = 0
+    frames_dropped: int = 0                # by the source and by the face stage together
+    audio_chunks_dropped: int = 0
+    faces_processed: int = 0
+    faces_found: int = 0
+    video_fps: float = 0.0
+    face_fps: float = 0.0
+    windows_closed: int = 0
+    windows_scored: int = 0
+    windows_merged: int = 0
+    windows_dropped: int = 0
+    asr_backlog: int = 0
+    latency_p50: dict[str, float] = field(default_factory=dict)   # stage -> ms
+    latency_p95: dict[str, float] = field(default_factory=dict)
+    has_audio: bool = True
+    has_video: bool = True
+    face_now: bool | None = None           # was a face in the newest processed frame (None: none yet)
+
+
+class PipelineStats:
+    """Counters and latency histories, updated by the stage threads."""
+
+    STAGES = (*LATENCY_KEYS, "face")
+
+    def __init__(self, history: int = 500):
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+        self.first_t: float | None = None
+        self.last_t: float | None = None
+        self.duration_s: float | None = None
+        self.finished = False
+        self.frames_in = 0
+        self.frames_dropped = 0
+        self.source_stats = None           # the source's SourceStats, read at snapshot time
+        self.faces_processed = 0
+        self.faces_found = 0
+        self.windows_closed = 0
+        self.windows_scored = 0
+        self.windows_merged = 0
+        self.windows_dropped = 0
+        self.asr_backlog = 0
+        self.has_audio = True
+        self.has_video = True
+        self.face_now: bool | None = None
+        self.latency: dict[str, deque[float]] = {k: deque(maxlen=history) for k in self.STAGES}
+        self._video_rate = RateMeter()
+        self._face_rate = RateMeter()
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+    def saw(self, t: float, frame: bool = False) -> None:
+        with self._lock:
+            if self.first_t is None:
+                self.first_t = t
+            self.last_t = t if self.last_t is None else max(self.last_t, t)
+            if frame:
+                self.frames_in += 1
+                self._video_rate.tick()
+
+    def face(self, found: bool, ms: float) -> None:
+        with self._lock:
+            self.faces_processed += 1
+            self.faces_found += int(found)
+            self.face_now = found
+            self.latency["face"].append(ms)
+            self._face_rate.tick()
+
+    def record_latency(self, latency_ms: dict[str, float]) -> None:
+        with self._lock:
+            for k, v in latency_ms.items():
+                if k in self.latency:
+                    self.latency[k].append(float(v))
+
+    def snapshot(self) -> StatsSnapshot:
+        with self._lock:
+            p50, p95 = {}, {}
+            for k, values in self.latency.items():
+                if values:
+                    arr = np.fromiter(values, dtype=np.float64)
+                    p50[k], p95[k] = float(np.percentile(arr, 50)), float(np.percentile(arr, 95))
+            src = self.source_stats
+            media = (self.last_t - self.first_t) if self.first_t is not None else 0.0
+            return StatsSnapshot(
+                elapsed_s=time.monotonic() - self.started, media_s=media, duration_s=self.duration_s,
+                finished=self.finished, frames_in=self.frames_in,
+                frames_dropped=self.frames_dropped + (getattr(src, "frames_dropped", 0) if src else 0),
+                audio_chunks_dropped=getattr(src, "audio_chunks_dropped", 0) if src else 0,
+                faces_processed=self.faces_processed, faces_found=self.faces_found,
+                video_fps=self._video_rate.rate(), face_fps=self._face_rate.rate(),
+                windows_closed=self.windows_closed, windows_scored=self.windows_scored,
+                windows_merged=self.windows_merged, windows_dropped=self.windows_dropped,
+                asr_backlog=self.asr_backlog, latency_p50=p50, latency_p95=p95,
+                has_audio=self.has_audio, has_video=self.has_video, face_now=self.face_now,
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# The queue in front of Whisper: merges (or drops) windows instead of growing
+# ---------------------------------------------------------------------------------------------
+
+def merge_windows(first: Window, second: Window) -> Window:
+    """One window covering both: audio back to back (the silence between is left out)."""
+    merged = Window(
+        id=first.id, start=first.start, end=second.end,
+        audio=np.concatenate([first.audio, second.audio]),
+        faces=list(first.faces) + list(second.faces),
+        interim=second.interim,
+        closed_at=min(first.closed_at, second.closed_at),   # latency counts from the older close
+    )
+    merged.merged = getattr(first, "merged", 1) + getattr(second, "merged", 1)  # type: ignore[attr-defined]
+    return merged
+
+
+class WindowQueue:
+    """Bounded FIFO of windows. `put` on a full queue either waits (not realtime) or merges the
+    new window into the newest waiting one; when that would pass `max_merged_s` the oldest
+    waiting window is dropped instead."""
+
+    def __init__(self, maxsize: int, realtime: bool, max_merged_s: float, stats: PipelineStats,
+                 stop: threading.Event):
+        self.maxsize = maxsize
+        self.realtime = realtime
+        self.max_merged_s = max_merged_s
+        self.stats = stats
+        self.stop = stop
+        self._items: deque = deque()
+        self._cond = threading.Condition()
+
+    def put(self, item) -> None:
+        with self._cond:
+            if item is not _END and len(self._items) >= self.maxsize:
+                if self.realtime:
+                    self._merge_or_drop(item)
+                    self._publish()
+                    return
+                while len(self._items) >= self.maxsize and not self.stop.is_set():
+                    self._cond.wait(_POLL_S)
+            self._items.append(item)
+            self._publish()
+            self._cond.notify_all()
+
+    def _merge_or_drop(self, window: Window) -> None:
+        newest = self._items[-1]
+        if newest is not _END and (newest.end - newest.start) + window.duration <= self.max_merged_s:
+            self._items[-1] = merge_windows(newest, window)
+            self.stats.add(windows_merged=1)
+        else:
+            self._items.popleft()
+            self._items.append(window)
+            self.stats.add(windows_dropped=1)
+
+    def get(self, timeout: float = _POLL_S):
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._publish()
+            self._cond.notify_all()
+            return item
+
+    def _publish(self) -> None:
+        self.stats.asr_backlog = sum(1 for i in self._items if i is not _END)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class _Transcribed:
+    window: Window
+    text: str
+    asr_ms: float
+
+
+class Pipeline:
+    """Runs `source` through windows, Whisper, features and `scorer`; yields `WindowEvent`s.
+
+    `source`: a MediaFileSource, LiveSource or SyntheticSource (iterates VideoFrame | AudioChunk).
+    `scorer`: engine-A's Scorer (`score(batch)`, `backend_name`, `featurizer_config`).
+    `vad`, `asr`: VadOptions / AsrOptions; `features`: FeaturizerConfig overrides (a dict) applied
+    to the scorer's featurizer config (a value-changing override is refused by its compatibility
+    check). `transcriber`, `featurizer`, `vision` may be given ready-made (shared between runs).
+    """
+
+    def __init__(self, source, scorer, options: PipelineOptions | None = None, sinks: Iterable[Sink] = (),
+                 vad=None, asr=None, features: dict[str, Any] | None = None,
+                 transcriber=None, featurizer=None, vision=None, windower=None):
+        self.source = source
+        self.scorer = scorer
+        self.options = options or PipelineOptions()
+        self.options.check()
+        self.sinks = list(sinks)
+        self.stats = PipelineStats(self.options.latency_history)
+        self.stats.source_stats = getattr(source, "stats", None)
+        self.stats.duration_s = getattr(source, "duration", None) or None
+        self.has_audio = bool(getattr(source, "has_audio", True))
+        self.has_video = bool(getattr(source, "has_video", True))
+        self.stats.has_audio, self.stats.has_video = self.has_audio, self.has_video
+        self.backend_name = str(getattr(scorer, "backend_name", type(scorer).__name__))
+        self.device = str(getattr(scorer, "device", "cpu"))
+        self.featurizer_config = self._featurizer_config(features)
+
+        from moodlens.realtime.windows import UtteranceWindower, VadOptions
+
+        if windower is None:
+            vad = vad or VadOptions()
+            if not self.has_audio:
+                # No sound track: vision-only windows on the video clock (silence is fed in).
+                step = self.options.no_audio_window_s
+                vad = dataclasses.replace(vad, mode="fixed", fixed_window_s=step, fixed_hop_s=step)
+            windower = UtteranceWindower(vad)
+        self.windower = windower
+        if transcriber is None and self.has_audio:
+            from moodlens.realtime.asr import AsrOptions, Transcriber
+
+            transcriber = Transcriber(asr or AsrOptions())
+        self.transcriber = transcriber
+        if featurizer is None:
+            from moodlens.realtime.features.featurizer import Featurizer
+
+            featurizer = Featurizer(self.featurizer_config)
+        self.featurizer = featurizer
+        if vision is None and self.has_video:
+            from moodlens.realtime.features.vision import VisionFeaturizer
+
+            vision = VisionFeaturizer(self.featurizer_config)
+        self.vision = vision
+
+        # Event times are seconds from this origin: the source's own (media time for files opened
+        # with origin=0) or else the first item's capture time.
+        self.origin: float | None = getattr(source, "origin", None)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._closed = False
+        realtime = self.options.realtime
+        self._frames: queue.Queue = queue.Queue(self.options.frame_queue_size)
+        self._window_in: queue.Queue = queue.Queue(512)
+        self._asr_in = WindowQueue(self.options.asr_queue_size, realtime, self.options.max_merged_s,
+                                   self.stats, self._stop)
+        self._score_in: queue.Queue = queue.Queue(16)
+        self._out: queue.Queue = queue.Queue()
+
+    # ---- set-up ----------------------------------------------------------------------------
+    def _featurizer_config(self, overrides: dict[str, Any] | None):
+        from moodlens.realtime.features.config import FeaturizerConfig
+
+        base = getattr(self.scorer, "featurizer_config", None)
+        if base is None:
+            base = FeaturizerConfig()
+        elif isinstance(base, dict):
+            base = FeaturizerConfig.from_dict(base, source="featurizer config of the scoring checkpoint")
+        if not overrides:
+            return base
+        live = dataclasses.replace(base, **overrides)
+        base.check_compatible(live, where="the live config's features section")
+        return live
+
+    # ---- public API --------------------------------------------------------------------------
+    def start(self) -> "Pipeline":
+        if self._started:
+            return self
+        self._started = True
+        self.stats.started = time.monotonic()
+        stages = [("capture", self._capture_stage), ("windows", self._window_stage),
+                  ("asr", self._asr_stage), ("score", self._score_stage)]
+        if self.has_video:
+            stages.insert(1, ("vision", self._vision_stage))
+        for name, target in stages:
+            thread = threading.Thread(target=self._guard, args=(target,), name=f"moodlens-{name}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        return self
+
+    def events(self) -> Iterator[WindowEvent]:
+        """Start (if needed) and yield each scored window; raises a stage's error here."""
+        self.start()
+        try:
+            while True:
+                try:
+                    item = self._out.get(timeout=_POLL_S)
+                except queue.Empty:
+                    if self._error is not None:
+                        raise self._error
+                    if self._stop.is_set():
+                        return
+                    continue
+                if item is _END:
+                    if self._error is not None:
+                        raise self._error
+                    self.stats.finished = True
+                    return
+                yield item
+        finally:
+            self.stop()
+
+    def run(self) -> list[WindowEvent]:
+        return list(self.events())
+
+    def stop(self, timeout: float = 0.6) -> None:
+        """Stop every stage (each checks the stop event at least every 50 ms) and close the sinks."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        capture = next((t for t in self._threads if t.name == "moodlens-capture"), None)
+        if capture is not None and capture.is_alive():
+            # The source is blocked inside a device read: closing it releases the read.
+            try:
+                self.source.close()
+            except Exception:
+                pass
+        if not self._closed:
+            self._closed = True
+            vision_thread = next((t for t in self._threads if t.name == "moodlens-vision"), None)
+            if self.vision is not None and hasattr(self.vision, "close") and not (vision_thread and vision_thread.is_alive()):
+                self.vision.close()
+            for sink in self.sinks:
+                sink.close()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    # ---- plumbing ------------------------------------------------------------------------------
+    def _guard(self, stage) -> None:
+        try:
+            stage()
+        except BaseException as err:  # handed to the caller's thread by events()
+            if self._error is None:
+                self._error = err
+            self._stop.set()
+
+    def _put(self, q: queue.Queue, item) -> bool:
+        """Blocking put that gives up when the pipeline stops."""
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue):
+        while not self._stop.is_set():
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+        return _END
+
+    # ---- stages ----------------------------------------------------------------------------------
+    def _capture_stage(self) -> None:
+        realtime = self.options.realtime
+        try:
+            for item in self.source:
+                if self._stop.is_set():
+                    return
+                if self.origin is None:
+                    self.origin = item.t
+                if isinstance(item, VideoFrame):
+                    self.stats.saw(item.t, frame=True)
+                    for sink in self.sinks:
+                        sink.on_frame(item)
+                    if self.vision is None:
+                        continue
+                    if realtime:
+                        self._put_dropping_oldest(item)
+                    elif not self._put(self._frames, item):
+                        return
+                    if not self.has_audio:
+                        # Silent audio drives the fixed windows of a file without sound.
+                        self._feed_silence(item.t)
+                elif isinstance(item, AudioChunk):
+                    self.stats.saw(item.t + item.duration)
+                    for sink in self.sinks:
+                        sink.on_audio(item)
+                    if not self._put(self._window_in, ("audio", item, time.monotonic())):
+                        return
+        finally:
+            if self.has_video and self.vision is not None:
+                self._put(self._frames, _END)
+            if not self.has_audio:
+                self._feed_silence(None)
+            self._put(self._window_in, ("audio_end", None, None))
+
+    def _put_dropping_oldest(self, frame: VideoFrame) -> None:
+        while True:
+            try:
+                self._frames.put_nowait(frame)
+                return
+            except queue.Full:
+                try:
+                    self._frames.get_nowait()
+                    self.stats.add(frames_dropped=1)
+                except queue.Empty:
+                    pass
+
+    _silence_t: float | None = None
+
+    def _feed_silence(self, until: float | None) -> None:
+        """Audio-less files: silent chunks up to `until` (None = one last chunk) keep the windower's clock."""
+        chunk = 512
+        if self._silence_t is None:
+            if until is None:
+                return
+            self._silence_t = until
+        end = until if until is not None else self._silence_t + chunk / AUDIO_SAMPLE_RATE
+        while self._silence_t + chunk / AUDIO_SAMPLE_RATE <= end + 1e-9:
+            self._put(self._window_in, ("audio", AudioChunk(self._silence_t, np.zeros(chunk, np.float32)),
+                                        time.monotonic()))
+            self._silence_t += chunk / AUDIO_SAMPLE_RATE
+
+    def _vision_stage(self) -> None:
+        vision = self.vision
+        while True:
+            frame = self._get(self._frames)
+            if frame is _END:
+                self._put(self._window_in, ("vision_end", None, None))
+                return
+            wants = getattr(vision, "wants", None)
+            if wants is None or wants(frame.t):
+                t0 = time.perf_counter()
+                face = vision.process(frame)
+                self.stats.face(bool(face.face_present), (time.perf_counter() - t0) * 1000)
+                if not self._put(self._window_in, ("face", face, None)):
+                    return
+            # Every frame moves the face clock on, processed or skipped by the fps limit.
+            if not self._put(self._window_in, ("mark", frame.t, None)):
+                return
+
+    def _window_stage(self) -> None:
+        windower = self.windower
+        pending: deque[tuple[AudioChunk, float]] = deque()     # audio waiting for the face stream
+        face_clock = -np.inf
+        audio_done = False
+        vision_done = not (self.has_video and self.vision is not None)
+        wait_s = self.options.face_wait_s if self.options.realtime else np.inf
+        while not self._stop.is_set():
+            try:
+                kind, payload, arrived = self._window_in.get(timeout=_POLL_S)
+            except queue.Empty:
+                kind = None
+            if kind == "audio":
+                pending.append((payload, arrived))
+            elif kind == "face":
+                windower.push_face(payload)
+                face_clock = max(face_clock, payload.t)
+            elif kind == "mark":
+                face_clock = max(face_clock, payload)
+            elif kind == "audio_end":
+                audio_done = True
+            elif kind == "vision_end":
+                vision_done = True
+            now = time.monotonic()
+            while pending:
+                chunk, arrived = pending[0]
+                if not (vision_done or chunk.t + chunk.duration <= face_clock or now - arrived >= wait_s):
+                    break
+                pending.popleft()
+                for window in windower.push_audio(chunk):
+                    window.closed_at = arrived
+                    self._close_window(window)
+            if audio_done and vision_done and not pending:
+                for window in windower.flush():
+                    self._close_window(window)
+                self._asr_in.put(_END)
+                return
+
+    def _close_window(self, window: Window) -> None:
+        self.stats.add(windows_closed=1)
+        self._asr_in.put(window)
+
+    def _asr_stage(self) -> None:
+        while not self._stop.is_set():
+            window = self._asr_in.get()
+            if window is None:
+                continue
+            if window is _END:
+                self._put(self._score_in, _END)
+                return
+            text, asr_ms = "", 0.0
+            if self.transcriber is not None and self.has_audio and len(window.audio):
+                t0 = time.perf_counter()
+                transcript = self.transcriber.transcribe(window.audio)
+                asr_ms = (time.perf_counter() - t0) * 1000
+                words = getattr(transcript, "words", None)
+                text = (transcript.text or "").strip() if (words is None or len(words)) else ""
+            if not self._put(self._score_in, _Transcribed(window, text, asr_ms)):
+                return
+
+    def _score_stage(self) -> None:
+        while not self._stop.is_set():
+            first = self._get(self._score_in)
+            if first is _END:
+                self._put(self._out, _END)
+                return
+            batch = [first]
+            ended = False
+            # Score what is already waiting in one batch (catches up after a slow window).
+            while len(batch) < self.options.score_batch:
+                try:
+                    more = self._score_in.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _END:
+                    ended = True
+                    break
+                batch.append(more)
+            for event in self._score(batch):
+                self.stats.record_latency(event.latency_ms)
+                self.stats.add(windows_scored=1)
+                for sink in self.sinks:
+                    sink.on_event(event)
+                self._out.put(event)
+            if ended:
+                self._out.put(_END)
+                return
+
+    def _score(self, items: list[_Transcribed]) -> list[WindowEvent]:
+        t0 = time.perf_counter()
+        samples = []
+        for item in items:
+            audio = item.window.audio if self.has_audio else np.zeros(0, np.float32)
+            samples.append(self.featurizer.sample(item.text, audio, item.window.faces))
+        batch = self.featurizer.collate(samples)
+        t1 = time.perf_counter()
+        output = self.scorer.score(batch)
+        done = time.monotonic()
+        t2 = time.perf_counter()
+        features_ms = (t1 - t0) * 1000 / len(items)
+        model_ms = (t2 - t1) * 1000
+        present = np.asarray(batch.present.cpu() if hasattr(batch.present, "cpu") else batch.present, dtype=bool)
+        events = []
+        origin = self.origin or 0.0
+        for i, item in enumerate(items):
+            scores = scores_at(output, i)
+            flags = {m: bool(present[i, j]) for j, m in enumerate(MODALITIES)}
+            w = item.window
+            fused = scores["fused"]
+            if fused is None or not np.isfinite(fused):
+                raise MoodlensError(f"The model gave a non-finite fused score for the window at {w.start:.2f} s.")
+            events.append(WindowEvent(
+                id=w.id, start=w.start - origin, end=w.end - origin, text=item.text, fused=float(fused),
+                text_score=scores["text"] if flags["text"] else None,
+                audio_score=scores["audio"] if flags["audio"] else None,
+                vision_score=scores["vision"] if flags["vision"] else None,
+                present=flags,
+                latency_ms={"asr": item.asr_ms, "features": features_ms, "model": model_ms,
+                            "total": max(0.0, (done - w.closed_at) * 1000) if w.closed_at else 0.0},
+                backend=self.backend_name, interim=bool(w.interim), merged=getattr(w, "merged", 1),
+            ))
+        return events
+
+
+def scores_at(output, i: int) -> dict[str, float | None]:
+    """Scores of row `i` from a Scorer result: a list of dicts or a SentimentOutput-like tuple."""
+    if isinstance(output, (list, tuple)) and output and isinstance(output[0], dict):
+        row = output[i]
+        return {k: _as_float(row.get(k)) for k in ("fused", *MODALITIES)}
+    return {k: _as_float(np.asarray(getattr(output, k)).reshape(-1)[i]) for k in ("fused", *MODALITIES)}
+
+
+def _as_float(x) -> float | None:
+    if x is None:
+        return None
+    value = float(np.asarray(x).reshape(-1)[0]) if not isinstance(x, (int, float)) else float(x)
+    return value
