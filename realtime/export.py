@@ -267,6 +267,11 @@ def _clock(seconds: float) -> str:
     return f"{m}:{s:02d}" if m < 60 else f"{m // 60}:{m % 60:02d}:{s:02d}"
 
 
+def _clock_tenths(seconds: float) -> str:
+    m, s = divmod(max(0.0, seconds), 60)
+    return f"{int(m)}:{s:04.1f}"
+
+
 def _score_html(score: float | None) -> str:
     if score is None:
         return '<span class="na">–</span>'
@@ -340,7 +345,7 @@ def to_html(session: RecordedSession) -> str:
             stats_rows.append((label, f"{m['score']:+.2f} at {_clock(m['start'])}: “{esc(_cut(m['text'], 60))}”"))
     stats_html = "".join(f"<tr><td>{esc(k)}</td><td>{v}</td></tr>" for k, v in stats_rows)
     transcript = "".join(
-        f"<tr><td>{_clock(w.start)}</td><td>{esc(w.text) or '<span class=na>(no speech)</span>'}</td>"
+        f"<tr><td>{_clock_tenths(w.start)}</td><td>{esc(w.text) or '<span class=na>(no speech)</span>'}</td>"
         f"<td>{_score_html(w.scores.get('fused'))}</td>"
         + "".join(f"<td>{_score_html(w.scores.get(m))}</td>" for m in MODALITIES) + "</tr>"
         for w in session.windows)
