@@ -70,8 +70,11 @@ class AudioFeaturizer:
         if audio.size == 0:
             return np.zeros((0, self.config.audio_dim), dtype=np.float32)
         y = np.nan_to_num(audio.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+        # Audio belongs in [-1, 1]; clipping absurd values keeps every product below float32 overflow.
+        y = np.clip(y, -1e3, 1e3)
         frames = self._frames(y)                                   # (T, n_fft)
-        raw = self._raw_features(frames)
+        with np.errstate(all="ignore"):
+            raw = self._raw_features(frames)
         normalize = self.config.audio_normalize if normalize is None else normalize
         if normalize:
             raw = (raw - self.mean) / self.std
