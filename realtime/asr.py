@@ -121,7 +121,10 @@ class Transcriber:
         self.compute_type = o.compute_type or ("float16" if self.device == "cuda" else "int8")
         self.cpu_threads = o.cpu_threads if o.cpu_threads is not None else min(4, os.cpu_count() or 1)
         self.model = _load_model(self.model_source, self.device, self.compute_type, self.cpu_threads)
-        self.english_only = not getattr(self.model, "model", None) or not self.model.model.is_multilingual
+        self.english_only = not self.model.model.is_multilingual
+        if self.english_only and o.language not in (None, "en"):
+            raise ConfigError(f"The English-only Whisper model '{self.model_source}' cannot transcribe language '{o.language}'.")
+        self.language = "en" if self.english_only else o.language
         self._lock = threading.Lock()
         if o.warmup:
             self.warmup()
@@ -140,13 +143,13 @@ class Transcriber:
         if not np.all(np.isfinite(audio)):
             raise DataError(f"The audio given to Whisper ({duration:.2f} s) holds NaN or infinite samples.")
         if duration < MIN_AUDIO_S:
-            return Transcript(text="", words=[], language=self.options.language, duration_s=duration, elapsed_s=0.0)
+            return Transcript(text="", words=[], language=self.language, duration_s=duration, elapsed_s=0.0)
         o = self.options
         t0 = time.perf_counter()
         with self._lock:
             segments, info = self.model.transcribe(
                 audio,
-                language=o.language,
+                language=self.language,
                 beam_size=o.beam_size,
                 best_of=o.beam_size,
                 temperature=list(o.temperature),
