@@ -160,3 +160,39 @@ def rescore_pipeline(session: RecordedSession, scorer, sinks: Iterable = (), pac
     source = RecordedSource(session, pace=pace)
     options = pipeline_options or PipelineOptions(realtime=(pace == "realtime"))
     return Pipeline(source, scorer, options, sinks=list(sinks), vision=source.vision_stand_in())
+
+
+class ReplayClock:
+    """What the dashboard's `stats()` callback shows during a replay: the media clock advances at
+    `speed`, the counters come from the windows replayed so far (their recorded latencies)."""
+
+    def __init__(self, session: RecordedSession, speed: float):
+        self.session = session
+        self.speed = speed
+        self.started = time.monotonic()
+        self.replayed: list[RecordedWindow] = []
+        self.finished = False
+
+    def add(self, event: WindowEvent) -> None:
+        self.replayed.append(next(w for w in self.session.windows if w.id == event.id))
+
+    def media_s(self) -> float:
+        if self.finished or not (self.speed > 0 and math.isfinite(self.speed)):
+            return max([w.end for w in self.replayed], default=0.0)
+        return min(self.session.duration, (time.monotonic() - self.started) * self.speed)
+
+    def snapshot(self):
+        from moodlens.realtime.pipeline import StatsSnapshot
+
+        p50, p95 = {}, {}
+        for key in ("asr", "features", "model", "total"):
+            values = [w.latency_ms[key] for w in self.replayed if key in w.latency_ms]
+            if values:
+                p50[key], p95[key] = float(np.percentile(values, 50)), float(np.percentile(values, 95))
+        stats = self.session.info.get("stats") or {}
+        return StatsSnapshot(
+            elapsed_s=time.monotonic() - self.started, media_s=self.media_s(), duration_s=self.session.duration,
+            finished=self.finished, windows_closed=len(self.replayed), windows_scored=len(self.replayed),
+            frames_in=int(stats.get("frames_written", 0)), latency_p50=p50, latency_p95=p95,
+            has_audio=self.session.audio_path is not None,
+            has_video=self.session.video_path is not None or self.session.faces_path is not None)
