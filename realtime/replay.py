@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -144,22 +143,16 @@ class RecordedSource:
         self.close()
 
 
-@dataclass
-class RescoreOptions:
-    checkpoint: str = "default"
-    backend: str = "auto"
-    device: str | None = None
-    pace: str = "fast"          # "realtime" plays the media at recorded speed
-
-
 def rescore_pipeline(session: RecordedSession, scorer, sinks: Iterable = (), pace: str = "fast",
-                     pipeline_options=None):
-    """Engine-B's pipeline over the recorded media with `scorer` (engine-A's Scorer)."""
+                     pipeline_options=None, **pipeline_kwargs):
+    """Engine-B's pipeline over the recorded media with `scorer` (engine-A's Scorer); extra keyword
+    arguments go to `Pipeline` (vad, asr, features, a shared transcriber...)."""
     from moodlens.realtime.pipeline import Pipeline, PipelineOptions
 
     source = RecordedSource(session, pace=pace)
     options = pipeline_options or PipelineOptions(realtime=(pace == "realtime"))
-    return Pipeline(source, scorer, options, sinks=list(sinks), vision=source.vision_stand_in())
+    vision = pipeline_kwargs.pop("vision", None) or source.vision_stand_in()
+    return Pipeline(source, scorer, options, sinks=list(sinks), vision=vision, **pipeline_kwargs)
 
 
 class ReplayClock:

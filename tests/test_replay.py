@@ -1,0 +1,203 @@
+"""Replay and rescore: recorded windows come back at the recorded pace (or faster) on the dashboard or
+as JSONL; a session recorded by the real pipeline (PyAV, Silero VAD, Whisper, MediaPipe, a model) is
+rescored from its recorded audio and video."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_export import run_cli  # noqa: E402
+from test_recording import record_synthetic  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "realtime" / "assets" / "demo.mp4"
+SR = 16_000
+
+
+@pytest.fixture(scope="module")
+def synthetic_session(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("replay") / "synthetic"
+    record_synthetic(folder, seconds=3.1, video="none")
+    return folder
+
+
+def test_headless_replay_writes_the_recorded_windows(synthetic_session, tmp_path):
+    from moodlens.realtime.events import check_event_dict
+    from moodlens.realtime.recording import open_session
+
+    out = tmp_path / "replay.jsonl"
+    code, err = run_cli("replay", str(synthetic_session), "--headless", "--jsonl", str(out))
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    session = open_session(synthetic_session)
+    assert len(lines) == len(session.windows) == 6
+    for d, w in zip(lines, session.windows):
+        check_event_dict(d)
+        assert (d["id"], d["text"], d["scores"]) == (w.id, w.text, w.scores)
+        assert d["start"] == pytest.approx(w.start, abs=1e-3)
+
+
+def test_replay_speed(synthetic_session):
+    from moodlens.realtime.recording import open_session
+    from moodlens.realtime.replay import replay_events
+
+    session = open_session(synthetic_session)
+    last_due = session.windows[-1].end + session.windows[-1].latency_ms["total"] / 1000   # 3.115 s
+    t0 = time.monotonic()
+    arrivals = []
+    for _ in replay_events(session, speed=6.0):
+        arrivals.append(time.monotonic() - t0)
+    assert arrivals[-1] == pytest.approx(last_due / 6.0, abs=0.15)
+    assert arrivals[0] == pytest.approx((0.5 + 0.110) / 6.0, abs=0.1)
+    t0 = time.monotonic()
+    assert len(list(replay_events(session, speed=0))) == 6
+    assert time.monotonic() - t0 < 0.1
+
+
+def test_replay_dashboard_shows_the_recorded_windows(synthetic_session):
+    from moodlens.realtime.dashboard import Dashboard, render_to_text
+    from moodlens.realtime.recording import open_session
+    from moodlens.realtime.replay import ReplayClock, replay_events
+
+    session = open_session(synthetic_session)
+    clock = ReplayClock(session, speed=0)
+    dashboard = Dashboard(f"replay {session.name}", backend="eager", device="recorded", stats=clock.snapshot)
+    for event in replay_events(session, speed=0):
+        clock.add(event)
+        dashboard.add(event)
+    clock.finished = True
+    screen = render_to_text(dashboard, 100, 30)
+    last = session.windows[-1]
+    assert "replay synthetic" in screen
+    assert f"{last.scores['fused']:+.2f}" in screen and last.text[:20] in screen
+    snap = clock.snapshot()
+    assert snap.windows_scored == 6 and snap.media_s == pytest.approx(last.end)
+    assert snap.latency_p50["total"] == pytest.approx(np.median([w.latency_ms["total"] for w in session.windows]))
+
+
+# ---- the real pipeline: record, then rescore --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def scorer():
+    """Engine-A's Scorer with an untrained zoo model (the scores' signs are not what is tested)."""
+    from moodlens.models import build_model
+    from moodlens.realtime.features.config import FeaturizerConfig
+
+    try:
+        from moodlens.realtime.scorer import Scorer
+    except ModuleNotFoundError:   # TEMPORARY until engine-A's Scorer lands: the model in eager PyTorch
+        return _EagerModel(build_model("hcrl_mfd").eval(), FeaturizerConfig())
+    return Scorer.from_model(build_model("hcrl_mfd").eval(), FeaturizerConfig().to_dict(), backend="eager")
+
+
+class _EagerModel:
+    backend_name, device = "eager", "cpu"
+
+    def __init__(self, model, featurizer_config):
+        self.model, self.featurizer_config = model, featurizer_config
+
+    def score(self, batch):
+        import torch
+
+        with torch.no_grad():
+            return self.model(*batch.tensors())
+
+
+@pytest.fixture(scope="module")
+def transcriber():
+    from moodlens.realtime.asr import AsrOptions, Transcriber
+
+    return Transcriber(AsrOptions(cpu_threads=2))
+
+
+def talking_face_clip(path: Path, wav: Path, fps: int = 8) -> Path:
+    """espeak-ng speech over the face frames of the bundled demo clip (a real photo), H.264 + AAC."""
+    import av
+
+    speech, _ = sf.read(str(wav), dtype="float32")
+    audio = np.concatenate([np.zeros(SR // 2, np.float32), speech, np.zeros(SR, np.float32)])
+    n_frames = int(len(audio) / SR * fps)
+    frames = []
+    with av.open(str(DEMO)) as c:
+        for f in c.decode(video=0):
+            frames.append(f.to_ndarray(format="rgb24", width=240, height=180))
+            if len(frames) == n_frames:
+                break
+    with av.open(str(path), "w") as c:
+        video = c.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = 240, 180, "yuv420p"
+        sound = c.add_stream("aac", rate=SR, layout="mono")
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            for p in video.encode(frame):
+                c.mux(p)
+        for p in video.encode():
+            c.mux(p)
+        pcm = (audio * 32767).astype(np.int16)
+        for s in range(0, len(pcm), 1024):
+            frame = av.AudioFrame.from_ndarray(pcm[None, s:s + 1024], format="s16", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = SR, s, Fraction(1, SR)
+            for p in sound.encode(frame):
+                c.mux(p)
+        for p in sound.encode():
+            c.mux(p)
+    return path
+
+
+def test_record_with_the_pipeline_then_rescore(tts, tmp_path, scorer, transcriber):
+    from moodlens.realtime.events import JsonlSink, read_jsonl
+    from moodlens.realtime.pipeline import Pipeline, PipelineOptions
+    from moodlens.realtime.recording import RecordingOptions, SessionRecorder, open_session
+    from moodlens.realtime.replay import rescore_pipeline
+    from moodlens.realtime.sources import MediaFileSource
+
+    clip = talking_face_clip(tmp_path / "talk.mp4", tts("I really enjoyed the concert last night."))
+    folder = tmp_path / "recorded"
+    source = MediaFileSource(clip, pace="fast", origin=0.0, max_size=240)
+    pipe = Pipeline(source, scorer, PipelineOptions(realtime=False), transcriber=transcriber)
+    recorder = SessionRecorder(folder, {"featurizer_config": pipe.featurizer_config.to_dict(),
+                                        "checkpoint": "untrained hcrl_mfd", "source": {"path": str(clip)}},
+                               RecordingOptions(block_when_busy=True))
+    pipe.sinks.append(recorder)
+    live_events = pipe.run()               # run() closes the sinks at the end
+    assert recorder.error is None
+    session = open_session(folder)
+    assert session.closed_cleanly and len(session.windows) == len(live_events) >= 1
+    assert "concert" in " ".join(w.text.lower() for w in session.windows)
+    assert session.windows[0].present["vision"]          # the demo face was tracked live
+    frames = list(session.iter_frames())
+    assert len(frames) >= 20 and frames[0].image.shape == (180, 240, 3)
+    assert session.audio_duration == pytest.approx(source.duration, abs=0.1)
+
+    out = tmp_path / "rescored.jsonl"
+    rescore = rescore_pipeline(session, scorer, sinks=[JsonlSink(out)], transcriber=transcriber)
+    rescored = rescore.run()
+    assert [e.text for e in rescored] == [w.text for w in session.windows]   # same Whisper, same audio
+    for e, w in zip(rescored, session.windows):
+        assert e.start == pytest.approx(w.start, abs=0.1) and e.end == pytest.approx(w.end, abs=0.1)
+        assert e.present == w.present                   # the face is found again in the recorded video
+        # Same model, same media (PCM-16 audio, re-encoded frames): nearly the same scores.
+        assert e.fused == pytest.approx(w.scores["fused"], abs=0.25)
+    assert len(read_jsonl(out)) == len(rescored)
+
+
+def test_rescore_needs_media(tmp_path):
+    from moodlens.realtime.errors import DataError
+    from moodlens.realtime.recording import open_session
+    from moodlens.realtime.replay import RecordedSource
+
+    folder = tmp_path / "empty"
+    from moodlens.realtime.recording import SessionRecorder
+    SessionRecorder(folder, {}).close()
+    with pytest.raises(DataError, match="neither recorded audio nor video"):
+        RecordedSource(open_session(folder))
