@@ -83,6 +83,7 @@ def _cuda_available() -> bool:
 
 
 _MODELS: dict[tuple, object] = {}
+_MODEL_LOCKS: dict[int, threading.Lock] = {}   # one per shared model: CTranslate2 calls are serialized
 _MODELS_LOCK = threading.Lock()
 
 
@@ -95,6 +96,7 @@ def _load_model(source: str, device: str, compute_type: str, threads: int):
         if key not in _MODELS:
             try:
                 _MODELS[key] = WhisperModel(source, device=device, compute_type=compute_type, cpu_threads=threads)
+                _MODEL_LOCKS[id(_MODELS[key])] = threading.Lock()
             except Exception as err:  # CTranslate2 / hub errors have many types; all mean "no usable model"
                 if os.path.isdir(source):
                     raise AssetError(f"The Whisper model folder '{source}' could not be loaded on {device} ({compute_type}): {err}.") from err
@@ -125,7 +127,8 @@ class Transcriber:
         if self.english_only and o.language not in (None, "en"):
             raise ConfigError(f"The English-only Whisper model '{self.model_source}' cannot transcribe language '{o.language}'.")
         self.language = "en" if self.english_only else o.language
-        self._lock = threading.Lock()
+        # Transcribers sharing a model share its lock (faster-whisper keeps per-call state on the model).
+        self._lock = _MODEL_LOCKS[id(self.model)]
         if o.warmup:
             self.warmup()
 
