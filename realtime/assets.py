@@ -56,7 +56,15 @@ TEXT_ENCODER = AssetSpec(
     hub_id="sentence-transformers/all-MiniLM-L6-v2",
 )
 
-ASSETS = {a.env_var: a for a in (WHISPER_TINY_EN, SILERO_VAD, FACE_LANDMARKER, TEXT_ENCODER)}
+DEMO_CLIP = AssetSpec(
+    name="bundled demo clip",
+    env_var="MOODLENS_DEMO_CLIP",
+    package="moodlens.realtime",
+    relative="assets/demo.mp4",
+    install_hint="pip install moodlens (the clip ships inside the package)",
+)
+
+ASSETS = {a.env_var: a for a in (WHISPER_TINY_EN, SILERO_VAD, FACE_LANDMARKER, TEXT_ENCODER, DEMO_CLIP)}
 
 
 def package_dir(package: str) -> Path | None:

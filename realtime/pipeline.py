@@ -318,13 +318,8 @@ class Pipeline:
 
         from moodlens.realtime.windows import UtteranceWindower, VadOptions
 
-        if windower is None:
-            vad = vad or VadOptions()
-            if not self.has_audio:
-                # No sound track: vision-only windows on the video clock (silence is fed in).
-                step = self.options.no_audio_window_s
-                vad = dataclasses.replace(vad, mode="fixed", fixed_window_s=step, fixed_hop_s=step)
-            windower = UtteranceWindower(vad)
+        if windower is None and self.has_audio:
+            windower = UtteranceWindower(vad or VadOptions())
         self.windower = windower
         if transcriber is None and self.has_audio:
             from moodlens.realtime.asr import AsrOptions, Transcriber
@@ -492,9 +487,6 @@ class Pipeline:
                         self._put_dropping_oldest(item)
                     elif not self._put(self._frames, item):
                         return
-                    if not self.has_audio:
-                        # Silent audio drives the fixed windows of a file without sound.
-                        self._feed_silence(item.t)
                 elif isinstance(item, AudioChunk):
                     self.stats.saw(item.t + item.duration)
                     for sink in self.sinks:
@@ -504,8 +496,6 @@ class Pipeline:
         finally:
             if self.has_video and self.vision is not None:
                 self._put(self._frames, _END)
-            if not self.has_audio:
-                self._feed_silence(None)
             self._put(self._window_in, ("audio_end", None, None))
 
     def _put_dropping_oldest(self, frame: VideoFrame) -> None:
@@ -519,21 +509,6 @@ class Pipeline:
                     self.stats.add(frames_dropped=1)
                 except queue.Empty:
                     pass
-
-    _silence_t: float | None = None
-
-    def _feed_silence(self, until: float | None) -> None:
-        """Audio-less files: silent chunks up to `until` (None = one last chunk) keep the windower's clock."""
-        chunk = 512
-        if self._silence_t is None:
-            if until is None:
-                return
-            self._silence_t = until
-        end = until if until is not None else self._silence_t + chunk / AUDIO_SAMPLE_RATE
-        while self._silence_t + chunk / AUDIO_SAMPLE_RATE <= end + 1e-9:
-            self._put(self._window_in, ("audio", AudioChunk(self._silence_t, np.zeros(chunk, np.float32)),
-                                        time.monotonic()))
-            self._silence_t += chunk / AUDIO_SAMPLE_RATE
 
     def _vision_stage(self) -> None:
         vision = self.vision
@@ -554,6 +529,8 @@ class Pipeline:
                 return
 
     def _window_stage(self) -> None:
+        if self.windower is None:
+            return self._vision_window_stage()
         windower = self.windower
         pending: deque[tuple[AudioChunk, float]] = deque()     # audio waiting for the face stream
         face_clock = -np.inf
@@ -588,6 +565,42 @@ class Pipeline:
             if audio_done and vision_done and not pending:
                 for window in windower.flush():
                     self._close_window(window)
+                self._asr_in.put(_END)
+                return
+
+    def _vision_window_stage(self) -> None:
+        """No sound track: vision-only windows of `no_audio_window_s` on the video clock."""
+        length = self.options.no_audio_window_s
+        faces: list[FaceFeatures] = []
+        start: float | None = None
+        next_id = 0
+        vision_done = self.vision is None
+        while not self._stop.is_set():
+            try:
+                kind, payload, _ = self._window_in.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+            if kind == "face":
+                faces.append(payload)
+            elif kind == "vision_end":
+                vision_done = True
+            if kind in ("face", "mark"):
+                t = payload.t if kind == "face" else payload
+                start = t if start is None else start
+                while t >= start + length:
+                    inside = [f for f in faces if f.t < start + length]
+                    faces = [f for f in faces if f.t >= start + length]
+                    self._close_window(Window(id=next_id, start=start, end=start + length,
+                                              audio=np.zeros(0, np.float32), faces=inside,
+                                              closed_at=time.monotonic()))
+                    next_id += 1
+                    start += length
+            if vision_done:
+                # The last, shorter window when it holds enough video to say something.
+                if start is not None and faces and faces[-1].t - start >= 0.25 * length:
+                    end = faces[-1].t + 1e-3
+                    self._close_window(Window(id=next_id, start=start, end=end, audio=np.zeros(0, np.float32),
+                                              faces=faces, closed_at=time.monotonic()))
                 self._asr_in.put(_END)
                 return
 

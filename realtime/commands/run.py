@@ -1,0 +1,227 @@
+"""`moodlens run FILE`: the live pipeline over a media file, on the dashboard or headless.
+
+    moodlens run talk.mp4                          # paced at real time on the dashboard
+    moodlens run talk.mp4 --pace fast --headless --jsonl out.jsonl
+    moodlens run talk.mp4 --record sessions/talk   # also record a session (replay/export later)
+
+`run_session` is shared with `moodlens demo` and `moodlens live`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+
+from moodlens.realtime.errors import ConfigError, MediaError, MoodlensError
+
+BACKEND_CHOICES = ("auto", "tensorrt", "compile", "onnxruntime", "eager")   # realtime/backends.py
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="audio or video file (anything FFmpeg reads)")
+    parser.add_argument("--pace", choices=("realtime", "fast"), default=None,
+                        help="realtime: release media at its own pace, like a camera (default on the "
+                             "dashboard); fast: as fast as possible (default when --headless)")
+    add_engine_arguments(parser)
+    add_output_arguments(parser)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default=None,
+                        help="scoring backend (default: the config's engine.backend, 'auto')")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint file, or 'default' for the shipped weights")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="live config YAML (only the keys it changes; see configs/live/default.yaml)")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--headless", action="store_true",
+                        help="no dashboard: write events as JSON lines (to --jsonl, else stdout)")
+    parser.add_argument("--jsonl", metavar="OUT", default=None,
+                        help="write one JSON line per scored window to OUT ('-' = stdout)")
+    parser.add_argument("--record", type=Path, metavar="DIR", default=None,
+                        help="record the session (audio, video, windows) into the new folder DIR")
+
+
+def main(args: argparse.Namespace) -> int:
+    from moodlens.realtime.live_config import load_live_config
+    from moodlens.realtime.sources import MediaFileSource
+
+    config = load_live_config(args.config)
+    apply_engine_arguments(config, args)
+    pace = args.pace or ("fast" if args.headless else "realtime")
+    path = Path(args.file).expanduser()
+    s = config.sources
+
+    def open_source():
+        return MediaFileSource(path, pace=pace, video_fps=s.video_fps, origin=0.0, max_size=s.max_size)
+
+    return run_session(open_source, label=path.name, config=config, args=args, realtime=pace == "realtime",
+                       source_info={"kind": "file", "path": str(path.resolve()), "pace": pace})
+
+
+def apply_engine_arguments(config, args: argparse.Namespace) -> None:
+    if getattr(args, "backend", None):
+        config.engine.backend = args.backend
+    if getattr(args, "checkpoint", None):
+        config.engine.checkpoint = args.checkpoint
+    if getattr(args, "device", None):
+        config.engine.device = args.device
+
+
+def build_scorer(engine):
+    """Engine-A's Scorer for the configured checkpoint and backend (warmed up)."""
+    from moodlens.realtime.scorer import Scorer
+
+    scorer = Scorer(engine.checkpoint, backend=engine.backend, device=engine.device)
+    warmup = getattr(scorer, "warmup", None)
+    if callable(warmup):
+        warmup()
+    return scorer
+
+
+def run_session(open_source: Callable[[], object], label: str, config, args: argparse.Namespace,
+                realtime: bool, source_info: dict, notices: list[str] | None = None,
+                scorer=None) -> int:
+    """Open the source, load the engine, run the pipeline on the dashboard (or headless)."""
+    import dataclasses
+
+    from moodlens.realtime.events import JsonlSink
+    from moodlens.realtime.pipeline import Pipeline
+
+    err = Console(stderr=True)
+    headless = bool(args.headless)
+    if args.jsonl is None and headless:
+        args.jsonl = "-"
+    # The source first: a missing or corrupt file fails in a moment, before minutes of loading.
+    source = open_source()
+    pipeline = None
+    recorder = None
+    try:
+        with err.status("Loading the scoring engine…", spinner="dots"):
+            scorer = scorer or build_scorer(config.engine)
+        with err.status("Loading Whisper, the voice detector and the face tracker…", spinner="dots"):
+            options = dataclasses.replace(config.pipeline, realtime=realtime)
+            pipeline = Pipeline(source, scorer, options, vad=config.vad, asr=config.asr,
+                                features=config.features)
+        if args.jsonl not in (None, "-"):
+            pipeline.sinks.append(JsonlSink(args.jsonl))
+        if args.record is not None:
+            recorder = make_recorder(args.record, config, scorer, pipeline, source_info, realtime)
+            pipeline.sinks.append(recorder)
+        if headless or not Console().is_terminal:
+            return _run_headless(pipeline, label, err, to_stdout=args.jsonl == "-", fancy=not headless)
+        return _run_dashboard(pipeline, label, config, notices or [])
+    finally:
+        if pipeline is not None:
+            pipeline.stop()
+        else:
+            source.close()
+        if recorder is not None:
+            recorder.close()
+            err.print(f"recorded the session in {args.record}", highlight=False)
+
+
+def make_recorder(folder: Path, config, scorer, pipeline, source_info: dict, realtime: bool):
+    from moodlens.realtime.recording import RecordingOptions, SessionRecorder
+
+    checkpoint = getattr(scorer, "checkpoint_path", None) or getattr(scorer, "path", None) or config.engine.checkpoint
+    info = {
+        "config": config.to_dict(),
+        "checkpoint": str(checkpoint),
+        "featurizer_config": pipeline.featurizer_config.to_dict(),
+        "devices": {"backend": pipeline.backend_name, "device": pipeline.device},
+        "source": source_info,
+    }
+    # A file read as fast as possible waits for the video encoder instead of dropping frames.
+    return SessionRecorder(folder, info, RecordingOptions(block_when_busy=not realtime))
+
+
+def _run_headless(pipeline, label: str, err: Console, to_stdout: bool, fancy: bool) -> int:
+    """Events as JSON lines (stdout) or readable lines; a progress bar on stderr for files."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    out = Console(soft_wrap=True)
+    duration = pipeline.stats.duration_s
+    progress = None
+    if err.is_terminal and duration:
+        progress = Progress(TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.completed:.1f}/{task.total:.1f} s"),
+                            TextColumn("{task.fields[windows]} windows"), TimeElapsedColumn(), console=err,
+                            transient=True)
+        task = progress.add_task("media", total=duration, windows=0)
+        progress.start()
+    count = 0
+    started = time.monotonic()
+    try:
+        for event in pipeline.events():
+            count += 1
+            if to_stdout:
+                sys.stdout.write(event.to_json() + "\n")
+                sys.stdout.flush()
+            elif fancy:
+                out.print(_event_line(event), highlight=False)
+            if progress is not None:
+                progress.update(task, completed=min(duration, event.end), windows=count)
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.stop()
+        err.print(f"[yellow]stopped[/] after {count} windows (Ctrl-C)", highlight=False)
+        return 130
+    finally:
+        if progress is not None:
+            progress.stop()
+    snap = pipeline.stats.snapshot()
+    wall = time.monotonic() - started
+    p50, p95 = snap.latency_p50.get("total"), snap.latency_p95.get("total")
+    latency = f", end-of-utterance→score p50 {p50:.0f} ms p95 {p95:.0f} ms" if p50 is not None else ""
+    err.print(f"{label}: {count} windows in {wall:.1f} s ({snap.media_s / max(wall, 1e-6):.2f}× real time)"
+              f"{latency}, backend {pipeline.backend_name}"
+              + (f", {snap.windows_merged} merged / {snap.windows_dropped} dropped windows"
+                 if snap.windows_merged or snap.windows_dropped else ""), highlight=False)
+    return 0
+
+
+def _event_line(event) -> str:
+    scores = "  ".join(f"{k[0].upper()} {v:+.2f}" if v is not None else f"{k[0].upper()}   – "
+                       for k, v in event.scores.items() if k != "fused")
+    return (f"{event.start:6.1f}–{event.end:5.1f}s  fused {event.fused:+.2f}  {scores}  "
+            f"{event.latency_ms['total']:.0f} ms  {event.text or '(no speech)'}")
+
+
+def _run_dashboard(pipeline, label: str, config, notices: list[str]) -> int:
+    from moodlens.realtime.dashboard import Dashboard
+
+    console = Console()
+    dashboard = Dashboard(label, backend=pipeline.backend_name, device=pipeline.device,
+                          stats=pipeline.stats.snapshot, options=config.dashboard, console=console)
+    if notices:
+        dashboard.notice = " ".join(notices)
+    code = 0
+    try:
+        with dashboard:
+            try:
+                for event in pipeline.events():
+                    dashboard.add(event)
+                dashboard.set_state("finished")
+                dashboard.hold()
+            except KeyboardInterrupt:
+                dashboard.set_state("stopping")
+                code = 130
+    finally:
+        pipeline.stop()
+    if dashboard.events:
+        console.print(dashboard.summary())
+    if code:
+        Console(stderr=True).print("[yellow]stopped[/] (Ctrl-C)", highlight=False)
+    return code
+
+
+__all__ = ["add_arguments", "main", "run_session", "build_scorer"]
