@@ -1,0 +1,189 @@
+"""Scoring backends: parity across eager / torch.compile / ONNX Runtime, bucket reuse, the
+tensorrt-unavailable sentence and auto's explanation.
+
+Most tests use a small SentimentModel written here (a 1-layer BERT text encoder with random
+weights, masked self-attention over audio, masked mean over vision) so inductor and the ONNX
+exporter finish in seconds on 2 cores; the backends themselves are model-agnostic.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from moodlens.models.base import SentimentModel
+from moodlens.models.batch import MultimodalBatch, SentimentOutput
+from moodlens.models.config import BaseModelConfig
+from moodlens.models.layers import TransformerLayer, masked_mean
+from moodlens.realtime import backends as B
+from moodlens.realtime.errors import BackendError, ConfigError
+
+
+# ---- a small model on the real contract -------------------------------------------------------
+@dataclass
+class TinyConfig(BaseModelConfig):
+    hidden: int = 16
+
+
+class TinyModel(SentimentModel):
+    name = "tiny"
+
+    def __init__(self, config: TinyConfig):
+        super().__init__(config, load_text_weights=False)
+        h = config.hidden
+        self.audio_in = nn.Linear(config.audio_dim, h)
+        self.audio_attn = TransformerLayer(h, 2, ff_mult=2, dropout=0.0)
+        self.vision_in = nn.Linear(config.vision_dim, h)
+        self.text_out = nn.Linear(config.text_dim, 1)
+        self.audio_out = nn.Linear(h, 1)
+        self.vision_out = nn.Linear(h, 1)
+        self.fuse = nn.Linear(config.text_dim + 2 * h, 1)
+
+    def encode_and_predict(self, text_ids, text_mask, audio, audio_mask, vision, vision_mask, present):
+        t = masked_mean(self.text_encoder(text_ids, text_mask), text_mask)
+        a = masked_mean(self.audio_attn(self.audio_in(audio), audio_mask), audio_mask)
+        v = masked_mean(torch.tanh(self.vision_in(vision)), vision_mask)
+        fused = self.fuse(torch.cat([t, a, v], dim=-1)).squeeze(-1)
+        return SentimentOutput(fused, self.text_out(t).squeeze(-1), self.audio_out(a).squeeze(-1),
+                               self.vision_out(v).squeeze(-1))
+
+
+def make_tiny_model(folder, seed: int = 0) -> TinyModel:
+    """A TinyModel whose text encoder is a 1-layer BERT config written into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 64, "vocab_size": 6000, "max_position_embeddings": 512, "type_vocab_size": 2,
+    }))
+    torch.manual_seed(seed)
+    return TinyModel(TinyConfig(text_encoder=str(folder), text_dim=32)).eval()
+
+
+def ragged_batch(model, batch_size, text_len, audio_len, vision_len, seed=0, absent=None) -> MultimodalBatch:
+    batch = model.example_inputs(batch_size, text_len, audio_len, vision_len, seed=seed)
+    if absent is not None:  # drop one modality in row 0
+        present = batch.present.clone()
+        present[0, absent] = False
+        batch = batch.replace(present=present)
+    return batch
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_encoder"))
+
+
+@pytest.fixture(scope="module")
+def options(tmp_path_factory):
+    opts = B.BackendOptions.load()
+    opts.cache_dir = str(tmp_path_factory.mktemp("engine_cache"))
+    # Small buckets keep inductor's compile count (and test time) low.
+    opts.buckets = B.Buckets(batch=[1, 4], text=[16, 32], audio=[32, 64], vision=[16, 32])
+    return opts
+
+
+# ---- tests -----------------------------------------------------------------------------------
+def test_bucket_size_rounds_up_and_caps():
+    assert B.bucket_size(1, [16, 32], 512) == 16
+    assert B.bucket_size(17, [16, 32], 512) == 32
+    assert B.bucket_size(33, [16, 32], 512) == 64       # past the last bucket: next multiple of it
+    assert B.bucket_size(600, [16, 32], 512) == 512      # capped at the model's positional limit
+
+
+def test_padding_to_buckets_keeps_outputs_exact(tiny):
+    batch = ragged_batch(tiny, 3, 11, 40, 9, absent=2)
+    padded = B.pad_batch(batch, (4, 16, 64, 16))
+    assert padded.text_ids.shape == (4, 16) and padded.audio.shape[:2] == (4, 64)
+    with torch.inference_mode():
+        ref = tiny(*batch.tensors())
+        out = tiny(*padded.tensors())
+    for r, o in zip(ref, out):
+        torch.testing.assert_close(o[:3], r, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def cpu_backends(tiny, options):
+    """One of each CPU backend, shared by the tests (each ONNX export / inductor build costs seconds)."""
+    return {name: B.create_backend(name, tiny, "cpu", options) for name in ("eager", "compile", "onnxruntime")}
+
+
+def test_backend_parity_eager_compile_onnxruntime(tiny, cpu_backends):
+    """Same batches through every CPU backend agree within 1e-3, across batch sizes and lengths
+    that land in different buckets, with a modality absent in one row."""
+    eager, compiled, ort = cpu_backends["eager"], cpu_backends["compile"], cpu_backends["onnxruntime"]
+    # (batch, text, audio, vision): the last two share one bucket combination (4, 32, 64, 32).
+    cases = [(1, 7, 20, 5), (3, 20, 50, 20), (4, 25, 60, 28)]
+    for i, (b, lt, la, lv) in enumerate(cases):
+        batch = ragged_batch(tiny, b, lt, la, lv, seed=i, absent=i % 3)
+        ref = eager(batch)
+        assert ref.fused.shape == (b,)
+        assert torch.isfinite(ref.fused).all()
+        for backend in (compiled, ort):
+            out = backend(batch)
+            for name, r, o in zip(SentimentOutput._fields, ref, out):
+                assert o.shape == (b,), (backend.name, name)
+                torch.testing.assert_close(o, r, atol=1e-3, rtol=1e-3, msg=f"{backend.name} {name} case {i}")
+    assert ort.builds == 1  # one export with dynamic dims serves every shape
+
+
+def test_compile_reuses_one_artifact_per_bucket(tiny, cpu_backends):
+    backend = cpu_backends["compile"]
+    before = backend.builds
+    backend(ragged_batch(tiny, 1, 9, 33, 17, seed=1))      # buckets (1, 16, 64, 32): new
+    per_bucket = backend.builds - before
+    assert per_bucket >= 1
+    # Different raw lengths that fall in the same buckets: no rebuild.
+    for seed, (lt, la, lv) in enumerate([(12, 40, 20), (16, 64, 32), (10, 50, 25)]):
+        backend(ragged_batch(tiny, 1, lt, la, lv, seed=seed))
+    assert backend.builds == before + per_bucket
+    backend(ragged_batch(tiny, 1, 20, 40, 20))             # text moves to the 32 bucket: one more
+    assert backend.builds == before + 2 * per_bucket
+
+
+def test_onnx_export_is_cached_on_disk(tiny, options, cpu_backends):
+    first = cpu_backends["onnxruntime"]
+    second = B.create_backend("onnxruntime", tiny, "cpu", options)
+    assert first.path == second.path and first.path.exists()
+    assert second.builds == 0 and second.cache_hits == 1
+    other = make_tiny_model(first.path.parent / "other_encoder", seed=1)
+    assert B.OnnxRuntimeBackend.export_path(_PathOnly(other, options)) != first.path  # keyed by weights
+
+
+class _PathOnly:
+    """Just enough of a backend to compute its cache path without exporting."""
+
+    def __init__(self, model, options):
+        self.model, self.options = model, options
+
+
+def test_tensorrt_unavailable_says_what_to_install(tiny, options):
+    with pytest.raises(BackendError) as err:
+        B.create_backend("tensorrt", tiny, "cpu", options)
+    message = str(err.value)
+    assert message.startswith("The tensorrt backend is unavailable: install ")
+    assert "torch-tensorrt" in message or "CUDA" in message
+    assert "\n" not in message
+
+
+def test_auto_explains_its_choice(tiny, options):
+    backend = B.create_backend("auto", tiny, "cpu", options)
+    assert backend.name == options.auto_order.cpu[0]
+    assert backend.reason.startswith(f"auto chose {backend.name} on cpu")
+    # Make the first choice unavailable: auto moves on and says why it skipped it.
+    options_no_ort = B.BackendOptions.from_dict({"auto_order": {"cpu": ["tensorrt", "eager"]}})
+    name, why = B.choose_auto(torch.device("cpu"), options_no_ort)
+    assert name == "eager"
+    assert "skipped tensorrt (unavailable: install" in why
+
+
+def test_bad_backend_options_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'bucketz'"):
+        B.BackendOptions.from_dict({"bucketz": {}})
+    with pytest.raises(ConfigError, match="rising list"):
+        B.BackendOptions.from_dict({"buckets": {"text": [32, 16]}})
+    with pytest.raises(ConfigError, match="Unknown backend 'fast'"):
+        B.create_backend("fast", nn.Linear(1, 1), "cpu")
