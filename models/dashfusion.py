@@ -34,6 +34,7 @@ from moodlens.models.config import BaseModelConfig
 from moodlens.models.layers import (MLP, CrossModalEncoder, TransformerEncoder, TransformerLayer, masked_mean,
                                     scale_output)
 from moodlens.models.losses import nt_xent
+from moodlens.realtime.errors import ConfigError
 
 
 @dataclass
@@ -64,7 +65,8 @@ class HierarchicalBottleneckFusion(nn.Module):
     def __init__(self, dim: int, heads: int, tokens: int, layers: int, streams: int, dropout: float):
         super().__init__()
         if tokens % (2 ** (layers - 1)):
-            raise ValueError(f"{tokens} bottleneck tokens cannot be halved over {layers} layers")
+            raise ConfigError(f"DashFusion config: {tokens} bottleneck_tokens cannot be halved over "
+                              f"{layers} fusion_layers; use a multiple of {2 ** (layers - 1)}.")
         self.token_counts = [tokens // 2 ** i for i in range(layers)]   # tokens entering each layer
         self.bottleneck = nn.Parameter(torch.randn(tokens, dim) * 0.02)  # B^0
         self.layers = nn.ModuleList(
