@@ -50,7 +50,7 @@ def tracker():
 
 
 @pytest.mark.shared
-@pytest.mark.parametrize("clip", ["zh_raw_video.mp4", "zh_0001.mp4"])
+@pytest.mark.parametrize("clip", ["zh_raw_video.mp4", "zh_0001.mp4", "zh_0008.mp4"])
 def test_real_face_clip(shared_data, tracker, clip):
     frames = decode(shared_data / "clips" / clip)
     tracker.reset()

@@ -207,6 +207,7 @@ class FeaturizerConfig:
     vision_num_faces: int = 2
     vision_min_detection_confidence: float = 0.5
     vision_min_tracking_confidence: float = 0.5
+    vision_crop_search: bool = True       # search square crops for faces too small in wide frames
 
     versions: dict[str, str] = field(default_factory=library_versions)
 

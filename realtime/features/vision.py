@@ -3,6 +3,9 @@
 FaceLandmarker (MediaPipe Tasks, VIDEO running mode, so landmarks are tracked between frames
 instead of detected from scratch) with blendshapes and the facial transformation matrix on,
 up to `vision_num_faces` faces; the largest face (landmark bounding box in pixels) is used.
+Faces too small for the detector in wide frames are found in square crops and then tracked in
+a crop around them (`vision_crop_search`; see `_crop_search`). Pose translation is then
+relative to that crop, rotation, blendshapes and geometry ratios are not affected.
 
 64 dims = 52 blendshape scores + head pose (yaw, pitch, roll in radians from the rotation part
 of the transformation matrix; translation x, y, z in decimetres) + 6 ratios of landmark
@@ -31,6 +34,8 @@ RIGHT_EYE = (33, 133, 159, 145)   # outer corner, inner corner, upper lid, lower
 LEFT_EYE = (263, 362, 386, 374)
 RIGHT_BROW, LEFT_BROW = 105, 334
 EYE_OUTER_RIGHT, EYE_OUTER_LEFT = 33, 263
+CROP_SEARCH_INTERVAL_S = 0.5   # without a face, search crops at most this often
+ROI_FACE_SCALE = 3.0           # a tracked small face's crop is this many face sizes wide
 
 
 def head_pose(matrix: np.ndarray) -> np.ndarray:
@@ -70,19 +75,20 @@ class VisionFeaturizer:
         self.model_path = resolve_path(FACE_LANDMARKER, model_path)
         self.period = 1.0 / self.config.vision_fps
         self._landmarker = None
+        self._searcher = None
         self._names_checked = False
         self.frames_processed = 0
         self.faces_found = 0
         self._reset_clock()
         self._landmarker = self._create()
 
-    def _create(self):
+    def _create(self, video: bool = True):
         from mediapipe.tasks.python import BaseOptions, vision
 
         c = self.config
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(self.model_path)),
-            running_mode=vision.RunningMode.VIDEO,
+            running_mode=vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE,
             num_faces=c.vision_num_faces,
             min_face_detection_confidence=c.vision_min_detection_confidence,
             min_face_presence_confidence=c.vision_min_detection_confidence,
@@ -102,6 +108,8 @@ class VisionFeaturizer:
         self._origin_t = 0.0
         self._base_ms = 0
         self._last_ms = -1
+        self._roi: tuple[int, int, int] | None = None
+        self._next_search_t = -math.inf
 
     # ---- frame-rate control ----------------------------------------------------------------
     def wants(self, t: float) -> bool:
@@ -136,8 +144,6 @@ class VisionFeaturizer:
         return self.process_image(frame.image, frame.t)
 
     def process_image(self, image: np.ndarray, t: float) -> FaceFeatures:
-        import mediapipe as mp
-
         if self._landmarker is None:
             raise DataError("The vision featurizer was used after close().")
         image = np.asarray(image)
@@ -145,22 +151,83 @@ class VisionFeaturizer:
             raise DataError(f"Video frames must be (H, W, 3) uint8 RGB, got {image.dtype} {image.shape} at t={t:.3f}s.")
         timestamp = self._timestamp_ms(t)
         self._advance_schedule(t)
-        result = self._landmarker.detect_for_video(
-            mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)), timestamp)
         self.frames_processed += 1
-        values = self._features(result, image.shape[1], image.shape[0])
-        if values is None:
+        height, width = image.shape[:2]
+        found = None
+        if self._roi is not None:                       # a small face found earlier: track it in its crop
+            found = self._run(self._landmarker, image, self._roi, timestamp)
+            if found is None:
+                self._roi = None
+                found = self._run(self._searcher_model(), image, None, None)
+        else:
+            found = self._run(self._landmarker, image, None, timestamp)
+        if found is None and self.config.vision_crop_search and t >= self._next_search_t:
+            found = self._crop_search(image)
+            if found is None:
+                self._next_search_t = t + CROP_SEARCH_INTERVAL_S
+        if found is None:
             return FaceFeatures(t=t, values=None, face_present=False)
+        values, points, via_crop = found
+        if via_crop:
+            self._roi = self._roi_around(points, width, height)
         self.faces_found += 1
         return FaceFeatures(t=t, values=values, face_present=True)
 
-    def _features(self, result, width: int, height: int) -> np.ndarray | None:
+    # A face narrower than ~10% of a wide frame is below the face detector's reach (it sees the
+    # whole frame at 128 px), e.g. CH-SIMS's 1920x804 clips. When the frame finds no face, square
+    # crops along the long side are searched (at most every CROP_SEARCH_INTERVAL_S without a
+    # face); a face found there is then tracked inside a square crop around it.
+    def _crop_search(self, image: np.ndarray):
+        height, width = image.shape[:2]
+        side = min(height, width)
+        span = max(height, width) - side
+        if span < side // 4:
+            return None                                 # nearly square: the full frame was the search
+        count = int(math.ceil(span / (side / 2))) + 1
+        for offset in np.linspace(0, span, count).round().astype(int):
+            box = (int(offset), 0, side) if width >= height else (0, int(offset), side)
+            found = self._run(self._searcher_model(), image, box, None)
+            if found is not None:
+                return found[0], found[1], True
+        return None
+
+    @staticmethod
+    def _roi_around(points: np.ndarray, width: int, height: int) -> tuple[int, int, int]:
+        size = float(max(np.ptp(points[:, 0]), np.ptp(points[:, 1])))
+        side = int(min(max(ROI_FACE_SCALE * size, 128), width, height))
+        cx, cy = points[:, 0].mean(), points[:, 1].mean()
+        x0 = int(np.clip(round(cx - side / 2), 0, width - side))
+        y0 = int(np.clip(round(cy - side / 2), 0, height - side))
+        return x0, y0, side
+
+    def _searcher_model(self):
+        if self._searcher is None:
+            self._searcher = self._create(video=False)
+        return self._searcher
+
+    def _run(self, model, image: np.ndarray, box, timestamp):
+        """Landmarker on the image or on a square crop `box` = (x0, y0, side) of it; returns
+        (values, landmark pixels in the full image, False) or None."""
+        import mediapipe as mp
+
+        if box is None:
+            x0, y0, part = 0, 0, image
+        else:
+            x0, y0, side = box
+            part = image[y0:y0 + side, x0:x0 + side]
+        mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(part))
+        result = model.detect_for_video(mp_image, timestamp) if timestamp is not None else model.detect(mp_image)
+        return self._features(result, part.shape[1], part.shape[0], x0, y0, image.shape[1])
+
+    def _features(self, result, width: int, height: int, x0: int = 0, y0: int = 0,
+                  full_width: int | None = None):
         if not result.face_landmarks:
             return None
         scale = np.array([width, height], dtype=np.float32)
+        offset = np.array([x0, y0], dtype=np.float32)
         best, best_area, best_points = -1, -1.0, None
         for i, landmarks in enumerate(result.face_landmarks):
-            points = np.array([(p.x, p.y) for p in landmarks], dtype=np.float32) * scale
+            points = np.array([(p.x, p.y) for p in landmarks], dtype=np.float32) * scale + offset
             area = float(np.ptp(points[:, 0]) * np.ptp(points[:, 1]))
             if area > best_area:
                 best, best_area, best_points = i, area, points
@@ -175,9 +242,9 @@ class VisionFeaturizer:
             self._names_checked = True
         blendshapes = np.array([c.score for c in categories], dtype=np.float32)
         pose = head_pose(result.facial_transformation_matrixes[best])
-        geometry = face_geometry(best_points, width)
+        geometry = face_geometry(best_points, full_width or width)
         values = np.concatenate([blendshapes, pose, geometry])
-        return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), best_points, False
 
     def reset(self) -> None:
         """Start a new stream: forget the tracked face and the frame schedule."""
@@ -192,6 +259,9 @@ class VisionFeaturizer:
         if self._landmarker is not None:
             self._landmarker.close()
             self._landmarker = None
+        if self._searcher is not None:
+            self._searcher.close()
+            self._searcher = None
 
     def __enter__(self) -> "VisionFeaturizer":
         return self
