@@ -153,6 +153,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def wav_header(data_bytes: int, sample_rate: int = AUDIO_SAMPLE_RATE, channels: int = 1,
                bits: int = 16) -> bytes:
+    data_bytes = min(data_bytes, 0xFFFFFFFF - 36)
     block = channels * bits // 8
     return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE"
             + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block, block, bits)
@@ -160,6 +161,8 @@ def wav_header(data_bytes: int, sample_rate: int = AUDIO_SAMPLE_RATE, channels: 
 
 
 def _patch_wav_sizes(fd: int, data_bytes: int) -> None:
+    # Past 4 GiB (37 h) the 32-bit sizes saturate; readers here go by the file size anyway.
+    data_bytes = min(data_bytes, 0xFFFFFFFF - 36)
     os.pwrite(fd, struct.pack("<I", 36 + data_bytes), 4)
     os.pwrite(fd, struct.pack("<I", data_bytes), 40)
 
@@ -218,7 +221,7 @@ class SessionRecorder:
         self._faces_fd: int | None = None
         self._video: _VideoWriter | None = None
         self._faces_featurizer = None
-        self._audio_next_t: float | None = None
+        self._audio_start_t: float | None = None
         self._audio_bytes = 0
         self._seq = 0
         self._meta: dict[str, Any] = {}
@@ -371,10 +374,12 @@ class SessionRecorder:
 
     def _write_audio(self, chunk: AudioChunk) -> None:
         samples = np.asarray(chunk.samples, dtype=np.float32).reshape(-1)
-        if self._audio_next_t is None:
+        if self._audio_start_t is None:
             self._mark_start("audio", chunk.t)
-            self._audio_next_t = float(chunk.t)
-        gap = chunk.t - self._audio_next_t
+            self._audio_start_t = float(chunk.t)
+        # Where the file is on the session clock; a later chunk means chunks were dropped upstream.
+        # (Measured from the sample count, so capture-time jitter never accumulates.)
+        gap = chunk.t - (self._audio_start_t + self.stats.audio_samples / AUDIO_SAMPLE_RATE)
         parts = []
         if gap > AUDIO_GAP_FILL_S:
             n_gap = int(round(gap * AUDIO_SAMPLE_RATE))
@@ -391,7 +396,6 @@ class SessionRecorder:
             raise
         self._audio_bytes += len(data)
         self.stats.audio_samples += len(data) // 2
-        self._audio_next_t = max(self._audio_next_t, chunk.t) + len(samples) / AUDIO_SAMPLE_RATE
 
     def _write_frame(self, frame: VideoFrame) -> None:
         if self.options.video == "mp4":
@@ -748,7 +752,7 @@ def _repair_wav(path: Path, notes: list[str]) -> None:
         notes.append(f"{path.name} has no valid WAV header; the audio is left out.")
         raise _BadAudio()
     stated = struct.unpack("<I", head[40:44])[0]
-    if stated == data_bytes and path.stat().st_size == WAV_HEADER_BYTES + data_bytes:
+    if stated == min(data_bytes, 0xFFFFFFFF - 36) and path.stat().st_size == WAV_HEADER_BYTES + data_bytes:
         return
     try:
         fd = os.open(path, os.O_WRONLY)

@@ -259,6 +259,30 @@ def test_disk_full_mid_recording(tmp_path):
     assert any("stopped early" in note for note in session.notes)
 
 
+def test_dropped_audio_chunks_become_silence_so_times_still_match(tmp_path):
+    from moodlens.realtime.recording import RecordingOptions, SessionRecorder, open_session
+    from moodlens.realtime.types import AudioChunk
+
+    recorder = SessionRecorder(tmp_path / "gaps", {}, RecordingOptions(video="none"))
+    rng = np.random.default_rng(1)
+    chunks = []
+    for i in range(40):
+        t = 100.0 + i * CHUNK / 16000 + rng.uniform(-0.004, 0.004)   # capture-time jitter
+        if 10 <= i < 20:
+            continue                                                  # dropped upstream (320 ms)
+        chunk = AudioChunk(t, np.full(CHUNK, 0.01 * (i + 1), np.float32))
+        chunks.append((i, chunk))
+        recorder.on_audio(chunk)
+    recorder.close()
+    session = open_session(tmp_path / "gaps")
+    assert recorder.stats.audio_gap_samples > 0
+    assert session.audio_duration == pytest.approx(40 * CHUNK / 16000, abs=0.01)
+    for i in (0, 9, 20, 39):   # each chunk sits at its capture time (within the jitter)
+        mid = i * CHUNK / 16000 + CHUNK / 32000
+        assert session.read_audio(mid, mid + 0.001)[0] == pytest.approx(0.01 * (i + 1), abs=2e-4)
+    assert np.abs(session.read_audio(0.4, 0.6)).max() == 0.0         # the gap is silence
+
+
 def test_faces_only_privacy_mode(tmp_path):
     """No pixels are kept: face features (MediaPipe on the frames) go to faces.bin instead of video."""
     from moodlens.realtime.recording import open_session
