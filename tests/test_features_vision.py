@@ -98,6 +98,13 @@ def test_bad_frames_are_refused(tracker):
         tracker.process_image(np.zeros((10, 10), np.float32), 99.0)
 
 
+def test_a_different_face_model_is_refused():
+    from moodlens.realtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="face landmarker model"):
+        VisionFeaturizer(FeaturizerConfig(vision_model_sha="0123456789abcdef"))
+
+
 def test_head_pose_of_known_rotation():
     yaw = math.radians(20)
     rotation = np.array([[math.cos(yaw), 0, math.sin(yaw)], [0, 1, 0], [-math.sin(yaw), 0, math.cos(yaw)]])

