@@ -241,3 +241,41 @@ def test_tiny_overfit(name):
     end = fused_error()
     assert math.isfinite(end)
     assert end < 0.25 and end < 0.3 * start, f"{name}: fused MAE went {start:.3f} -> {end:.3f} in 80 steps"
+
+
+# ---- `moodlens models` -------------------------------------------------------------------------
+
+def test_models_command_lists_every_model_with_counts_and_dims(capsys):
+    import argparse
+    import json
+
+    from moodlens.models import catalog
+
+    parser = argparse.ArgumentParser()
+    catalog.add_arguments(parser)
+    assert catalog.main(parser.parse_args(["--json"])) == 0
+    listed = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert tuple(listed) == MODEL_NAMES
+    for name, row in listed.items():
+        assert row["error"] is None, f"{name}: {row['error']}"
+        model = build_model(name, load_text_weights=False)
+        assert row["total_parameters"] == sum(p.numel() for p in model.parameters())
+        assert row["trainable_parameters"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+        assert 0 < row["trainable_parameters"] < row["total_parameters"]  # frozen text encoder by default
+        assert (row["text_dim"], row["audio_dim"], row["vision_dim"], row["text_max_len"]) == (
+            model.config.text_dim, model.config.audio_dim, model.config.vision_dim, model.config.text_max_len)
+    assert catalog.main(parser.parse_args(["hcrl_mfd"])) == 0
+    table = capsys.readouterr().out
+    assert "hcrl_mfd" in table and f"{listed['hcrl_mfd']['total_parameters']:,}" in table
+
+
+def test_models_command_refuses_an_unknown_name():
+    import argparse
+
+    from moodlens.models import catalog
+    from moodlens.realtime.errors import ConfigError
+
+    parser = argparse.ArgumentParser()
+    catalog.add_arguments(parser)
+    with pytest.raises(ConfigError, match="Unknown model 'nope'"):
+        catalog.main(parser.parse_args(["nope"]))
