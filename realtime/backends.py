@@ -41,16 +41,16 @@ OUTPUT_NAMES = ("score_fused", "score_text", "score_audio", "score_vision")
 class Buckets:
     batch: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
     text: list[int] = field(default_factory=lambda: [16, 32, 64])
-    audio: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024, 2048])
-    vision: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128, 256])
+    audio: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024])
+    vision: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256, 512])
 
 
 @dataclass
 class TypicalWindow:
     seconds: float = 3.0
     text_tokens: int = 20
-    audio_frames_per_second: float = 100.0
-    vision_frames_per_second: float = 10.0
+    audio_frames_per_second: float = 25.0
+    vision_frames_per_second: float = 15.0
 
 
 @dataclass
@@ -77,8 +77,8 @@ class ShapeDims:
 class TensorRTOptions:
     fp16: bool = True
     min_shape: ShapeDims = field(default_factory=ShapeDims)
-    opt_shape: ShapeDims = field(default_factory=lambda: ShapeDims(1, 32, 512, 32))
-    max_shape: ShapeDims = field(default_factory=lambda: ShapeDims(64, 64, 2048, 256))
+    opt_shape: ShapeDims = field(default_factory=lambda: ShapeDims(1, 32, 128, 64))
+    max_shape: ShapeDims = field(default_factory=lambda: ShapeDims(64, 64, 1024, 512))
     workspace_gb: float = 2.0
 
 
