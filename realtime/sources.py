@@ -544,11 +544,24 @@ class WebcamSource(_ThreadedSource):
             cap.release()
 
 
+class StreamResampler:
+    """Resamples consecutive blocks of a mono stream to 16 kHz without seams between blocks (soxr)."""
+
+    def __init__(self, rate_in: int, rate_out: int = AUDIO_SAMPLE_RATE):
+        import soxr
+
+        self._stream = soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        return self._stream.resample_chunk(np.ascontiguousarray(block, dtype=np.float32), last=last)
+
+
 class MicrophoneSource(_ThreadedSource):
     """Microphone audio (16 kHz mono float32 chunks) via PortAudio (sounddevice).
 
     PortAudio calls back on its own thread; each block is stamped with the monotonic time of its
-    first sample and queued. PortAudio input overflows are counted as dropped chunks too.
+    first sample and queued. PortAudio input overflows are counted as dropped chunks too. A device
+    that does not take 16 kHz is opened at its native rate and resampled block by block (soxr).
     """
 
     has_audio = True
@@ -558,6 +571,8 @@ class MicrophoneSource(_ThreadedSource):
         self.device = device
         self.chunk_samples = chunk_samples
         self._stream = None
+        self._resampler: StreamResampler | None = None
+        self.device_rate: int | None = None
 
     def _describe(self) -> str:
         return "the default microphone" if self.device is None else f"the microphone '{self.device}'"
@@ -575,23 +590,44 @@ class MicrophoneSource(_ThreadedSource):
             raise MediaError(f"The microphone '{self.device}' was not found among PortAudio's input devices ({err}).") from err
         if info.get("max_input_channels", 0) < 1:
             raise MediaError(f"{self._describe().capitalize()} ('{info.get('name')}') has no input channels.")
+        rate = self._supported_rate(sd, info)
         try:
-            sd.check_input_settings(device=self.device, channels=1, samplerate=AUDIO_SAMPLE_RATE, dtype="float32")
+            self._resampler = None if rate == AUDIO_SAMPLE_RATE else StreamResampler(rate)
             self._stream = sd.InputStream(
-                samplerate=AUDIO_SAMPLE_RATE, channels=1, dtype="float32", blocksize=self.chunk_samples,
+                samplerate=rate, channels=1, dtype="float32",
+                blocksize=int(round(self.chunk_samples * rate / AUDIO_SAMPLE_RATE)),
                 device=self.device, callback=self._callback,
             )
             self._stream.start()
         except (sd.PortAudioError, ValueError) as err:
             self._stream = None
-            raise MediaError(f"{self._describe().capitalize()} could not be opened at 16 kHz mono; it may be busy in another program ({err}).") from err
+            raise MediaError(f"{self._describe().capitalize()} could not be opened; it may be busy in another program ({err}).") from err
+        self.device_rate = rate
+
+    def _supported_rate(self, sd, info) -> int:
+        """16 kHz when the device takes it, else its native rate (resampled here to 16 kHz)."""
+        native = int(round(info.get("default_samplerate") or 0))
+        for rate in dict.fromkeys([AUDIO_SAMPLE_RATE, native, 48_000, 44_100]):
+            if rate <= 0:
+                continue
+            try:
+                sd.check_input_settings(device=self.device, channels=1, samplerate=rate, dtype="float32")
+                return rate
+            except (sd.PortAudioError, ValueError):
+                continue
+        raise MediaError(f"{self._describe().capitalize()} accepts none of 16, 44.1 or 48 kHz mono float input.")
 
     def _callback(self, indata, frames, time_info, status) -> None:
-        t = time.monotonic() - frames / AUDIO_SAMPLE_RATE
+        now = time.monotonic()
         if status.input_overflow:
             self.stats.audio_chunks_dropped += 1
+        samples = indata[:, 0].astype(np.float32, copy=True)
+        if self._resampler is not None:
+            samples = self._resampler(samples)
+            if len(samples) == 0:
+                return
         self.stats.audio_chunks_in += 1
-        self.queue.put(AudioChunk(t=t, samples=indata[:, 0].astype(np.float32, copy=True)))
+        self.queue.put(AudioChunk(t=now - len(samples) / AUDIO_SAMPLE_RATE, samples=samples))
 
     def _capture_loop(self) -> None:
         # PortAudio captures on its own thread; this one only watches the stream's health.

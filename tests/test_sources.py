@@ -19,6 +19,7 @@ from moodlens.realtime.sources import (
     LiveSource,
     MediaFileSource,
     MicrophoneSource,
+    StreamResampler,
     SyntheticSource,
     WebcamSource,
     read_media,
@@ -197,6 +198,21 @@ def test_microphone_refused_clearly_with_real_portaudio():
     assert "\n" not in str(err.value)
     with pytest.raises(MediaError, match="microphone"):
         MicrophoneSource(device="no such device").start()
+
+
+def test_microphone_resampler_is_seamless_across_blocks():
+    """48 kHz microphone blocks (the common native rate) become 16 kHz without clicks at block edges."""
+    import soxr
+
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(48_000) / 48_000)).astype(np.float32)
+    resampler = StreamResampler(48_000)
+    blocks = [resampler(tone[i:i + 1536]) for i in range(0, len(tone), 1536)]
+    out = np.concatenate(blocks + [resampler(np.zeros(0, np.float32), last=True)])
+    assert len(out) == pytest.approx(16_000, abs=2)
+    reference = soxr.resample(tone, 48_000, 16_000, quality="HQ")
+    np.testing.assert_allclose(out[:len(reference)], reference[:len(out)], atol=1e-3)
+    spectrum = np.abs(np.fft.rfft(out[1000:15000]))
+    assert np.argmax(spectrum) * 16_000 / 14_000 == pytest.approx(440, abs=3)
 
 
 def test_webcam_refused_clearly_without_camera():
