@@ -194,6 +194,7 @@ class MediaFileSource:
         self._stop = threading.Event()
         self._container = _open_container(self.path)
         self._used = False
+        self._iterating = False
         video = self._container.streams.video
         audio = self._container.streams.audio
         self.has_video = len(video) > 0
@@ -222,25 +223,33 @@ class MediaFileSource:
         return self.items()
 
     def items(self) -> Iterator[Item]:
+        if self._stop.is_set():
+            return
         container = self._container if not self._used else _open_container(self.path)
         self._used = True
         self._container = container
         pacer = _Pacer(self.pace, self._stop)
         origin = self.origin
-        for media_t, kind, payload, index in self._decode(container):
+        self._iterating = True
+        try:
+            for media_t, kind, payload, index in self._decode(container):
+                if self._stop.is_set():
+                    return
+                pacer.wait_until(media_t)
+                if self._stop.is_set():
+                    return
+                if origin is None:
+                    origin = time.monotonic() - media_t if self.pace == "realtime" else time.monotonic()
+                if kind == "v":
+                    self.stats.frames_in += 1
+                    yield VideoFrame(t=origin + media_t, image=payload, index=index)
+                else:
+                    self.stats.audio_chunks_in += 1
+                    yield AudioChunk(t=origin + media_t, samples=payload)
+        finally:
+            self._iterating = False
             if self._stop.is_set():
-                return
-            pacer.wait_until(media_t)
-            if self._stop.is_set():
-                return
-            if origin is None:
-                origin = time.monotonic() - media_t if self.pace == "realtime" else time.monotonic()
-            if kind == "v":
-                self.stats.frames_in += 1
-                yield VideoFrame(t=origin + media_t, image=payload, index=index)
-            else:
-                self.stats.audio_chunks_in += 1
-                yield AudioChunk(t=origin + media_t, samples=payload)
+                self._close_container()
 
     def _decode(self, container) -> Iterator[tuple[float, str, np.ndarray, int]]:
         import av
@@ -319,10 +328,17 @@ class MediaFileSource:
 
     # -- lifetime ----------------------------------------------------------------------------
     def close(self) -> None:
+        """Stop (also from another thread: a paced wait is interrupted) and release the file."""
         self._stop.set()
+        # Closing the container under a decoding thread is unsafe in FFmpeg: the iterating
+        # generator closes it itself when it sees the stop flag.
+        if not self._iterating:
+            self._close_container()
+
+    def _close_container(self) -> None:
         try:
             self._container.close()
-        except Exception:  # closing twice or mid-decode is harmless
+        except Exception:  # already closed
             pass
 
     def __enter__(self) -> "MediaFileSource":

@@ -176,6 +176,19 @@ def test_realtime_pacing_takes_about_the_duration_and_fast_does_not(tmp_path):
     assert abs(items[-1].t - time.monotonic()) < 0.5
 
 
+def test_close_from_another_thread_stops_a_paced_source_promptly(tmp_path):
+    import threading
+
+    path = write_media(tmp_path / "av.mp4", 3.0, size=(32, 48))
+    source = MediaFileSource(path, pace="realtime")
+    threading.Timer(0.3, source.close).start()
+    start = time.monotonic()
+    items = list(source)
+    assert time.monotonic() - start < 1.0
+    assert 0 < len(items) < 60
+    assert list(source) == []          # a closed source stays closed
+
+
 @pytest.mark.shared
 def test_real_clips_decode(shared_data):
     expected = {"zh_0001.mp4": (1.3, (804, 1920)), "zh_0008.mp4": (2.7, (804, 1920)), "zh_raw_video.mp4": (2.47, (360, 640))}

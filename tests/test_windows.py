@@ -160,3 +160,19 @@ def test_bad_inputs_refused():
         VadOptions.from_dict({"treshold": 0.4})
     with pytest.raises(DataError, match="NaN"):
         UtteranceWindower(VadOptions(mode="fixed")).push_audio(np.array([0.0, np.nan], np.float32), t=0.0)
+
+
+def test_buffers_stay_bounded_over_a_long_stream(tts):
+    """An hour-long session must not pile up audio: only the open utterance (or the padding) is kept."""
+    talk = speech(tts, SENTENCES[0])
+    windower = UtteranceWindower(VadOptions(max_utterance_s=3.0))
+    silence = np.zeros(SR * 20, dtype=np.float32)
+    t = 0.0
+    sizes = []
+    for block in (silence, talk, silence, np.tile(talk, 4), silence):
+        for i in range(0, len(block), 512):
+            windower.push_audio(AudioChunk(t=t, samples=block[i:i + 512]))
+            t += len(block[i:i + 512]) / SR
+            sizes.append(len(windower._buffer))
+    assert max(sizes) <= 3.0 * SR + 2 * 512
+    assert sizes[-1] <= 0.2 * SR + 2 * 512
