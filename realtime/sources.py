@@ -674,8 +674,14 @@ class LiveSource:
         self.warnings: list[str] = []
         self._notify = threading.Event()
         self._stop = threading.Event()
+        # One live SourceStats for both: the camera only counts frames, the microphone only audio,
+        # and a consumer holding `live.stats` sees the counters move.
+        self.stats = SourceStats()
         for src in self._sources():
             src.queue.notify = self._notify
+            for name in ("frames_in", "frames_dropped", "audio_chunks_in", "audio_chunks_dropped"):
+                setattr(self.stats, name, getattr(self.stats, name) + getattr(src.stats, name))
+            src.stats = self.stats
 
     @classmethod
     def open(cls, camera_index: int | None = 0, mic_device: int | str | None = None, **kwargs) -> "LiveSource":
@@ -703,14 +709,6 @@ class LiveSource:
 
     def _sources(self) -> list[_ThreadedSource]:
         return [s for s in (self.camera, self.mic) if s is not None]
-
-    @property
-    def stats(self) -> SourceStats:
-        total = SourceStats()
-        for src in self._sources():
-            for name in ("frames_in", "frames_dropped", "audio_chunks_in", "audio_chunks_dropped"):
-                setattr(total, name, getattr(total, name) + getattr(src.stats, name))
-        return total
 
     def __iter__(self) -> Iterator[Item]:
         sources = self._sources()

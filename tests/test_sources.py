@@ -295,13 +295,14 @@ def test_webcam_capture_thread_drops_oldest_for_slow_consumer():
     webcam._failures_allowed = 5
     got = []
     with LiveSource(webcam, None) as live:
+        stats = live.stats          # held once, as a dashboard would: it must keep counting
         assert live.has_video and not live.has_audio
         with pytest.raises(MediaError, match="stopped delivering frames"):
             for frame in live:
                 got.append(frame)
                 time.sleep(0.05)
-    assert webcam.stats.frames_in == 40
-    assert webcam.stats.frames_dropped > 15
-    assert len(got) + webcam.stats.frames_dropped == 40
+    assert stats.frames_in == 40 and webcam.stats is stats
+    assert stats.frames_dropped > 15
+    assert len(got) + stats.frames_dropped == 40
     assert got[0].image[0, 0].tolist() == [0, 0, 255]     # converted to RGB
     assert camera.released
