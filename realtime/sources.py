@@ -31,6 +31,10 @@ CHUNK_SAMPLES = 512            # 32 ms at 16 kHz
 PACES = ("fast", "realtime")
 # A file whose decoded media stops this much before its declared duration is called truncated.
 TRUNCATION_TOLERANCE_S = 0.5
+# Undecodable packets in a row after which a stream counts as broken rather than damaged.
+MAX_BAD_PACKETS_IN_ROW = 25
+# A jump in audio timestamps longer than this (lost packets) is filled with silence.
+AUDIO_GAP_FILL_S = 0.02
 
 
 def _check_pace(pace: str) -> None:
@@ -67,9 +71,16 @@ class _AudioChunker:
         self._pending: list[np.ndarray] = []
         self._pending_len = 0
 
-    def add(self, samples: np.ndarray, t: float) -> list[tuple[float, np.ndarray]]:
+    def add(self, samples: np.ndarray, t: float | None) -> list[tuple[float, np.ndarray]]:
+        """Add samples whose first one plays at `t` (None: right after the previous ones)."""
         if self.start_t is None:
-            self.start_t = t
+            self.start_t = t or 0.0
+        elif t is not None:
+            # Audio lost to a damaged packet leaves a hole: fill it with silence so later audio
+            # keeps its place on the clock next to the video.
+            gap = int(round((t - self.start_t) * AUDIO_SAMPLE_RATE)) - (self.emitted + self._pending_len)
+            if gap > AUDIO_GAP_FILL_S * AUDIO_SAMPLE_RATE:
+                samples = np.concatenate([np.zeros(gap, dtype=np.float32), samples])
         self._pending.append(samples)
         self._pending_len += len(samples)
         return self._cut(final=False)
@@ -272,6 +283,7 @@ class MediaFileSource:
         last_video_t = -1.0
         step = 1.0 / self.nominal_fps if self.nominal_fps else 1.0 / 30
         end_t = 0.0
+        bad_in_row = {True: 0, False: 0}     # consecutive undecodable packets, video / audio
 
         def on_video(frame) -> None:
             nonlocal video_index, last_video_t, end_t
@@ -287,8 +299,8 @@ class MediaFileSource:
             nonlocal end_t
             for out in resampled:
                 samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-                t = (out.time - offset) if chunker.start_t is None and out.time is not None else 0.0
-                for ct, chunk in chunker.add(samples, max(t, 0.0)):
+                t = max(out.time - offset, 0.0) if out.time is not None else None
+                for ct, chunk in chunker.add(samples, t):
                     audio_q.append((ct, ("a", chunk, 0)))
                     end_t = max(end_t, ct + len(chunk) / AUDIO_SAMPLE_RATE)
 
@@ -296,11 +308,30 @@ class MediaFileSource:
             for packet in container.demux(*streams):
                 if self._stop.is_set():
                     return
-                if packet.stream is video_stream:
-                    for frame in packet.decode():
+                is_video = packet.stream is video_stream
+                try:
+                    decoded = packet.decode()
+                except av.FFmpegError as err:
+                    # A damaged packet costs its frames, not the file: skip it, count it, go on,
+                    # unless the stream has turned into nothing but errors.
+                    bad_in_row[is_video] += 1
+                    if is_video:
+                        self.stats.frames_dropped += 1
+                    else:
+                        self.stats.audio_chunks_dropped += 1
+                    if bad_in_row[is_video] > MAX_BAD_PACKETS_IN_ROW:
+                        kind = "video" if is_video else "audio"
+                        raise MediaError(
+                            f"The {kind} stream of '{self.path}' is corrupt from about {end_t:.2f} s "
+                            f"({bad_in_row[is_video]} undecodable packets in a row: {err.strerror or err})."
+                        ) from err
+                    continue
+                bad_in_row[is_video] = 0
+                if is_video:
+                    for frame in decoded:
                         on_video(frame)
                 else:
-                    for frame in packet.decode():
+                    for frame in decoded:
                         on_audio(resampler.resample(frame))
                 for t, (kind, payload, index) in _merge_in_time(video_q, audio_q, video_stream is None, audio_stream is None):
                     yield t, kind, payload, index

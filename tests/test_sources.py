@@ -151,6 +151,24 @@ def test_truncated_faststart_mp4_refused(tmp_path):
         read_media(path)
 
 
+def test_damaged_packets_are_skipped_and_counted_not_fatal(tmp_path):
+    path = write_media(tmp_path / "damaged.mp4", 3.0, faststart=True, size=(128, 160))
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 3000] = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    with MediaFileSource(path, origin=0.0) as source:
+        frames, chunks = split(list(source))
+    stats = source.stats
+    assert stats.frames_dropped + stats.audio_chunks_dropped > 0
+    assert 15 <= len(frames) < 30
+    # audio lost in the damaged part is replaced by silence: the audio still spans the file,
+    # so what follows the damage stays aligned with the video
+    assert chunks[-1].t + chunks[-1].duration == pytest.approx(3.0, abs=0.15)
+    times = [c.t for c in chunks]
+    assert np.allclose(np.diff(times)[:-1], 512 / 16000)
+
+
 def test_bad_options_refused(tmp_path):
     path = write_media(tmp_path / "av.mp4", 0.5)
     with pytest.raises(ConfigError, match="pace"):
