@@ -300,24 +300,6 @@ def test_dropped_audio_chunks_become_silence_so_times_still_match(tmp_path):
     assert np.abs(session.read_audio(0.4, 0.6)).max() == 0.0         # the gap is silence
 
 
-def test_faces_only_privacy_mode(tmp_path):
-    """No pixels are kept: face features (MediaPipe on the frames) go to faces.bin instead of video."""
-    from moodlens.realtime.recording import open_session
-
-    folder = tmp_path / "private"
-    recorder, events = record_synthetic(folder, seconds=1.6, video="faces", images=demo_face_frames(16))
-    assert recorder.error is None, recorder.error
-    session = open_session(folder)
-    assert session.video_path is None and not (folder / "video.mp4").exists()
-    faces = session.read_faces()
-    assert recorder.stats.faces_written == len(faces) >= 10, (recorder.stats, len(faces))
-    found = [f.face_present for f in faces]
-    assert sum(found) >= len(faces) - 1, found     # the demo face is found
-    assert all(f.values.shape == (64,) and np.isfinite(f.values).all() for f in faces if f.face_present)
-    assert faces[0].t == pytest.approx(0.0, abs=1e-6)
-    assert all(b > a for a, b in zip([f.t for f in faces], [f.t for f in faces][1:]))
-
-
 if __name__ == "__main__":
     # Child process for the interruption tests: python tests/test_recording.py record DIR SECONDS PACE
     sys.path.insert(0, str(REPO))

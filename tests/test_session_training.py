@@ -17,7 +17,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_export import run_cli  # noqa: E402
-from test_recording import record_synthetic  # noqa: E402
+from test_recording import demo_face_frames, record_synthetic  # noqa: E402
 
 SR = 16_000
 
@@ -139,6 +139,45 @@ def test_session_dataset_features_match_the_recording(two_sessions, tmp_path):
             np.testing.assert_array_equal(ids, expected.text_ids)
             label = float(split.labels[row])
             assert -3 <= label <= 3 and label % 1 == 0.5
+
+
+def test_faces_come_from_the_recorded_video_or_the_recorded_features(tmp_path):
+    """The same face recorded as H.264 video and as face features only: both sessions give vision
+    features to training, and they agree (up to video compression)."""
+    from moodlens.train.sessions import load_session_dataset
+
+    from moodlens.realtime.recording import open_session
+
+    images = demo_face_frames(16)
+    root = tmp_path / "faces"
+    record_synthetic(root / "video", seconds=1.6, video="mp4", images=images)
+    recorder, _ = record_synthetic(root / "private", seconds=1.6, video="faces", images=images)
+    # Privacy mode keeps no pixels: MediaPipe's features per frame go to faces.bin.
+    assert recorder.error is None, recorder.error
+    private = open_session(root / "private")
+    assert private.video_path is None and not (root / "private" / "video.mp4").exists()
+    faces = private.read_faces()
+    assert recorder.stats.faces_written == len(faces) >= 10, (recorder.stats, len(faces))
+    found = [f.face_present for f in faces]
+    assert sum(found) >= len(faces) - 1, found                  # the demo face is found
+    assert all(f.values.shape == (64,) and np.isfinite(f.values).all() for f in faces if f.face_present)
+    assert faces[0].t == pytest.approx(0.0, abs=1e-6)
+    assert all(b > a for a, b in zip([f.t for f in faces], [f.t for f in faces][1:]))
+    vision = {}
+    for name in ("video", "private"):
+        labels = labelled_csv(tmp_path / f"{name}.csv", [root / name], label_of=lambda i, row: "1",
+                              edit=lambda rows: [r.__setitem__("split", "train") for r in rows])
+        data = load_session_dataset([root / name], labels, show_progress=False)
+        assert data.has_vision
+        split = data.train
+        assert split.batch.present[:, 2].all() and split.batch.vision_mask.any(1).all()
+        vision[name] = split.batch
+    a, b = vision["video"], vision["private"]
+    assert a.vision.shape == b.vision.shape
+    both = a.vision_mask & b.vision_mask
+    assert both.sum() >= 10
+    diff = (a.vision[both] - b.vision[both]).abs()
+    assert float(diff.median()) < 0.05, float(diff.median())
 
 
 def test_round_trip_record_export_label_train(tts, tmp_path):
