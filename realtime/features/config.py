@@ -27,8 +27,12 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from moodlens.models.config import LIVE_AUDIO_DIM, LIVE_VISION_DIM
 from moodlens.realtime.errors import ConfigError
+
+# = models/config.py LIVE_AUDIO_DIM / LIVE_VISION_DIM (a test checks they agree). Not imported from
+# there: moodlens.models pulls in torch, which featurize workers and live capture do not need.
+LIVE_AUDIO_DIM = 40
+LIVE_VISION_DIM = 64
 
 SCHEMA_VERSION = 1
 
