@@ -300,6 +300,8 @@ class FeaturizerConfig:
                 return f.name, _short(mine), _short(theirs)
         for lib in ("librosa", "mediapipe"):
             a, b = self.versions.get(lib, "?"), other.versions.get(lib, "?")
+            if "absent" in (a, b) or "?" in (a, b):
+                continue  # e.g. a training machine without MediaPipe: nothing to compare
             if _major(a) != _major(b):
                 return f"versions.{lib}", a, b
         return None
