@@ -86,8 +86,9 @@ class ClipFeaturizer:
             self._transcriber = Transcriber(AsrOptions.from_dict(self.options.asr))
         return self._transcriber
 
-    def decode(self, path: Path) -> tuple[np.ndarray, list[FaceFeatures], float, bool, bool]:
-        """Stream the file once: 16 kHz audio and face features at the configured rate."""
+    def decode(self, path: Path, on_progress=None) -> tuple[np.ndarray, list[FaceFeatures], float, bool, bool]:
+        """Stream the file once: 16 kHz audio and face features at the configured rate.
+        `on_progress(media_seconds, duration)` is called as decoding goes."""
         from moodlens.realtime.sources import MediaFileSource
 
         vision = self.featurizer.vision
@@ -101,6 +102,8 @@ class ClipFeaturizer:
                         faces.append(vision.process(item))
                 elif isinstance(item, AudioChunk):
                     audio.append(item.samples)
+                if on_progress is not None:
+                    on_progress(item.t, source.duration)
             samples = np.concatenate(audio) if audio else np.zeros(0, np.float32)
             duration = max(source.duration or 0.0, len(samples) / AUDIO_SAMPLE_RATE)
             return samples, faces, duration, source.has_audio, source.has_video
@@ -180,17 +183,24 @@ def featurize_file(path: str | Path, out: str | Path | None = None, config: Feat
     out = _check_out(out) if out is not None else None
     config = config or FeaturizerConfig()
     options = options or FeaturizeOptions()
+    vad_options = VadOptions.from_dict(options.vad)
     worker = ClipFeaturizer(config, options)
     try:
-        audio, faces, duration, has_audio, _ = worker.decode(path)
-        if has_audio and len(audio):
-            spans = split_utterances(audio, VadOptions.from_dict(options.vad))
-        else:
-            spans = [(0.0, duration)]  # no audio: one vision-only window over the whole file
         samples = []
         progress = _progress(options.progress)
         with progress:
-            task = progress.add_task(f"featurizing {path.name}", total=len(spans))
+            decoding = progress.add_task(f"decoding + face tracking {path.name} (media s)", total=None)
+
+            def on_progress(t, duration):
+                progress.update(decoding, completed=round(t, 1), total=round(duration, 1) or None)
+
+            audio, faces, duration, has_audio, _ = worker.decode(path, on_progress)
+            progress.update(decoding, completed=duration, total=duration)
+            if has_audio and len(audio):
+                spans = split_utterances(audio, vad_options)
+            else:
+                spans = [(0.0, duration)]  # no audio: one vision-only window over the whole file
+            task = progress.add_task(f"transcribing + featurizing {len(spans)} windows", total=len(spans))
             for start, end in spans:
                 samples.append(worker.window_sample(audio, faces, start, end, None))
                 progress.advance(task)
@@ -413,6 +423,9 @@ def _execute(pending, config: FeaturizerConfig, options: FeaturizeOptions, cache
     if not pending:
         return
     options_dict = {**asdict(options), "progress": False}
+    if options.workers > 1 and "cpu_threads" not in options.asr:
+        # N workers each running Whisper on all cores would oversubscribe the CPU.
+        options_dict["asr"] = {**options.asr, "cpu_threads": max(1, (os.cpu_count() or 1) // options.workers)}
     if options.workers == 1 or len(pending) == 1:
         global _WORKER
         previous = _WORKER
