@@ -90,3 +90,32 @@ def test_bad_options_refused():
         AsrOptions(device="tpu")
     with pytest.raises(ConfigError, match="Unknown ASR option"):
         AsrOptions.from_dict({"beam": 2})
+
+
+def test_file_to_windows_to_words(transcriber, tts, tmp_path):
+    """The three perception-A stages together: a media file streamed, cut by the VAD, transcribed."""
+    from moodlens.realtime.sources import MediaFileSource
+    from moodlens.realtime.types import AudioChunk
+    from moodlens.realtime.windows import UtteranceWindower, VadOptions
+
+    first, _ = sf.read(str(tts("The coffee here is absolutely delicious")), dtype="float32")
+    second, _ = sf.read(str(tts("but the waiter was very rude to my friends")), dtype="float32")
+    gap = np.zeros(16000, dtype=np.float32)
+    path = tmp_path / "talk.wav"
+    sf.write(str(path), np.concatenate([gap, first, gap, second, gap]), 16000, subtype="PCM_16")
+
+    windower = UtteranceWindower(VadOptions())
+    windows = []
+    with MediaFileSource(path, origin=0.0) as source:
+        assert source.has_audio and not source.has_video
+        for item in source:
+            if isinstance(item, AudioChunk):
+                windows += windower.push_audio(item)
+    windows += windower.flush()
+    assert len(windows) == 2
+    texts = [transcriber.transcribe(w.audio, offset=w.start) for w in windows]
+    assert {"coffee", "delicious"} <= words_of(texts[0].text)
+    assert {"waiter", "rude", "friends"} <= words_of(texts[1].text)
+    # word times land inside their window on the session clock
+    for w, t in zip(windows, texts):
+        assert all(w.start - 0.05 <= word.start <= word.end <= w.end + 0.05 for word in t.words)
