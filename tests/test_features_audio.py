@@ -89,3 +89,17 @@ def test_opensmile_extra_is_optional_and_refused_cleanly_when_absent():
     with pytest.raises(ConfigError, match="non-commercial"):
         EGeMAPSExtractor()
     assert "NON-COMMERCIAL" in EGeMAPSExtractor.__doc__
+
+
+@pytest.mark.shared
+def test_real_clip_speech(shared_data, raw_featurizer):
+    """Real (Mandarin) speech decoded from a shared clip: voiced frames with F0 in the human range."""
+    from moodlens.realtime.sources import read_media
+
+    clip = read_media(shared_data / "clips" / "zh_0008.mp4", video_fps=1)
+    raw = raw_featurizer.extract(clip.audio)
+    assert raw.shape == (1 + len(clip.audio) // 640, 40) and np.isfinite(raw).all()
+    voiced = raw[:, F0] > 0
+    assert voiced.mean() > 0.2
+    f0_hz = np.exp(raw[voiced, F0])
+    assert 70 < np.median(f0_hz) < 400

@@ -117,7 +117,7 @@ def build_raw_dataset(root, tts) -> None:
             writer.writerow([video_id, clip_id, text, label, label, label / 2, "", "Positive", mode])
 
 
-def test_raw_dataset_with_failures_and_resumable_cache(tmp_path, tts):
+def test_raw_dataset_with_failures_and_resumable_cache(tmp_path, tts, capsys):
     build_raw_dataset(tmp_path, tts)
     out = tmp_path / "data.pkl"
     options = FeaturizeOptions(workers=2, progress=False)
@@ -147,10 +147,12 @@ def test_raw_dataset_with_failures_and_resumable_cache(tmp_path, tts):
     assert len(cache_files) == 4
     stamps = [p.stat().st_mtime_ns for p in cache_files]
 
-    # resumed run: everything comes from the cache, the failed clips are tried again
-    again = featurize_raw_dataset(tmp_path, tmp_path / "label.csv", out,
-                                  FAST, FeaturizeOptions(workers=1, progress=False))
-    assert again.cached == 4 and again.computed == 0 and len(again.failed) == 2
+    # resumed run through the command: everything comes from the cache, failed clips are tried again
+    code = cli_main(["featurize", "--raw", str(tmp_path), "--out", str(out), "--workers", "1", "--vision-fps", "5"])
+    assert code == 0
+    message = " ".join(capsys.readouterr().err.split())
+    assert "4 of 6 clips" in message and "0 featurized now, 4 from the cache" in message
+    assert "2 clips failed" in message
     assert [p.stat().st_mtime_ns for p in cache_files] == stamps
     with out.open("rb") as f:
         resumed = pickle.load(f)
