@@ -174,3 +174,17 @@ def test_raw_dataset_bad_labels_are_refused(tmp_path):
     with pytest.raises(DataError, match="lacks the column 'label'"):
         featurize_raw_dataset(tmp_path, tmp_path / "label.csv", tmp_path / "d.pkl", FAST,
                               FeaturizeOptions(progress=False))
+
+
+def test_file_without_video_or_without_audio(tmp_path, tts):
+    wav = tts("Good morning everyone.")                  # audio only: vision absent
+    data = featurize_file(wav, tmp_path / "a.pkl", FAST, FeaturizeOptions(progress=False))
+    assert len(data["id"]) == 1 and "morning" in data["raw_text"][0].lower()
+    assert data["present"].tolist() == [[True, True, False]] and data["vision_lengths"].tolist() == [0]
+
+    silent = tmp_path / "silent.mp4"                      # video only: one window, no text, no audio
+    write_mp4(silent, None, seconds=1.0, fps=10, size=(96, 64))
+    data = featurize_file(silent, None, FAST, FeaturizeOptions(progress=False))
+    assert len(data["id"]) == 1 and data["raw_text"] == [""]
+    assert data["present"].tolist() == [[False, False, False]]
+    assert data["audio_lengths"].tolist() == [0] and data["vision_lengths"][0] >= 4
