@@ -283,10 +283,14 @@ def _float(value) -> float | None:
 
 def _clip_path(raw_dir: Path, video_id: str, clip_id: str) -> Path | None:
     folder = raw_dir / video_id
-    for suffix in MEDIA_SUFFIXES:
-        candidate = folder / f"{clip_id}{suffix}"
-        if candidate.is_file():
-            return candidate
+    names = [clip_id]
+    if clip_id.isdigit():  # a csv saved through a spreadsheet turns "0001" into "1"
+        names += [clip_id.lstrip("0") or "0", clip_id.zfill(4)]
+    for name in names:
+        for suffix in MEDIA_SUFFIXES:
+            candidate = folder / f"{name}{suffix}"
+            if candidate.is_file():
+                return candidate
     return None
 
 
@@ -378,8 +382,13 @@ def featurize_raw_dataset(raw_dir: str | Path, labels: str | Path, out: str | Pa
 
     results: dict[str, dict] = {}
     pending: list[tuple[ClipJob, str]] = []
-    for job in jobs:
-        fingerprint = _fingerprint(job, config, options)
+    for job in list(jobs):
+        try:
+            fingerprint = _fingerprint(job, config, options)
+        except OSError as err:  # the file vanished or became unreadable since label.csv was read
+            failed.append((job.video_id, job.clip_id, job.path, f"cannot read {job.path} ({err.strerror})"))
+            jobs.remove(job)
+            continue
         cached = _read_cache(cache_dir / _cache_name(job.key), fingerprint) if options.cache else None
         if cached is not None:
             results[job.key] = cached
@@ -451,7 +460,8 @@ def _execute(pending, config: FeaturizerConfig, options: FeaturizeOptions, cache
             try:
                 yield future.result()
             except BrokenProcessPool:
-                yield job.key, None, "a featurize worker process died (out of memory or a crash in a native library)"
+                yield job.key, None, ("a featurize worker process died (out of memory or a crash in a native library); "
+                                     "run again to retry the clips it left")
             except Exception as err:
                 yield job.key, None, f"{type(err).__name__}: {err}"
 
