@@ -114,3 +114,14 @@ def test_head_pose_of_known_rotation():
     pose = head_pose(matrix)
     assert pose[0] == pytest.approx(yaw, abs=1e-5) and abs(pose[1]) < 1e-6 and abs(pose[2]) < 1e-6
     assert pose[3:] == pytest.approx([0.1, -0.2, -4.0])
+
+
+@pytest.mark.shared
+def test_small_face_in_a_wide_frame_needs_the_crop_search(shared_data):
+    """zh_0008 (1920x804, face ~9% of the width): the full-frame detector misses it, the crop search finds it."""
+    frames = decode(shared_data / "clips" / "zh_0008.mp4", limit=12)
+    found = {}
+    for search in (False, True):
+        with VisionFeaturizer(FeaturizerConfig(vision_fps=30.0, vision_crop_search=search)) as tracker:
+            found[search] = sum(tracker.process(f).face_present for f in frames)
+    assert found[True] >= 10 and found[False] <= 2
