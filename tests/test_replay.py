@@ -92,24 +92,10 @@ def scorer():
     from moodlens.models import build_model
     from moodlens.realtime.features.config import FeaturizerConfig
 
-    try:
-        from moodlens.realtime.scorer import Scorer
-    except ModuleNotFoundError:   # TEMPORARY until engine-A's Scorer lands: the model in eager PyTorch
-        return _EagerModel(build_model("hcrl_mfd").eval(), FeaturizerConfig())
-    return Scorer.from_model(build_model("hcrl_mfd").eval(), FeaturizerConfig().to_dict(), backend="eager")
+    from moodlens.realtime.scorer import Scorer
 
-
-class _EagerModel:
-    backend_name, device = "eager", "cpu"
-
-    def __init__(self, model, featurizer_config):
-        self.model, self.featurizer_config = model, featurizer_config
-
-    def score(self, batch):
-        import torch
-
-        with torch.no_grad():
-            return self.model(*batch.tensors())
+    return Scorer.from_model(build_model("hcrl_mfd").eval(), FeaturizerConfig().to_dict(), backend="eager",
+                             quiet=True)
 
 
 @pytest.fixture(scope="module")

@@ -190,7 +190,7 @@ def test_round_trip_record_export_label_train(tts, tmp_path):
     from moodlens.realtime.recording import RecordingOptions, SessionRecorder, open_session
     from moodlens.realtime.sources import MediaFileSource
 
-    sentences = ["I love this.", "This is awful.", "What a great day.", "I hate waiting.", "It is fine."]
+    sentences = ["I love this.", "This is awful.", "What a great day.", "I hate waiting."]
     parts = [np.zeros(SR // 2, np.float32)]
     for s in sentences:
         audio, _ = sf.read(str(tts(s)), dtype="float32")
@@ -198,13 +198,10 @@ def test_round_trip_record_export_label_train(tts, tmp_path):
     wav = tmp_path / "talk.wav"
     sf.write(str(wav), np.concatenate(parts), SR)
 
-    try:
-        from moodlens.realtime.scorer import Scorer
-        scorer = Scorer.from_model(build_model("hcrl_mfd").eval(), FeaturizerConfig().to_dict(), backend="eager")
-    except ModuleNotFoundError:   # TEMPORARY until engine-A's Scorer lands
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from test_replay import _EagerModel
-        scorer = _EagerModel(build_model("hcrl_mfd").eval(), FeaturizerConfig())
+    from moodlens.realtime.scorer import Scorer
+
+    scorer = Scorer.from_model(build_model("hcrl_mfd").eval(), FeaturizerConfig().to_dict(), backend="eager",
+                               quiet=True)
     source = MediaFileSource(wav, pace="fast", origin=0.0)
     pipe = Pipeline(source, scorer, PipelineOptions(realtime=False),
                     transcriber=Transcriber(AsrOptions(cpu_threads=2)))
@@ -217,7 +214,7 @@ def test_round_trip_record_export_label_train(tts, tmp_path):
 
     assert "love" in session.windows[0].text.lower() and "great" in session.windows[2].text.lower()
     # Label each window by the sentence spoken in it (the annotator's judgement).
-    truth = [2.5, -2.5, 2.0, -2.0, 0.5]
+    truth = [2.5, -2.5, 2.0, -2.0]
 
     def label_of(i, row):
         return str(truth[int(row["id"]) - session.windows[0].id])
@@ -231,5 +228,14 @@ def test_round_trip_record_export_label_train(tts, tmp_path):
 
     loaded = load_checkpoint(out / "best.pt")
     assert loaded.model_name == "hcrl_mfd"
-    batch = loaded.model.example_inputs(2)
-    assert np.isfinite(loaded.model.eval()(*batch.tensors()).fused.detach().numpy()).all()
+
+    # The fine-tuned model rescores the recorded media (the user's next step).
+    from moodlens.realtime.events import read_jsonl
+
+    rescored = tmp_path / "rescored.jsonl"
+    code, err = run_cli("replay", str(folder), "--rescore", "--checkpoint", str(out / "best.pt"),
+                        "--backend", "eager", "--headless", "--jsonl", str(rescored))
+    assert code == 0, err
+    events = read_jsonl(rescored)
+    assert [e.text for e in events] == [w.text for w in session.windows]
+    assert all(e.backend == "eager" and np.isfinite(e.fused) for e in events)
