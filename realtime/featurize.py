@@ -321,7 +321,6 @@ _WORKER: ClipFeaturizer | None = None
 
 def _worker_init(config_dict: dict, options_dict: dict) -> None:
     global _WORKER
-    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet MediaPipe's C++ logging in workers
     _WORKER = ClipFeaturizer(FeaturizerConfig.from_dict(config_dict), FeaturizeOptions(**options_dict))
 
 
