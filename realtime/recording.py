@@ -473,6 +473,12 @@ class SessionRecorder:
             except Exception:  # noqa: BLE001
                 pass
         if self._meta:
+            if self._video is None and self._meta["files"].get("video"):
+                self._meta["files"]["video"] = None   # the source had no video: say so, no empty file
+                try:
+                    (self.folder / VIDEO_FILE).unlink(missing_ok=True)
+                except OSError:
+                    pass
             self._meta["state"] = "failed" if self.error else "closed"
             self._meta["ended"] = _utc_now()
             self._meta["ended_unix"] = time.time()
@@ -882,8 +888,6 @@ def open_session(folder: str | Path) -> RecordedSession:
         except OSError:
             pass
     video_path = member("video")
-    if files.get("video") and video_path is None:
-        notes.append("The session has no video frames.")
     faces_path = member("faces")
     origin = info.get("origin_t")
     windows = read_windows(folder / (files.get("windows") or WINDOWS_FILE),
