@@ -235,6 +235,9 @@ class SessionRecorder:
             self._create_files()
         except OSError as err:
             self._fail(err, "start")
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
             return
         self._thread = threading.Thread(target=self._run, name="moodlens-recorder", daemon=True)
         self._thread.start()
@@ -497,8 +500,12 @@ class SessionRecorder:
         if self.error is not None:
             return
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
-        self.error = (f"Recording to {self.folder} stopped while writing {during}: {reason}; "
-                      f"live scoring continues and what was recorded so far stays readable.")
+        if during == "start":
+            self.error = f"Cannot record to {self.folder}: {reason}; live scoring continues without a recording."
+        else:
+            what = {"audio": "audio", "frame": "video", "video": "video", "event": "a window"}.get(during, during)
+            self.error = (f"Recording to {self.folder} stopped while writing {what}: {reason}; "
+                          f"live scoring continues and what was recorded so far stays readable.")
         try:
             self.on_error(self.error)
         except Exception:  # noqa: BLE001
