@@ -158,6 +158,9 @@ def assign_splits(items: list[LabelledWindow], valid_fraction: float, test_fract
         raise ConfigError("valid_fraction and test_fraction must be in [0, 1) and sum to less than 1.")
     splits: dict[str, list[LabelledWindow]] = {"train": [], "valid": [], "test": []}
     free = [item for item in items if item.split is None]
+    if free and len(free) < 3 and not any(item.split == "valid" for item in items) and valid_fraction > 0:
+        raise DataError(f"Only {len(items)} labelled window(s): training needs at least 3 (one each for train, "
+                        f"valid and test); label more windows.")
     for item in items:
         if item.split is not None:
             splits[item.split].append(item)
