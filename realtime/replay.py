@@ -76,11 +76,14 @@ class RecordedFaces:
 
 class RecordedSource:
     """The session's audio and video as a pipeline source (`MediaFileSource`-like), on the session
-    clock (0 = the first recorded item). `pace="realtime"` sleeps to play at recorded speed."""
+    clock (0 = the first recorded item). `pace="realtime"` sleeps to play at recorded speed (times
+    `speed`)."""
 
-    def __init__(self, session: RecordedSession, pace: str = "fast", chunk_samples: int = CHUNK_SAMPLES):
+    def __init__(self, session: RecordedSession, pace: str = "fast", chunk_samples: int = CHUNK_SAMPLES,
+                 speed: float = 1.0):
         self.session = session
         self.pace = pace
+        self.speed = speed if speed > 0 else 1.0
         self.chunk_samples = chunk_samples
         self.stats = SourceStats()
         self.faces = session.read_faces() if session.faces_path is not None else []
@@ -124,7 +127,7 @@ class RecordedSource:
             item = heads[i]
             heads[i] = next(streams[i], None)
             if self.pace == "realtime":
-                delay = wall0 + item.t - time.monotonic()
+                delay = wall0 + item.t / self.speed - time.monotonic()
                 if delay > 0 and self._stop.wait(delay):
                     return
             if isinstance(item, VideoFrame):

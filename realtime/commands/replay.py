@@ -124,7 +124,7 @@ def _rescore(session, args, speed: float, err: Console) -> int:
     config = load_live_config(args.config)
     apply_engine_arguments(config, args)
     realtime = speed > 0 and not args.headless
-    source = RecordedSource(session, pace="realtime" if realtime else "fast")
+    source = RecordedSource(session, pace="realtime" if realtime else "fast", speed=speed)
     pipeline = None
     recorder = None
     try:
