@@ -19,6 +19,8 @@ from moodlens.realtime.errors import ConfigError
 from moodlens.realtime.pipeline import PipelineOptions
 from moodlens.realtime.windows import VadOptions
 
+# Same names as realtime/backends.py BACKEND_CHOICES (not imported: it pulls in torch).
+BACKEND_CHOICES = ("auto", "tensorrt", "compile", "onnxruntime", "eager")
 SECTIONS = ("sources", "vad", "asr", "features", "engine", "pipeline", "dashboard")
 
 
@@ -120,8 +122,6 @@ def load_live_config(path: str | Path | None = None) -> LiveConfig:
 
 
 def _validate(config: LiveConfig, where: dict[str, str]) -> None:
-    from moodlens.realtime.backends import BACKEND_CHOICES
-
     if config.engine.backend not in BACKEND_CHOICES:
         raise ConfigError(f"{where.get('engine', 'live config')} [engine]: backend '{config.engine.backend}' is "
                           f"unknown; choose one of: {', '.join(BACKEND_CHOICES)}.")

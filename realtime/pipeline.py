@@ -666,7 +666,8 @@ class Pipeline:
         done = time.monotonic()
         t2 = time.perf_counter()
         features_ms = (t1 - t0) * 1000 / len(items)
-        model_ms = (t2 - t1) * 1000
+        # The scorer's own model time when it reports one (leaves out its input checks).
+        model_ms = float(getattr(output, "model_ms", (t2 - t1) * 1000))
         present = np.asarray(batch.present.cpu() if hasattr(batch.present, "cpu") else batch.present, dtype=bool)
         events = []
         origin = self.origin or 0.0

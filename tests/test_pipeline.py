@@ -101,37 +101,15 @@ def transcriber():
 
 @pytest.fixture(scope="module")
 def scorer():
-    """The default weights when they exist, else an untrained model of the zoo (signs not checked)."""
-    try:
-        from moodlens.realtime.scorer import Scorer
-    except ModuleNotFoundError:   # TEMPORARY until engine-A's Scorer lands: plain eager PyTorch
-        return _EagerAdapter()
+    """The shipped default weights when they exist, else an untrained model of the zoo (signs not checked)."""
+    from moodlens.realtime.scorer import Scorer
+    from moodlens.train.checkpoint import default_checkpoint_path
 
-    try:
+    if default_checkpoint_path().exists():
         return Scorer("default", backend="eager")
-    except Exception:
-        from moodlens.models import build_model
-        from moodlens.realtime.features.config import FeaturizerConfig
+    from moodlens.models import build_model
 
-        return Scorer.from_model(build_model("hcrl_mfd").eval(), FeaturizerConfig().to_dict(), backend="eager")
-
-
-class _EagerAdapter:
-    backend_name, device = "eager", "cpu"
-
-    def __init__(self):
-        import torch
-
-        from moodlens.models import build_model
-        from moodlens.realtime.features.config import FeaturizerConfig
-
-        self.torch = torch
-        self.model = build_model("hcrl_mfd").eval()
-        self.featurizer_config = FeaturizerConfig()
-
-    def score(self, batch):
-        with self.torch.no_grad():
-            return self.model(*batch.tensors())
+    return Scorer.from_model(build_model("hcrl_mfd").eval(), None, backend="eager")
 
 
 def run_file(path: Path, scorer, transcriber, realtime=False, pace="fast", sinks=(), **options):

@@ -26,7 +26,7 @@ def demo_clip_path():
 
 
 def main(args: argparse.Namespace) -> int:
-    from moodlens.realtime.commands.run import apply_engine_arguments, run_session
+    from moodlens.realtime.commands.run import apply_engine_arguments, finish, run_session
     from moodlens.realtime.live_config import load_live_config
     from moodlens.realtime.sources import MediaFileSource
 
@@ -39,5 +39,5 @@ def main(args: argparse.Namespace) -> int:
     def open_source():
         return MediaFileSource(path, pace=pace, video_fps=s.video_fps, origin=0.0, max_size=s.max_size)
 
-    return run_session(open_source, label="demo clip", config=config, args=args, realtime=pace == "realtime",
-                       source_info={"kind": "demo", "path": str(path), "pace": pace})
+    return finish(run_session(open_source, label="demo clip", config=config, args=args, realtime=pace == "realtime",
+                       source_info={"kind": "demo", "path": str(path), "pace": pace}))

@@ -32,7 +32,7 @@ def parse_mic(value):
 
 
 def main(args: argparse.Namespace) -> int:
-    from moodlens.realtime.commands.run import apply_engine_arguments, run_session
+    from moodlens.realtime.commands.run import apply_engine_arguments, finish, run_session
     from moodlens.realtime.errors import MediaError
     from moodlens.realtime.live_config import load_live_config
     from moodlens.realtime.sources import LiveSource
@@ -59,5 +59,5 @@ def main(args: argparse.Namespace) -> int:
             notices.append("no microphone: vision only")
         return source
 
-    return run_session(open_source, label="live", config=config, args=args, realtime=True,
-                       source_info={"kind": "live", "camera": camera, "mic": mic}, notices=notices)
+    return finish(run_session(open_source, label="live", config=config, args=args, realtime=True,
+                       source_info={"kind": "live", "camera": camera, "mic": mic}, notices=notices))

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,7 +20,7 @@ from rich.console import Console
 
 from moodlens.realtime.errors import ConfigError, MediaError, MoodlensError
 
-BACKEND_CHOICES = ("auto", "tensorrt", "compile", "onnxruntime", "eager")   # realtime/backends.py
+from moodlens.realtime.live_config import BACKEND_CHOICES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,8 +64,19 @@ def main(args: argparse.Namespace) -> int:
     def open_source():
         return MediaFileSource(path, pace=pace, video_fps=s.video_fps, origin=0.0, max_size=s.max_size)
 
-    return run_session(open_source, label=path.name, config=config, args=args, realtime=pace == "realtime",
-                       source_info={"kind": "file", "path": str(path.resolve()), "pace": pace})
+    return finish(run_session(open_source, label=path.name, config=config, args=args, realtime=pace == "realtime",
+                              source_info={"kind": "file", "path": str(path.resolve()), "pace": pace}))
+
+
+def finish(code: int) -> int:
+    """After Ctrl-C, with every stage stopped and every sink closed and flushed, leave at once:
+    the native libraries' own teardown (torch and ONNX Runtime thread pools, CTranslate2,
+    MediaPipe) can take seconds on a loaded machine, and Ctrl-C must end within a second."""
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    return code
 
 
 def apply_engine_arguments(config, args: argparse.Namespace) -> None:
@@ -92,17 +103,25 @@ def run_session(open_source: Callable[[], object], label: str, config, args: arg
                 realtime: bool, source_info: dict, notices: list[str] | None = None,
                 scorer=None) -> int:
     """Open the source, load the engine, run the pipeline on the dashboard (or headless)."""
-    import dataclasses
-
-    from moodlens.realtime.events import JsonlSink
-    from moodlens.realtime.pipeline import Pipeline
-
     err = Console(stderr=True)
     headless = bool(args.headless)
     if args.jsonl is None and headless:
         args.jsonl = "-"
     # The source first: a missing or corrupt file fails in a moment, before minutes of loading.
     source = open_source()
+    try:
+        return _run_session(source, label, config, args, realtime, source_info, notices, scorer, err, headless)
+    except KeyboardInterrupt:          # while loading
+        err.print("[yellow]interrupted[/]", highlight=False)
+        return 130
+
+
+def _run_session(source, label, config, args, realtime, source_info, notices, scorer, err, headless) -> int:
+    import dataclasses
+
+    from moodlens.realtime.events import JsonlSink
+    from moodlens.realtime.pipeline import Pipeline
+
     pipeline = None
     recorder = None
     try:

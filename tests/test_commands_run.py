@@ -1,0 +1,157 @@
+"""`moodlens run`, `demo` and `live` as a user runs them: subprocesses, exit codes, what is printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from moodlens.realtime.events import check_event_dict
+
+REPO = Path(__file__).resolve().parents[1]
+MOODLENS = [sys.executable, "-m", "moodlens.realtime.cli"]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "100"}
+
+
+def moodlens(capsys, *args) -> tuple[int, str, str]:
+    """Run the CLI in this process (errors come before any heavy loading); (code, stdout, stderr)."""
+    from moodlens.realtime.cli import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit:          # argparse --help
+        code = exit.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_sentence(stderr: str) -> str:
+    text = " ".join(stderr.split())
+    assert "Traceback" not in stderr, stderr
+    assert text.startswith("error: "), stderr
+    return text
+
+
+def test_corrupt_file_is_one_clear_sentence_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))
+    code, out, err = moodlens(capsys, "run", bad, "--headless")
+    assert code == 2
+    text = one_sentence(err)
+    assert "broken.mp4" in text and "corrupt" in text
+    assert out == ""
+
+
+def test_corrupt_file_through_the_installed_command(tmp_path):
+    # The same through a real process: exit status 2 and no traceback.
+    bad = tmp_path / "broken.mkv"
+    bad.write_bytes(os.urandom(3000))
+    result = subprocess.run([*MOODLENS, "run", str(bad), "--headless"], capture_output=True, text=True,
+                            timeout=120, env=ENV, cwd=REPO)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "broken.mkv" in result.stderr and result.stdout == ""
+
+
+def test_missing_file_and_bad_config_key(tmp_path, capsys):
+    code, _, err = moodlens(capsys, "run", tmp_path / "nope.wav", "--headless")
+    assert code == 2 and "nope.wav" in one_sentence(err)
+    config = tmp_path / "live.yaml"
+    config.write_text("vad:\n  min_silence: 0.3\n")
+    wav = tmp_path / "a.wav"
+    sf.write(str(wav), np.zeros(16000, np.float32), 16000)
+    code, _, err = moodlens(capsys, "run", wav, "--headless", "--config", config)
+    assert code == 2
+    text = one_sentence(err)
+    assert "live.yaml" in text and "'min_silence'" in text
+    config.write_text("engin:\n  backend: eager\n")
+    code, _, err = moodlens(capsys, "demo", "--headless", "--config", config)
+    assert code == 2 and "unknown section 'engin'" in one_sentence(err)
+    config.write_text("engine:\n  backend: tensorrtx\n")
+    code, _, err = moodlens(capsys, "demo", "--headless", "--config", config)
+    assert code == 2 and "tensorrtx" in one_sentence(err)
+
+
+def test_live_without_camera_or_microphone_says_so_and_exits_2(capsys):
+    # This machine has neither a camera nor a microphone (CI machines neither).
+    code, _, err = moodlens(capsys, "live", "--camera", "0")
+    assert code == 2
+    text = one_sentence(err)
+    assert "camera" in text and "microphone" in text and "moodlens run FILE" in text
+    assert text.count(". ") == 0    # one sentence
+
+
+def test_help_lists_the_options(capsys):
+    for command, options in (("run", ["--pace", "--headless", "--jsonl", "--record", "--backend", "--config"]),
+                             ("demo", ["--headless", "--jsonl", "--checkpoint"]),
+                             ("live", ["--camera", "--mic", "--record", "--backend", "--checkpoint"])):
+        code, out, _ = moodlens(capsys, command, "--help")
+        assert code == 0
+        for option in options:
+            assert option in out, (command, option)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """The shipped default weights when present, else an untrained HCRL-MFD checkpoint written here."""
+    from moodlens.train.checkpoint import default_checkpoint_path, save_checkpoint
+
+    if default_checkpoint_path().exists():
+        return "default"
+    from moodlens.models import build_model
+    from moodlens.realtime.features.config import FeaturizerConfig
+
+    path = tmp_path_factory.mktemp("ckpt") / "untrained.pt"
+    save_checkpoint(path, build_model("hcrl_mfd"), FeaturizerConfig().to_dict(), metrics={})
+    return str(path)
+
+
+def test_ctrl_c_during_a_paced_run_exits_cleanly_within_a_second(tts, tmp_path, checkpoint):
+    # Speech, 1 s pause, speech...: paced at real time the run lasts ~15 s; Ctrl-C comes after the first window.
+    parts = []
+    for text in ["I love this wonderful day.", "This is terrible and I hate it."] * 2:
+        audio, _ = sf.read(str(tts(text)), dtype="float32")
+        parts += [audio, np.zeros(16000, np.float32)]
+    wav = tmp_path / "talk.wav"
+    sf.write(str(wav), np.concatenate(parts), 16000)
+    out = tmp_path / "events.jsonl"
+    proc = subprocess.Popen([*MOODLENS, "run", str(wav), "--pace", "realtime", "--headless", "--jsonl", str(out),
+                             "--backend", "eager", "--checkpoint", checkpoint, "--record", str(tmp_path / "session")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.exists() and out.read_text().count("\n") >= 1:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()
+        assert out.exists(), "no window was scored before the deadline"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=10)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert took < 1.0, f"took {took:.2f} s to stop"
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "stopped" in stderr
+    lines = out.read_text().splitlines()
+    assert 1 <= len(lines) < 4
+    for line in lines:
+        event = json.loads(line)
+        check_event_dict(event)
+        assert event["present"] == {"text": True, "audio": True, "vision": False}
+        assert event["backend"] == "eager"
+    assert stdout == ""                                       # --jsonl went to the file
+    # The recorder (a sink) was closed cleanly too: its session lists the scored windows.
+    session = json.loads((tmp_path / "session" / "session.json").read_text())
+    assert session["state"] == "closed"
+    assert len((tmp_path / "session" / "windows.jsonl").read_text().splitlines()) == len(lines)
