@@ -122,7 +122,7 @@ DEFAULT_AUDIO_MEAN: tuple[float, ...] = (
     1.59295,
     3.79334,
     0.103511,
-    2.89696,
+    3.27391,
     0.614471,
 )
 DEFAULT_AUDIO_STD: tuple[float, ...] = (
@@ -164,7 +164,7 @@ DEFAULT_AUDIO_STD: tuple[float, ...] = (
     0.566406,
     1.81304,
     0.246732,
-    2.46401,
+    2.3594,
     0.347633,
 )
 # END AUDIO STATS
@@ -201,7 +201,7 @@ class FeaturizerConfig:
     audio_n_mels: int = 40
     audio_f0_min_hz: float = 60.0
     audio_f0_max_hz: float = 500.0
-    audio_voicing_threshold: float = 0.3   # YIN aperiodicity below this -> voiced
+    audio_voicing_threshold: float = 0.45  # YIN aperiodicity below this -> voiced (tuned against pYIN)
     audio_silence_db: float = -55.0         # frames quieter than this are never voiced
     audio_normalize: bool = True
     audio_mean: list[float] = field(default_factory=lambda: list(DEFAULT_AUDIO_MEAN))
