@@ -34,6 +34,9 @@ class AsrOptions:
     cpu_threads: int | None = None    # None -> min(4, CPU count)
     word_timestamps: bool = True
     no_speech_threshold: float = 0.6
+    # Cap on decoded tokens per second of audio: real speech needs ~3-5, a hallucination loop
+    # runs to Whisper's 224-token limit and stalls the live view. None = no cap.
+    max_tokens_per_s: float | None = 12.0
     warmup: bool = True
 
     def __post_init__(self) -> None:
@@ -44,6 +47,8 @@ class AsrOptions:
         if isinstance(self.temperature, (int, float)):
             self.temperature = (float(self.temperature),)
         self.temperature = tuple(float(t) for t in self.temperature)
+        if self.max_tokens_per_s is not None and self.max_tokens_per_s <= 0:
+            raise ConfigError(f"AsrOptions.max_tokens_per_s must be positive or null, not {self.max_tokens_per_s}.")
         if self.cpu_threads is not None and self.cpu_threads < 0:
             raise ConfigError(f"AsrOptions.cpu_threads must not be negative, not {self.cpu_threads}.")
 
@@ -148,6 +153,8 @@ class Transcriber:
         if duration < MIN_AUDIO_S:
             return Transcript(text="", words=[], language=self.language, duration_s=duration, elapsed_s=0.0)
         o = self.options
+        # Whisper's decoder holds at most 448 positions, about half of them for the output.
+        max_tokens = None if o.max_tokens_per_s is None else min(220, int(16 + o.max_tokens_per_s * duration))
         t0 = time.perf_counter()
         with self._lock:
             segments, info = self.model.transcribe(
@@ -160,6 +167,7 @@ class Transcriber:
                 vad_filter=False,
                 condition_on_previous_text=False,
                 no_speech_threshold=o.no_speech_threshold,
+                max_new_tokens=max_tokens,
             )
             segments = list(segments)   # decoding happens while iterating
         elapsed = time.perf_counter() - t0

@@ -119,3 +119,17 @@ def test_file_to_windows_to_words(transcriber, tts, tmp_path):
     # word times land inside their window on the session clock
     for w, t in zip(windows, texts):
         assert all(w.start - 0.05 <= word.start <= word.end <= w.end + 0.05 for word in t.words)
+
+
+def test_token_cap_bounds_decoding(transcriber, tts):
+    """max_tokens_per_s caps runaway decoding (hallucination loops); shown here by a tiny cap."""
+    audio, _ = sf.read(str(tts("I walked to the market this morning and bought fresh bread, some cheese and a basket of apples")), dtype="float32")
+    # Without word timestamps one decoding pass covers the window, so the cap shows in the text.
+    # (With them, faster-whisper resumes after the last aligned word: each pass is capped.)
+    capped = Transcriber(AsrOptions(cpu_threads=2, warmup=False, word_timestamps=False, max_tokens_per_s=0.1))
+    short = words_of(capped.transcribe(audio).text)
+    full = words_of(transcriber.transcribe(audio).text)
+    assert len(full) >= 12
+    assert 0 < len(short) <= 10
+    with pytest.raises(ConfigError, match="max_tokens_per_s"):
+        AsrOptions(max_tokens_per_s=0)
