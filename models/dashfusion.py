@@ -76,6 +76,8 @@ class HierarchicalBottleneckFusion(nn.Module):
 
     def forward(self, streams: list[torch.Tensor], masks: list[torch.Tensor], present: torch.Tensor,
                 return_history: bool = False):
+        """Returns (streams, bottleneck (B, p_last / 2, d)) and, when asked, the bottleneck before
+        every layer and after the last."""
         b = streams[0].shape[0]
         bottleneck = self.bottleneck.unsqueeze(0).expand(b, -1, -1)
         weights = present.to(bottleneck.dtype)                                   # (B, streams)
@@ -155,15 +157,17 @@ class Model(SentimentModel):
         # Auxiliary unimodal heads (our addition).
         self.unimodal_heads = nn.ModuleDict({m: MLP(d, c.head_hidden, 1, 2, c.dropout) for m in self.modalities})
 
-    def encode(self, text_ids, text_mask, audio, audio_mask, vision, vision_mask, present):
-        """Everything the prediction and the losses need, as a dict of tensors."""
+    def encode(self, text_ids, text_mask, audio, audio_mask, vision, vision_mask, present,
+               return_history: bool = False):
+        """Everything the prediction and the losses need, as a dict of tensors (with the bottleneck
+        tokens entering each fusion layer under "history" when asked)."""
         text = self.text_proj(self.text_encoder(text_ids, text_mask))
         audio = self.audio_encoder(self.audio_proj(audio), audio_mask)
         vision = self.vision_encoder(self.vision_proj(vision), vision_mask)
         audio_aligned = self.align_audio(text, audio, audio_mask)                  # eq. 4: A' = CA(T, A)
         vision_aligned = self.align_vision(text, vision, vision_mask)              # eq. 4: V' = CA(T, V)
-        streams, bottleneck = self.fusion([text, audio_aligned, vision_aligned],   # eq. 6-8
-                                          [text_mask, text_mask, text_mask], present)
+        streams, bottleneck, history = self.fusion([text, audio_aligned, vision_aligned],   # eq. 6-8
+                                                   [text_mask, text_mask, text_mask], present, return_history=True)
 
         def absent_aware(x, table):
             return torch.stack([torch.where(present[:, i:i + 1], x[i], table[i].expand_as(x[i])) for i in range(3)])
@@ -172,7 +176,10 @@ class Model(SentimentModel):
                                masked_mean(vision, vision_mask)], self.absent_pooled)
         aligned = [masked_mean(audio_aligned, text_mask), masked_mean(vision_aligned, text_mask)]
         first = absent_aware([s[:, 0] for s in streams], self.absent_first)
-        return {"pooled": pooled, "aligned": aligned, "first": first, "bottleneck": bottleneck.mean(1)}
+        encoded = {"pooled": pooled, "aligned": aligned, "first": first, "bottleneck": bottleneck.mean(1)}
+        if return_history:
+            encoded["history"] = history
+        return encoded
 
     def predict(self, enc: dict) -> SentimentOutput:
         r = self.config.output_range
@@ -214,12 +221,7 @@ class Model(SentimentModel):
 
     def bottleneck_token_counts(self, batch: MultimodalBatch) -> list[int]:
         """Bottleneck tokens entering each fusion layer, and leaving the last, measured on `batch`."""
-        cleaned = self.clean_inputs(*batch.tensors())
-        text_ids, text_mask, audio, audio_mask, vision, vision_mask, present = cleaned
-        text = self.text_proj(self.text_encoder(text_ids, text_mask))
-        a = self.align_audio(text, self.audio_encoder(self.audio_proj(audio), audio_mask), audio_mask)
-        v = self.align_vision(text, self.vision_encoder(self.vision_proj(vision), vision_mask), vision_mask)
-        _, _, history = self.fusion([text, a, v], [text_mask] * 3, present, return_history=True)
+        history = self.encode(*self.clean_inputs(*batch.tensors()), return_history=True)["history"]
         return [int(h.shape[1]) for h in history]
 
 

@@ -144,7 +144,6 @@ class Model(SentimentModel):
         self.decoder = nn.ModuleDict({m: nn.Linear(2 * w, w) for m, w in widths.items()})
         # Pooled core features into the shared space (fusion input and contrastive space).
         self.to_shared = nn.ModuleDict({m: nn.Linear(w, c.shared_dim) for m, w in widths.items()})
-        self.redundant_to_shared = nn.ModuleDict({m: nn.Linear(w, c.shared_dim) for m, w in widths.items()})
         # Stands in for the pooled core feature of an absent modality.
         self.absent = nn.Parameter(torch.zeros(3, c.shared_dim))
         # eq. 8: unimodal predictors; eq. 22-23: fusion MLP over the concatenation.
@@ -200,12 +199,12 @@ class Model(SentimentModel):
             frame_err = (recon - hidden[m].detach()).pow(2).mean(-1)
             frame_ok = masks[m] & valid.unsqueeze(1)
             reconstruction.append(_masked_average(frame_err, frame_ok))
-            # eq. 7: L_O = ||(H_C)^T H_R||_F^2 on pooled, unit-normalised features of present samples.
+            # eq. 7: L_O = ||(H_C)^T H_R||_F^2 on the pooled, unit-normalised core and redundant features
+            # (rows of samples without the modality zeroed).
             c_pool = masked_mean(h_core, masks[m])
             r_pool = masked_mean(h_redundant, masks[m])
             keep = valid.unsqueeze(1).to(c_pool.dtype)
-            orthogonal.append(orthogonality(F.normalize(self.to_shared[m](c_pool), dim=-1) * keep,
-                                            F.normalize(self.redundant_to_shared[m](r_pool), dim=-1) * keep))
+            orthogonal.append(orthogonality(F.normalize(c_pool, dim=-1) * keep, F.normalize(r_pool, dim=-1) * keep))
             core_shared[m] = self.to_shared[m](c_pool)
             pooled[m] = torch.where(valid.unsqueeze(1), core_shared[m], self.absent[i].expand_as(core_shared[m]))
 
