@@ -369,7 +369,7 @@ class SessionRecorder:
             self._meta["origin_t"] = float(t)
             changed = True
         entry = self._meta["files"].get(stream)
-        if entry is not None and entry.get("start_t") is None:
+        if isinstance(entry, dict) and entry.get("start_t") is None:
             entry["start_t"] = float(t)
             changed = True
         if changed:
@@ -421,6 +421,8 @@ class SessionRecorder:
         record = event.to_dict() if hasattr(event, "to_dict") else dict(event)
         record = _finite_or_none(record)
         record["seq"] = self._seq
+        if self._meta["origin_t"] is None and isinstance(record.get("start"), (int, float)):
+            self._mark_start("windows", record["start"])   # no media recorded: the first window sets the clock
         record["recorded_t"] = round(time.monotonic() - self._started, 3)  # wall seconds since start
         # Media first: the window's audio and video must be durable before the window is listed.
         if self._audio_fd is not None:
