@@ -31,6 +31,9 @@ CHUNK_SAMPLES = 512            # 32 ms at 16 kHz
 PACES = ("fast", "realtime")
 # A file whose decoded media stops this much before its declared duration is called truncated.
 TRUNCATION_TOLERANCE_S = 0.5
+# Containers whose header states the true duration; elsewhere (mp3, ADTS, MPEG-TS) FFmpeg may
+# estimate it from the bit rate, and a short decode proves nothing.
+EXACT_DURATION_FORMATS = {"mov", "mp4", "matroska", "webm", "avi", "flac"}
 # Undecodable packets in a row after which a stream counts as broken rather than damaged.
 MAX_BAD_PACKETS_IN_ROW = 25
 # A jump in audio timestamps longer than this (lost packets) is filled with silence.
@@ -344,7 +347,8 @@ class MediaFileSource:
             raise MediaError(f"Decoding '{self.path}' failed near {end_t:.2f} s: the file is corrupt or truncated ({err.strerror or err}).") from err
         for t, (kind, payload, index) in _merge_in_time(video_q, audio_q, True, True):
             yield t, kind, payload, index
-        if self.duration and end_t < self.duration - max(TRUNCATION_TOLERANCE_S, 0.1 * self.duration):
+        exact = bool(EXACT_DURATION_FORMATS & set(container.format.name.split(",")))
+        if exact and self.duration and end_t < self.duration - max(TRUNCATION_TOLERANCE_S, 0.1 * self.duration):
             raise MediaError(
                 f"The media file '{self.path}' is truncated: its media stops at {end_t:.2f} s of the declared {self.duration:.2f} s."
             )

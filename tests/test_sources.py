@@ -151,6 +151,15 @@ def test_truncated_faststart_mp4_refused(tmp_path):
         read_media(path)
 
 
+def test_truncated_matroska_refused(tmp_path):
+    # Matroska demuxes to the cut without an error: the declared duration tells the file is short.
+    path = write_media(tmp_path / "cut.mkv", 3.0)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MediaError, match=r"cut.mkv' is truncated: its media stops at"):
+        read_media(path)
+
+
 def test_damaged_packets_are_skipped_and_counted_not_fatal(tmp_path):
     path = write_media(tmp_path / "damaged.mp4", 3.0, faststart=True, size=(128, 160))
     data = bytearray(path.read_bytes())
