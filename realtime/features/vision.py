@@ -153,6 +153,8 @@ class VisionFeaturizer:
             self._base_ms = self._last_ms + 1000
             self._origin_t = t
             self._next_due = None
+            self._roi = None
+            self._next_search_t = -math.inf
         ms = self._base_ms + int(round((t - self._origin_t) * 1000.0))
         if ms <= self._last_ms:
             ms = self._last_ms + 1
@@ -177,7 +179,9 @@ class VisionFeaturizer:
         found = None
         if self._roi is not None:                       # a small face found earlier: track it in its crop
             found = self._run(self._landmarker, image, self._roi, timestamp)
-            if found is None:
+            if found is not None:
+                found = (found[0], found[1], True)      # keep the crop following the face
+            else:
                 self._roi = None
                 found = self._run(self._searcher_model(), image, None, None)
         else:
