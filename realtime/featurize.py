@@ -10,7 +10,8 @@ Whisper, and written as one flat dict:
     id (list[str]), raw_text (list[str]), start, end (N,) seconds, text_bert (N, 3, L) int64
     [ids, mask, type ids], audio (N, Ta, Da) float32, audio_lengths (N,), audio_mask (N, Ta) bool,
     vision (N, Tv, Dv) float32, vision_lengths (N,), vision_mask (N, Tv) bool (face found in that
-    frame), present (N, 3) bool (text, audio, vision), meta = FeaturizerConfig.to_dict().
+    frame), present (N, 3) bool (text, audio, vision), meta = FeaturizerConfig.to_dict();
+    with `egemaps` also audio_egemaps (N, T, 25) openSMILE eGeMAPSv02 LLDs and audio_egemaps_lengths.
 
 A raw dataset (`featurize_raw_dataset`) in MMSA-FET's layout (Raw/<video_id>/<clip_id>.mp4 and a
 label.csv with video_id, clip_id, text, label, label_T, label_A, label_V, annotation, mode):
@@ -53,6 +54,7 @@ class FeaturizeOptions:
     max_frame_size: int | None = None  # downscale frames whose longer side exceeds this before tracking
     cache: bool = True                 # per-clip cache beside the output (resumable runs)
     progress: bool = True              # rich progress bar
+    egemaps: bool = False              # add openSMILE eGeMAPSv02 LLDs (non-commercial licence; optional)
     vad: dict = field(default_factory=dict)   # VadOptions overrides (file mode)
     asr: dict = field(default_factory=dict)   # AsrOptions overrides
 
@@ -77,6 +79,11 @@ class ClipFeaturizer:
         self.options = options
         self.featurizer = Featurizer(config)
         self._transcriber = None
+        self.egemaps = None
+        if options.egemaps:
+            from moodlens.realtime.features.audio import EGeMAPSExtractor
+
+            self.egemaps = EGeMAPSExtractor(config.sample_rate)
 
     @property
     def transcriber(self):
@@ -120,7 +127,11 @@ class ClipFeaturizer:
         inside = [f for f in faces if start <= f.t < end]
         if text is None:
             text = self.transcribe(clip_audio)
-        return self.featurizer.sample(text, clip_audio, inside, start=start, end=end)
+        sample = self.featurizer.sample(text, clip_audio, inside, start=start, end=end)
+        if self.egemaps is not None:
+            sample.extras["audio_egemaps"] = (self.egemaps.extract(clip_audio) if len(clip_audio)
+                                              else np.zeros((0, 25), np.float32))
+        return sample
 
     def close(self):
         self.featurizer.close()
@@ -138,6 +149,16 @@ def samples_to_mmsa(samples, ids: list[str], config: FeaturizerConfig, text_len:
                 "vision": np.zeros((0, 2, dv), np.float32), "vision_lengths": np.zeros(0, np.int64),
                 "vision_mask": np.zeros((0, 2), bool), "present": np.zeros((0, 3), bool)}
     arrays = pad_samples(samples, config, text_len=text_len)
+    extras = {}
+    for name in sorted({k for s in samples for k in s.extras}):
+        parts = [np.asarray(s.extras.get(name, np.zeros((0, 0), np.float32)), np.float32) for s in samples]
+        width = max(p.shape[1] for p in parts if p.ndim == 2)
+        padded = np.zeros((len(parts), max(max(len(p) for p in parts), 2), width), np.float32)
+        for i, p in enumerate(parts):
+            if len(p):
+                padded[i, :len(p)] = p
+        extras[name] = padded
+        extras[f"{name}_lengths"] = np.array([len(p) for p in parts], np.int64)
     text_bert = np.stack([arrays["text_ids"], arrays["text_mask"].astype(np.int64),
                           np.zeros_like(arrays["text_ids"])], axis=1)
     return {
@@ -153,6 +174,7 @@ def samples_to_mmsa(samples, ids: list[str], config: FeaturizerConfig, text_len:
         "vision_lengths": arrays["vision_lengths"],
         "vision_mask": arrays["vision_mask"],
         "present": arrays["present"],
+        **extras,
     }
 
 
@@ -302,7 +324,7 @@ def _cache_name(key: str) -> str:
 def _fingerprint(job: ClipJob, config: FeaturizerConfig, options: FeaturizeOptions) -> str:
     stat = os.stat(job.path)
     identity = {"config": config.to_dict(), "text": job.text, "asr": options.asr,
-                "max_frame_size": options.max_frame_size, "file": [job.path, stat.st_size, stat.st_mtime_ns]}
+                "max_frame_size": options.max_frame_size, "egemaps": options.egemaps, "file": [job.path, stat.st_size, stat.st_mtime_ns]}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -373,6 +395,10 @@ def featurize_raw_dataset(raw_dir: str | Path, labels: str | Path, out: str | Pa
         raw_dir = raw_dir / "Raw"
     config = config or FeaturizerConfig()
     options = options or FeaturizeOptions()
+    if options.egemaps:
+        from moodlens.realtime.features.audio import EGeMAPSExtractor
+
+        EGeMAPSExtractor(config.sample_rate)  # refuses here, not once per worker, when opensmile is absent
     jobs, failed = read_label_csv(labels, raw_dir, options)
     rows = len(jobs) + len(failed)
     cache_dir = out.with_name(out.name + ".cache")

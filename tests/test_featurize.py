@@ -188,3 +188,33 @@ def test_file_without_video_or_without_audio(tmp_path, tts):
     assert len(data["id"]) == 1 and data["raw_text"] == [""]
     assert data["present"].tolist() == [[False, False, False]]
     assert data["audio_lengths"].tolist() == [0] and data["vision_lengths"][0] >= 4
+
+
+def test_egemaps_extra_is_refused_cleanly_without_opensmile(tmp_path, capsys):
+    from moodlens.realtime.features.audio import opensmile_available
+
+    if opensmile_available():
+        pytest.skip("opensmile is installed here; the refusal path cannot be exercised")
+    wav = tmp_path / "tone.wav"
+    sf.write(str(wav), (0.1 * np.sin(np.arange(16000) / 10)).astype(np.float32), 16000)
+    assert cli_main(["featurize", str(wav), "--egemaps", "--out", str(tmp_path / "x.pkl")]) == 2
+    assert "non-commercial" in capsys.readouterr().err
+    (tmp_path / "Raw").mkdir()
+    assert cli_main(["featurize", "--raw", str(tmp_path), "--egemaps", "--out", str(tmp_path / "d.pkl")]) == 2
+    assert not (tmp_path / "d.pkl").exists()
+
+
+def test_extra_arrays_are_padded_with_lengths():
+    from moodlens.realtime.features.featurizer import Sample
+    from moodlens.realtime.featurize import samples_to_mmsa
+
+    def sample(frames):
+        s = Sample(text="hi", text_ids=np.array([101, 102]), audio=np.zeros((3, 40), np.float32),
+                   vision=np.zeros((0, 64), np.float32), vision_mask=np.zeros(0, bool),
+                   present=np.array([True, True, False]))
+        s.extras["audio_egemaps"] = np.ones((frames, 25), np.float32)
+        return s
+
+    data = samples_to_mmsa([sample(7), sample(0)], ["a", "b"], FAST)
+    assert data["audio_egemaps"].shape == (2, 7, 25) and data["audio_egemaps_lengths"].tolist() == [7, 0]
+    assert data["audio_egemaps"][1].sum() == 0

