@@ -30,6 +30,7 @@ from moodlens.realtime.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures,
 VAD_FRAME = 512          # new samples per Silero frame (32 ms at 16 kHz)
 VAD_CONTEXT = 64         # samples of the previous frame the v5/v6 model expects in front
 VAD_STATE_SHAPE = (1, 1, 128)
+VAD_BATCH_FRAMES = 4096  # frames per ONNX call when a long clip is processed at once (~2 min)
 # A gap in chunk timestamps longer than this is filled with silence so spans stay on the clock.
 GAP_FILL_S = 0.05
 
@@ -115,11 +116,15 @@ class SileroVad:
         frames = np.asarray(frames, dtype=np.float32).reshape(-1, VAD_FRAME)
         if len(frames) == 0:
             return np.zeros(0, dtype=np.float32)
-        context = np.concatenate([self._context[None, :], frames[:-1, -VAD_CONTEXT:]], axis=0)
-        batch = np.concatenate([context, frames], axis=1)
-        probs, self._h, self._c = self.session.run(None, {"input": batch, "h": self._h, "c": self._c})
-        self._context = frames[-1, -VAD_CONTEXT:].copy()
-        return np.asarray(probs, dtype=np.float32).reshape(-1)
+        out = []
+        for start in range(0, len(frames), VAD_BATCH_FRAMES):   # bounded memory on long clips
+            block = frames[start:start + VAD_BATCH_FRAMES]
+            context = np.concatenate([self._context[None, :], block[:-1, -VAD_CONTEXT:]], axis=0)
+            batch = np.concatenate([context, block], axis=1)
+            probs, self._h, self._c = self.session.run(None, {"input": batch, "h": self._h, "c": self._c})
+            self._context = block[-1, -VAD_CONTEXT:].copy()
+            out.append(np.asarray(probs, dtype=np.float32).reshape(-1))
+        return np.concatenate(out)
 
     def probabilities(self, audio: np.ndarray) -> np.ndarray:
         """Probabilities for a whole clip from a fresh state (the clip is zero-padded to whole frames)."""
@@ -295,6 +300,10 @@ class UtteranceWindower:
 def split_utterances(audio: np.ndarray, options: VadOptions | None = None) -> list[tuple[float, float]]:
     """(start, end) seconds of each window of a whole clip (from t=0), interim pieces included."""
     windower = UtteranceWindower(options)
-    windows = windower.push_audio(np.asarray(audio, dtype=np.float32), t=0.0)
-    windows += windower.flush()
-    return [(w.start, w.end) for w in windows]
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    spans: list[tuple[float, float]] = []
+    block = 60 * AUDIO_SAMPLE_RATE    # fed a minute at a time so the windower's buffer stays small
+    for start in range(0, len(audio), block):
+        spans += [(w.start, w.end) for w in windower.push_audio(audio[start:start + block], t=start / AUDIO_SAMPLE_RATE)]
+    spans += [(w.start, w.end) for w in windower.flush()]
+    return spans
