@@ -54,6 +54,7 @@ class FeaturizeOptions:
     max_frame_size: int | None = None  # downscale frames whose longer side exceeds this before tracking
     cache: bool = True                 # per-clip cache beside the output (resumable runs)
     progress: bool = True              # rich progress bar
+    text_encoder: str | None = None    # BERT-style encoder folder for the token ids (None = all-MiniLM-L6-v2)
     egemaps: bool = False              # add openSMILE eGeMAPSv02 LLDs (non-commercial licence; optional)
     vad: dict = field(default_factory=dict)   # VadOptions overrides (file mode)
     asr: dict = field(default_factory=dict)   # AsrOptions overrides
@@ -77,7 +78,7 @@ class ClipFeaturizer:
 
         self.config = config
         self.options = options
-        self.featurizer = Featurizer(config)
+        self.featurizer = Featurizer(config, text_encoder_path=options.text_encoder)
         self._transcriber = None
         self.egemaps = None
         if options.egemaps:

@@ -74,3 +74,21 @@ def test_collate_runs_a_model_forward(featurizer):
 def test_config_tokenizer_mismatch_is_refused():
     with pytest.raises(ConfigError, match="tokenizes differently"):
         Featurizer(FeaturizerConfig(text_tokenizer_sha="0000000000000000"))
+
+
+def test_config_for_another_encoder_folder(tmp_path):
+    import shutil
+
+    from moodlens.realtime.assets import TEXT_ENCODER, resolve_path
+
+    other = tmp_path / "my-bert"
+    other.mkdir()
+    vocab = (resolve_path(TEXT_ENCODER) / "vocab.txt").read_text().splitlines()
+    (other / "vocab.txt").write_text("\n".join(vocab[:-1] + ["newtoken"]) + "\n")  # one word differs
+    config = FeaturizerConfig().with_text_encoder(str(other))
+    assert config.text_encoder == "my-bert" and config.text_tokenizer_sha != FeaturizerConfig().text_tokenizer_sha
+    Featurizer(config, text_encoder_path=str(other)).close()
+    with pytest.raises(ConfigError, match="text_tokenizer_sha"):
+        FeaturizerConfig().check_compatible(config, "a checkpoint trained with my-bert")
+    assert FeaturizerConfig().with_text_encoder(None) == FeaturizerConfig()
+    shutil.rmtree(other)

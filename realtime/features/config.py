@@ -276,6 +276,17 @@ class FeaturizerConfig:
                 values[key] = list(values[key])
         return cls(**values)
 
+    def with_text_encoder(self, folder: str | None) -> "FeaturizerConfig":
+        """A copy for another BERT-style encoder folder (None = the default): its name and tokenizer identity."""
+        from pathlib import Path
+
+        from moodlens.realtime.assets import TEXT_ENCODER, resolve_path
+        from moodlens.realtime.features.text import tokenizer_identity
+
+        path = resolve_path(TEXT_ENCODER, folder)
+        name = DEFAULT_TEXT_ENCODER if folder is None else Path(path).name
+        return dataclasses.replace(self, text_encoder=name, text_tokenizer_sha=tokenizer_identity(path))
+
     # ---- compatibility ---------------------------------------------------------------------
     def first_difference(self, other: "FeaturizerConfig") -> tuple[str, Any, Any] | None:
         """(field, mine, theirs) for the first field that changes feature values, or None."""
