@@ -31,8 +31,7 @@ from torch import nn
 from moodlens.models.base import SentimentModel
 from moodlens.models.batch import MultimodalBatch, SentimentOutput
 from moodlens.models.config import BaseModelConfig
-from moodlens.models.layers import (MLP, CrossModalEncoder, TransformerEncoder, TransformerLayer, masked_mean,
-                                    scale_output)
+from moodlens.models.layers import MLP, CrossModalEncoder, TransformerEncoder, TransformerLayer, masked_mean
 from moodlens.models.losses import nt_xent
 from moodlens.realtime.errors import ConfigError
 
@@ -182,15 +181,18 @@ class Model(SentimentModel):
         return encoded
 
     def predict(self, enc: dict) -> SentimentOutput:
-        r = self.config.output_range
-        fused = self.head(torch.cat([enc["first"][0], enc["first"][1], enc["first"][2], enc["bottleneck"]], -1))  # eq. 9
-        unimodal = [scale_output(self.unimodal_heads[m](enc["pooled"][i]).squeeze(-1), r)
-                    for i, m in enumerate(self.modalities)]
-        return SentimentOutput(scale_output(fused.squeeze(-1), r), *unimodal)
+        """Raw regression scores (the paper's linear MLP head); `encode_and_predict` bounds them."""
+        first = enc["first"]
+        fused = self.head(torch.cat([first[0], first[1], first[2], enc["bottleneck"]], -1)).squeeze(-1)  # eq. 9
+        unimodal = [self.unimodal_heads[m](enc["pooled"][i]).squeeze(-1) for i, m in enumerate(self.modalities)]
+        return SentimentOutput(fused, *unimodal)
 
     def encode_and_predict(self, text_ids, text_mask, audio, audio_mask, vision, vision_mask,
                            present) -> SentimentOutput:
-        return self.predict(self.encode(text_ids, text_mask, audio, audio_mask, vision, vision_mask, present))
+        raw = self.predict(self.encode(text_ids, text_mask, audio, audio_mask, vision, vision_mask, present))
+        # Clamped at inference only: training sees the unbounded score (no saturated gradients).
+        r = self.config.output_range
+        return SentimentOutput(*(x.clamp(-r, r) for x in raw))
 
     # ---- training --------------------------------------------------------------------------
     def loss(self, batch: MultimodalBatch, labels: torch.Tensor, **extras) -> dict[str, torch.Tensor]:

@@ -28,7 +28,7 @@ from torch import nn
 from moodlens.models.base import SentimentModel
 from moodlens.models.batch import MultimodalBatch, SentimentOutput
 from moodlens.models.config import BaseModelConfig
-from moodlens.models.layers import MLP, TransformerEncoder, TransformerLayer, masked_mean, scale_output
+from moodlens.models.layers import MLP, TransformerEncoder, TransformerLayer, masked_mean
 from moodlens.models.losses import cosine_matrix, orthogonality
 
 
@@ -168,16 +168,20 @@ class Model(SentimentModel):
         return pooled
 
     def predict(self, pooled: dict) -> SentimentOutput:
-        r = self.config.output_range
-        unimodal = {m: scale_output(self.unimodal_heads[m](pooled[m]).squeeze(-1), r) for m in self.modalities}  # eq. 8
+        """Raw regression scores (the paper's linear heads); `encode_and_predict` bounds them."""
+        unimodal = [self.unimodal_heads[m](pooled[m]).squeeze(-1) for m in self.modalities]           # eq. 8
         fused = self.fusion(torch.cat([pooled[m] for m in self.modalities], dim=-1)).squeeze(-1)       # eq. 22-23
-        return SentimentOutput(scale_output(fused, r), unimodal["text"], unimodal["audio"], unimodal["vision"])
+        return SentimentOutput(fused, *unimodal)
 
     def encode_and_predict(self, text_ids, text_mask, audio, audio_mask, vision, vision_mask,
                            present) -> SentimentOutput:
         hidden = self.encode_unimodal(text_ids, text_mask, audio, audio_mask, vision, vision_mask)
         masks = {"text": text_mask, "audio": audio_mask, "vision": vision_mask}
-        return self.predict(self.pooled_core(hidden, masks, present))
+        raw = self.predict(self.pooled_core(hidden, masks, present))
+        # Clamped at inference only: training sees the unbounded linear score, so an overshoot
+        # never meets a zero gradient (a tanh head can saturate and stick).
+        r = self.config.output_range
+        return SentimentOutput(*(x.clamp(-r, r) for x in raw))
 
     # ---- training --------------------------------------------------------------------------
     def loss(self, batch: MultimodalBatch, labels: torch.Tensor, **extras) -> dict[str, torch.Tensor]:
