@@ -358,8 +358,15 @@ class MediaFileSource:
             scale = self.max_size / max(frame.width, frame.height)
             width = max(2, int(round(frame.width * scale / 2)) * 2)
             height = max(2, int(round(frame.height * scale / 2)) * 2)
-            return frame.to_ndarray(format="rgb24", width=width, height=height)
-        return frame.to_ndarray(format="rgb24")
+            image = frame.to_ndarray(format="rgb24", width=width, height=height)
+        else:
+            image = frame.to_ndarray(format="rgb24")
+        # Phones store portrait video sideways plus a display rotation: apply it as players do,
+        # or the face tracker sees faces lying on their side.
+        quarter_turns = int(round((frame.rotation or 0) / 90)) % 4
+        if quarter_turns:
+            image = np.ascontiguousarray(np.rot90(image, quarter_turns))
+        return image
 
     # -- lifetime ----------------------------------------------------------------------------
     def close(self) -> None:

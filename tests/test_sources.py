@@ -44,6 +44,7 @@ def write_media(path: Path, seconds: float, video: bool = True, audio: bool = Tr
     if vs is not None:
         for i in range(int(seconds * fps)):
             image = np.full((*size, 3), (i * 7) % 255, dtype=np.uint8)
+            image[: size[0] // 2, : size[1] // 3, 1] = 255      # a green patch top-left: orientation shows
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = i
             frame.time_base = Fraction(1, fps)
@@ -105,6 +106,26 @@ def test_video_fps_decimation(tmp_path):
     assert 7 <= len(clip.frames) <= 9
     gaps = np.diff([f.t for f in clip.frames])
     assert gaps.min() >= 0.2 - 1e-6
+
+
+def test_display_rotation_is_applied(tmp_path):
+    """A phone-style file: frames stored landscape with a 90 degree display matrix in the track header."""
+    import struct
+
+    plain = write_media(tmp_path / "plain.mp4", 0.5, audio=False, size=(48, 80))
+    data = bytearray(plain.read_bytes())
+    matrix_at = data.find(b"tkhd") + 4 + 40          # version-0 track header: the matrix follows 40 bytes
+    identity = struct.pack(">9i", 65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30)
+    assert bytes(data[matrix_at:matrix_at + 36]) == identity
+    data[matrix_at:matrix_at + 36] = struct.pack(">9i", 0, -65536, 0, 65536, 0, 0, 0, 0, 1 << 30)  # ffmpeg's rotate=90
+    rotated = tmp_path / "rotated.mp4"
+    rotated.write_bytes(bytes(data))
+    upright = read_media(plain).frames[0].image
+    turned = read_media(rotated).frames[0].image
+    assert upright.shape == (48, 80, 3) and turned.shape == (80, 48, 3)
+    assert upright[: 24, : 26, 1].mean() > 200               # the patch is top-left when upright
+    np.testing.assert_array_equal(turned, np.rot90(upright, 1))  # and bottom-left after the turn
+    assert turned[-26:, : 24, 1].mean() > 200
 
 
 def test_video_only_file_gives_frames_and_no_audio(tmp_path):
