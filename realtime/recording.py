@@ -53,6 +53,8 @@ FACES_FILE = "faces.bin"
 LOCK_FILE = ".recording.lock"   # held (flock) while a recorder writes; the kernel drops it when the process dies
 VIDEO_MODES = ("mp4", "faces", "none")
 WAV_HEADER_BYTES = 44
+# The video writer repeats the newest frame this soon after it to close a fragment at a window.
+REPEAT_FRAME_S = 0.002
 # A gap in the audio clock larger than this (dropped chunks) is filled with silence so that
 # sample positions keep matching window times.
 AUDIO_GAP_FILL_S = 0.05
@@ -538,7 +540,11 @@ def _make_vision_featurizer(featurizer_config: dict | None):
 
 
 class _VideoWriter:
-    """H.264 in fragmented MP4 (empty moov + one fragment per keyframe): readable when cut short."""
+    """H.264 in fragmented MP4 (empty moov + one fragment per keyframe): readable when cut short.
+
+    `cut_fragment()` (at each window) re-sends the newest frame, 1 ms later, as a keyframe: the
+    muxer then writes out the fragment holding every frame so far, which is fsynced right away.
+    """
 
     def __init__(self, path: Path, shape: tuple[int, ...], options: RecordingOptions):
         import av
@@ -547,34 +553,45 @@ class _VideoWriter:
         scale = min(1.0, options.video_max_width / width)
         self.width = max(16, int(width * scale) // 2 * 2)   # yuv420p needs even sizes
         self.height = max(16, int(height * scale) // 2 * 2)
+        self.fsync = options.fsync
         self.container = av.open(str(path), "w", format="mp4", options={
             "movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"})
         self.stream = self.container.add_stream("libx264", rate=max(1, int(round(options.video_fps))))
         self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
         self.stream.codec_context.time_base = Fraction(1, 1000)
         gop = max(1, int(round(options.keyframe_interval_s * options.video_fps)))
-        # zerolatency: no frame lookahead, so a forced keyframe really closes the fragment now.
+        # zerolatency: no lookahead and no B-frames, so each frame's packet comes out at once.
         self.stream.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": str(options.video_crf),
                                "g": str(gop)}
+        self.path = path
+        self._fd: int | None = None   # for fsync (it flushes the file whoever wrote it); opened once it exists
         self._last_pts = -1
-        self._force_key = False
+        self._last_image: np.ndarray | None = None
+        self._unflushed = 0
         self._av = av
 
-    def write(self, image: np.ndarray, t: float) -> None:
+    def write(self, image: np.ndarray, t: float, keyframe: bool = False) -> None:
         frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(image[..., :3]), format="rgb24")
         frame = frame.reformat(width=self.width, height=self.height, format="yuv420p")
         pts = max(self._last_pts + 1, int(round(t * 1000)))
         frame.pts, frame.time_base = pts, Fraction(1, 1000)
         self._last_pts = pts
-        if self._force_key:
+        if keyframe:
             frame.pict_type = self._av.video.frame.PictureType.I
-            self._force_key = False
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
+        self._last_image = image
+        self._unflushed += 1
 
     def cut_fragment(self) -> None:
-        # The next frame is a keyframe, which makes the muxer write out the fragment before it.
-        self._force_key = True
+        if self._last_image is None or self._unflushed == 0:
+            return
+        self.write(self._last_image, (self._last_pts + REPEAT_FRAME_S * 1000 / 2) / 1000, keyframe=True)
+        self._unflushed = 0
+        if self.fsync:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            os.fsync(self._fd)
 
     def close(self) -> None:
         try:
@@ -582,6 +599,8 @@ class _VideoWriter:
                 self.container.mux(packet)
         finally:
             self.container.close()
+            if self._fd is not None:
+                os.close(self._fd)
 
 
 # ------------------------------------------------------------------------------------------
@@ -708,6 +727,7 @@ class RecordedSession:
             raise MediaError(f"Cannot open the recorded video {self.video_path}: {err}.") from None
         try:
             index = 0
+            last_t = None
             decoded = container.decode(video=0)
             while True:
                 try:
@@ -717,6 +737,9 @@ class RecordedSession:
                 except av.error.FFmpegError:
                     break  # a fragment cut by a crash: everything before it was whole
                 t = offset + float(frame.time if frame.time is not None else 0.0)
+                if last_t is not None and t - last_t < REPEAT_FRAME_S:
+                    continue  # the repeat that closed a fragment at a window boundary
+                last_t = t
                 if t >= end:
                     break
                 if t >= start:
