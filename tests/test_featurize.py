@@ -218,3 +218,27 @@ def test_extra_arrays_are_padded_with_lengths():
     data = samples_to_mmsa([sample(7), sample(0)], ["a", "b"], FAST)
     assert data["audio_egemaps"].shape == (2, 7, 25) and data["audio_egemaps_lengths"].tolist() == [7, 0]
     assert data["audio_egemaps"][1].sum() == 0
+
+
+@pytest.mark.shared
+def test_raw_dataset_of_real_face_clips(shared_data, tmp_path):
+    """The CH-SIMS-like shared clips (real faces, 1920x804 and 640x360) in the raw layout: faces found."""
+    import shutil
+
+    raw = tmp_path / "Raw" / "video_0001"
+    raw.mkdir(parents=True)
+    rows = []
+    for i, name in enumerate(["zh_0001.mp4", "zh_raw_video.mp4"], start=1):
+        shutil.copy(shared_data / "clips" / name, raw / f"{i:04d}.mp4")
+        rows.append(f"video_0001,{i:04d},你好,{0.4 * i},{0.2 * i},{-0.2 * i},{0.6 * i},Positive,train")
+    (tmp_path / "label.csv").write_text(
+        "video_id,clip_id,text,label,label_T,label_A,label_V,annotation,mode\n" + "\n".join(rows) + "\n")
+    report = featurize_raw_dataset(tmp_path, tmp_path / "label.csv", tmp_path / "sims.pkl", FAST,
+                                   FeaturizeOptions(workers=1, progress=False))
+    assert not report.failed and report.split_sizes == {"train": 2}
+    with (tmp_path / "sims.pkl").open("rb") as f:
+        train = pickle.load(f)["train"]
+    assert train["present"].all()
+    assert (train["vision_mask"].sum(1) >= 0.8 * train["vision_lengths"]).all()
+    assert train["regression_labels_V"].tolist() == pytest.approx([0.6, 1.2])
+    assert train["raw_text"] == ["你好", "你好"]
