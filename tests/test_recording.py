@@ -197,6 +197,11 @@ def test_interrupted_recording_stays_readable(tmp_path, sig):
     folder = tmp_path / f"cut_{sig.name}"
     proc = start_recording_process(folder, seconds=30.0, pace=1.0)
     wait_for_windows(folder, 3, proc)
+    from moodlens.realtime.recording import open_session
+
+    live = open_session(folder)          # while it records: read as it stands, nothing repaired
+    assert any("still being recorded" in note for note in live.notes) and len(live.windows) >= 3
+    assert json.loads((folder / "session.json").read_text())["state"] == "recording"
     time.sleep(0.2)  # stop somewhere inside the next window
     proc.send_signal(sig)
     proc.wait(timeout=20)
