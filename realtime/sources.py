@@ -163,6 +163,14 @@ def _open_container(path: Path):
         raise MediaError(f"The media file '{path}' cannot be read ({err}).") from err
 
 
+def _moving_video_streams(container) -> list:
+    """Video streams that are video: cover art in music files is a one-picture 'video' stream."""
+    import av
+
+    attached = av.stream.Disposition.attached_pic
+    return [s for s in container.streams.video if not (s.disposition & attached)]
+
+
 @dataclass
 class MediaClip:
     """A whole decoded file: 16 kHz mono audio and the (optionally decimated) RGB frames."""
@@ -209,7 +217,7 @@ class MediaFileSource:
         self._container = _open_container(self.path)
         self._used = False
         self._iterating = False
-        video = self._container.streams.video
+        video = _moving_video_streams(self._container)
         audio = self._container.streams.audio
         self.has_video = len(video) > 0
         self.has_audio = len(audio) > 0
@@ -227,7 +235,7 @@ class MediaFileSource:
         if c.duration is not None:
             return c.duration / 1_000_000
         best = 0.0
-        for s in list(c.streams.video[:1]) + list(c.streams.audio[:1]):
+        for s in _moving_video_streams(c)[:1] + list(c.streams.audio[:1]):
             if s.duration is not None and s.time_base is not None:
                 best = max(best, float(s.duration * s.time_base))
         return best
@@ -269,7 +277,7 @@ class MediaFileSource:
         import av
 
         streams = []
-        video_stream = container.streams.video[0] if self.has_video else None
+        video_stream = _moving_video_streams(container)[0] if self.has_video else None
         audio_stream = container.streams.audio[0] if self.has_audio else None
         if video_stream is not None:
             video_stream.thread_type = "AUTO"

@@ -141,6 +141,35 @@ def test_audio_only_file_gives_audio_and_no_video(tmp_path):
     assert len(clip.audio) / 16000 == pytest.approx(1.5, abs=0.1)
 
 
+def test_cover_art_is_not_video(tmp_path):
+    """Music files carry album art as a one-picture video stream: that is audio only, not a face video."""
+    import av
+
+    path = tmp_path / "song.m4a"
+    container = av.open(str(path), mode="w", format="mp4")
+    audio = container.add_stream("aac", rate=16000, layout="mono")
+    cover = container.add_stream("mjpeg", rate=1)
+    cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+    cover.disposition = av.stream.Disposition.attached_pic
+    picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), format="rgb24")
+    picture.pts, picture.time_base = 0, Fraction(1, 1)
+    for packet in list(cover.encode(picture)) + list(cover.encode()):
+        container.mux(packet)
+    tone = (0.2 * np.sin(np.arange(32000) / 5)).astype(np.float32)
+    for start in range(0, 32000, 1024):
+        frame = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 16000, start, Fraction(1, 16000)
+        for packet in audio.encode(frame):
+            container.mux(packet)
+    for packet in audio.encode():
+        container.mux(packet)
+    container.close()
+    assert len(av.open(str(path)).streams.video) == 1          # the cover is there as a stream
+    clip = read_media(path)
+    assert clip.has_audio and not clip.has_video and clip.frames == []
+    assert len(clip.audio) / 16000 == pytest.approx(2.0, abs=0.1)
+
+
 def test_garbage_bytes_refused_with_one_sentence(tmp_path):
     bad = tmp_path / "garbage.mp4"
     bad.write_bytes(np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
