@@ -168,7 +168,12 @@ def _moving_video_streams(container) -> list:
     import av
 
     attached = av.stream.Disposition.attached_pic
-    return [s for s in container.streams.video if not (s.disposition & attached)]
+    return [s for s in container.streams.video if not (s.disposition & attached) and s.codec_context is not None]
+
+
+def _audio_streams(container) -> list:
+    """Audio streams FFmpeg has a decoder for (one it cannot decode counts as absent)."""
+    return [s for s in container.streams.audio if s.codec_context is not None]
 
 
 @dataclass
@@ -218,7 +223,7 @@ class MediaFileSource:
         self._used = False
         self._iterating = False
         video = _moving_video_streams(self._container)
-        audio = self._container.streams.audio
+        audio = _audio_streams(self._container)
         self.has_video = len(video) > 0
         self.has_audio = len(audio) > 0
         if not (self.has_video or self.has_audio):
@@ -235,7 +240,7 @@ class MediaFileSource:
         if c.duration is not None:
             return c.duration / 1_000_000
         best = 0.0
-        for s in _moving_video_streams(c)[:1] + list(c.streams.audio[:1]):
+        for s in _moving_video_streams(c)[:1] + _audio_streams(c)[:1]:
             if s.duration is not None and s.time_base is not None:
                 best = max(best, float(s.duration * s.time_base))
         return best
@@ -278,7 +283,7 @@ class MediaFileSource:
 
         streams = []
         video_stream = _moving_video_streams(container)[0] if self.has_video else None
-        audio_stream = container.streams.audio[0] if self.has_audio else None
+        audio_stream = _audio_streams(container)[0] if self.has_audio else None
         if video_stream is not None:
             video_stream.thread_type = "AUTO"
             streams.append(video_stream)
