@@ -232,6 +232,16 @@ def gauge(score: float, width: int) -> Text:
     return text
 
 
+def level_meter(db: float, cells: int = 5) -> Text:
+    """The live audio level, −60…0 dBFS, as a small bar (is the microphone hearing anything?)."""
+    f = max(0.0, min(1.0, (db + 60.0) / 60.0))
+    filled = int(round(f * cells))
+    text = Text("♪", style=DIM)
+    text.append("▮" * filled, style="green" if db < -6 else "red")
+    text.append("▯" * (cells - filled), style=DIM)
+    return text
+
+
 # ---------------------------------------------------------------------------------------------
 # Dashboard
 # ---------------------------------------------------------------------------------------------
@@ -357,7 +367,10 @@ class Dashboard:
             head.append(f"{latest.start:.1f}–{latest.end:.1f}s ", style="cyan")
             if latest.interim:
                 head.append("(cut) ", style="yellow")
-            head.append("“" + (latest.text or "…") + "”", style="bold white" if latest.text else "grey50")
+            if latest.text:
+                head.append("“" + latest.text + "”", style="bold white")
+            else:
+                head.append("(no speech)", style="grey50")
             head.no_wrap = False
             rows.append(head)
             fused = Text("fused ", style="bold")
@@ -410,6 +423,10 @@ class Dashboard:
             line.append("(no video)", style=DIM)
         elif not snap.has_audio:
             line.append("(no sound)", style=DIM)
+        if snap.has_audio and snap.audio_db is not None:
+            line.append_text(level_meter(snap.audio_db))
+        line.no_wrap = True
+        line.overflow = "ellipsis"
         return line
 
     def _pipeline_panel(self, snap: StatsSnapshot) -> Panel:

@@ -122,6 +122,7 @@ class StatsSnapshot:
     has_audio: bool = True
     has_video: bool = True
     face_now: bool | None = None           # was a face in the newest processed frame (None: none yet)
+    audio_db: float | None = None          # loudness of the newest audio (dBFS, peak over ~0.3 s)
 
 
 class PipelineStats:
@@ -149,6 +150,7 @@ class PipelineStats:
         self.has_audio = True
         self.has_video = True
         self.face_now: bool | None = None
+        self._levels: deque[float] = deque(maxlen=10)     # dBFS of the last ten 32 ms chunks
         self.latency: dict[str, deque[float]] = {k: deque(maxlen=history) for k in self.STAGES}
         self._video_rate = RateMeter()
         self._face_rate = RateMeter()
@@ -166,6 +168,10 @@ class PipelineStats:
             if frame:
                 self.frames_in += 1
                 self._video_rate.tick()
+
+    def audio_level(self, samples: np.ndarray) -> None:
+        rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
+        self._levels.append(20.0 * np.log10(max(rms, 1e-6)))
 
     def face(self, found: bool, ms: float) -> None:
         with self._lock:
@@ -201,6 +207,7 @@ class PipelineStats:
                 windows_merged=self.windows_merged, windows_dropped=self.windows_dropped,
                 asr_backlog=self.asr_backlog, latency_p50=p50, latency_p95=p95,
                 has_audio=self.has_audio, has_video=self.has_video, face_now=self.face_now,
+                audio_db=max(self._levels) if self._levels else None,
             )
 
 
@@ -489,6 +496,7 @@ class Pipeline:
                         return
                 elif isinstance(item, AudioChunk):
                     self.stats.saw(item.t + item.duration)
+                    self.stats.audio_level(item.samples)
                     for sink in self.sinks:
                         sink.on_audio(item)
                     if not self._put(self._window_in, ("audio", item, time.monotonic())):

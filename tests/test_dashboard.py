@@ -28,7 +28,8 @@ SNAP = StatsSnapshot(elapsed_s=16.0, media_s=15.5, duration_s=27.0, frames_in=39
                      faces_processed=230, faces_found=200, video_fps=25.0, face_fps=15.0, windows_scored=4,
                      windows_merged=1, latency_p50={"asr": 312.0, "features": 11.0, "model": 4.2, "total": 402.0,
                                                     "face": 17.0},
-                     latency_p95={"asr": 455.0, "features": 14.0, "model": 6.1, "total": 533.0}, face_now=True)
+                     latency_p95={"asr": 455.0, "features": 14.0, "model": 6.1, "total": 533.0}, face_now=True,
+                     audio_db=-20.0)
 
 
 def dashboard(events=EVENTS, snap=SNAP) -> Dashboard:
@@ -51,6 +52,7 @@ def test_every_panel_renders_and_fits(width, height):
     # Latest window: its scores and what is absent (no speech, no face).
     assert "-0.40" in text and "no speech" in text and "no face" in text
     assert "312" in text and "533" in text                       # p50 asr, p95 total
+    assert "♪▮▮▮▯▯" in text                                  # -20 dBFS on a -60…0 meter
     strips = {line.strip("│ ")[:1] for line in lines if line.startswith("│T ") or line.startswith("│A ")
               or line.startswith("│V ")}
     assert strips == {"T", "A", "V"}

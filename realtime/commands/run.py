@@ -197,15 +197,20 @@ def _run_headless(pipeline, label: str, err: Console, to_stdout: bool, fancy: bo
     finally:
         if progress is not None:
             progress.stop()
+    err.print(_totals_line(pipeline, label, time.monotonic() - started), highlight=False)
+    return 0
+
+
+def _totals_line(pipeline, label: str, wall: float | None = None) -> str:
     snap = pipeline.stats.snapshot()
-    wall = time.monotonic() - started
+    wall = snap.elapsed_s if wall is None else wall
     p50, p95 = snap.latency_p50.get("total"), snap.latency_p95.get("total")
     latency = f", end-of-utterance→score p50 {p50:.0f} ms p95 {p95:.0f} ms" if p50 is not None else ""
-    err.print(f"{label}: {count} windows in {wall:.1f} s ({snap.media_s / max(wall, 1e-6):.2f}× real time)"
-              f"{latency}, backend {pipeline.backend_name}"
-              + (f", {snap.windows_merged} merged / {snap.windows_dropped} dropped windows"
-                 if snap.windows_merged or snap.windows_dropped else ""), highlight=False)
-    return 0
+    return (f"{label}: {snap.windows_scored} windows in {wall:.1f} s ({snap.media_s / max(wall, 1e-6):.2f}× real "
+            f"time){latency}, backend {pipeline.backend_name} on {pipeline.device}"
+            + (f", {snap.windows_merged} merged / {snap.windows_dropped} dropped windows"
+               if snap.windows_merged or snap.windows_dropped else "")
+            + (f", {snap.frames_dropped} frames dropped" if snap.frames_dropped else ""))
 
 
 def _event_line(event) -> str:
@@ -238,6 +243,7 @@ def _run_dashboard(pipeline, label: str, config, notices: list[str]) -> int:
         pipeline.stop()
     if dashboard.events:
         console.print(dashboard.summary())
+        console.print(_totals_line(pipeline, label), highlight=False)
     if code:
         Console(stderr=True).print("[yellow]stopped[/] (Ctrl-C)", highlight=False)
     return code
