@@ -70,6 +70,7 @@ class RecordingOptions:
     fsync: bool = True              # fsync files at every window (crash safety on power loss)
     max_pending_frames: int = 32    # frames waiting for the encoder; more are dropped and counted
     block_when_busy: bool = False   # True (file runs): wait for the encoder instead of dropping frames
+    max_queued_items: int = 20_000  # ~10 min of audio chunks waiting for the disk; beyond, recording stops
 
     def check(self) -> None:
         if self.video not in VIDEO_MODES:
@@ -252,19 +253,22 @@ class SessionRecorder:
     def on_frame(self, frame: VideoFrame) -> None:
         if not self.enabled or self.options.video == "none":
             return
-        if self._last_frame_t is not None and frame.t - self._last_frame_t < 0.999 / self.options.video_fps:
-            self.stats.frames_skipped += 1
-            return
-        with self._cond:
-            while (self.options.block_when_busy and self.enabled
-                   and self._pending_frames >= self.options.max_pending_frames):
-                self._cond.wait(0.1)
-            if self._pending_frames >= self.options.max_pending_frames:
-                self.stats.frames_dropped += 1
+        try:
+            if self._last_frame_t is not None and frame.t - self._last_frame_t < 0.999 / self.options.video_fps:
+                self.stats.frames_skipped += 1
                 return
-            self._pending_frames += 1
-        self._last_frame_t = frame.t
-        self._put(("frame", frame))
+            with self._cond:
+                while (self.options.block_when_busy and self.enabled
+                       and self._pending_frames >= self.options.max_pending_frames):
+                    self._cond.wait(0.1)
+                if self._pending_frames >= self.options.max_pending_frames:
+                    self.stats.frames_dropped += 1
+                    return
+                self._pending_frames += 1
+            self._last_frame_t = frame.t
+            self._put(("frame", frame))
+        except Exception as err:  # noqa: BLE001 - a sink must not break the pipeline
+            self._fail(err, "frame")
 
     def on_event(self, event: Any) -> None:
         if self.enabled:
@@ -294,6 +298,10 @@ class SessionRecorder:
     # ---- writer thread ----------------------------------------------------------------------
     def _put(self, item) -> None:
         with self._cond:
+            if len(self._items) >= self.options.max_queued_items:
+                # The disk has stalled for minutes: stop rather than fill memory.
+                self._fail(OSError(0, "the disk cannot keep up (writes stalled)"), item[0])
+                return
             self._items.append(item)
             self._cond.notify()
 
