@@ -141,6 +141,28 @@ def test_session_dataset_features_match_the_recording(two_sessions, tmp_path):
             assert -3 <= label <= 3 and label % 1 == 0.5
 
 
+def test_the_session_featurizer_config_is_used(tmp_path):
+    """Features are made as the live model made them: a session recorded with 50 audio frames/s
+    (hop 320) trains on 50 frames/s; sessions recorded with different features are not mixed."""
+    from moodlens.realtime.errors import ConfigError
+    from moodlens.realtime.features.config import FeaturizerConfig
+    from moodlens.train.sessions import load_session_dataset
+
+    fine = FeaturizerConfig(audio_hop_length=320).to_dict()
+    record_synthetic(tmp_path / "fine", seconds=2.1, video="none", session_info={"featurizer_config": fine})
+    record_synthetic(tmp_path / "plain", seconds=2.1, video="none",
+                     session_info={"featurizer_config": FeaturizerConfig().to_dict()})
+    labels = labelled_csv(tmp_path / "fine.csv", [tmp_path / "fine"], label_of=lambda i, row: "-1")
+    data = load_session_dataset([tmp_path / "fine"], labels, show_progress=False)
+    assert data.featurizer_config["audio_hop_length"] == 320
+    frames = [int(split.batch.audio_mask[i].sum()) for split in data.splits.values() for i in range(len(split))]
+    assert all(abs(n - 0.5 * 50) <= 2 for n in frames), frames        # 0.5 s windows at 50 frames/s
+    both = labelled_csv(tmp_path / "both.csv", [tmp_path / "fine", tmp_path / "plain"],
+                        label_of=lambda i, row: "1")
+    with pytest.raises(ConfigError, match="audio_hop_length"):
+        load_session_dataset([tmp_path / "fine", tmp_path / "plain"], both, show_progress=False)
+
+
 def test_faces_come_from_the_recorded_video_or_the_recorded_features(tmp_path):
     """The same face recorded as H.264 video and as face features only: both sessions give vision
     features to training, and they agree (up to video compression)."""
