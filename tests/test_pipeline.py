@@ -123,11 +123,21 @@ def run_file(path: Path, scorer, transcriber, realtime=False, pace="fast", sinks
 
 # ---- tests ------------------------------------------------------------------------------------------
 
-def test_one_window_per_sentence_with_faces(tts, tmp_path, scorer, transcriber):
-    audio, spans = speech_track(tts, SENTENCES)
-    frames = demo_frames(len(audio) / SR + 0.2)
-    clip = write_clip(tmp_path / "talk.mp4", audio, frames, fps=10)
+@pytest.fixture(scope="module")
+def talk(tmp_path_factory, scorer, transcriber):
+    """Three sentences (positive, negative, neutral) over a real face, run once through the pipeline."""
+    from conftest import synthesize
+
+    folder = tmp_path_factory.mktemp("talk")
+    counter = iter(range(100))
+    audio, spans = speech_track(lambda text: synthesize(text, folder / f"s{next(counter)}.wav"), SENTENCES)
+    clip = write_clip(folder / "talk.mp4", audio, demo_frames(len(audio) / SR + 0.2), fps=10)
     pipe, events = run_file(clip, scorer, transcriber)
+    return pipe, events, spans
+
+
+def test_one_window_per_sentence_with_faces(talk):
+    pipe, events, spans = talk
     assert len(events) == len(SENTENCES), [e.text for e in events]
     for event, (start, end), sentence in zip(events, spans, SENTENCES):
         # Each window covers its sentence (VAD pads by 0.2 s; AAC adds a little priming delay).
@@ -142,6 +152,17 @@ def test_one_window_per_sentence_with_faces(tts, tmp_path, scorer, transcriber):
     snap = pipe.stats.snapshot()
     assert snap.windows_scored == len(SENTENCES) and snap.faces_found > 0
     assert snap.frames_dropped == 0 and snap.windows_merged == 0      # fast: stages wait, never drop
+
+
+def test_fused_sign_matches_each_sentence_with_the_default_weights(talk):
+    from moodlens.train.checkpoint import default_checkpoint_path
+
+    if not default_checkpoint_path().exists():
+        pytest.skip("models/weights/default.pt (the train engineer's default weights) is not there yet")
+    _, events, _ = talk
+    positive, negative, neutral = (e.fused for e in events)
+    assert positive > 0.3 and negative < -0.3, (positive, negative)
+    assert negative < neutral < positive
 
 
 def test_face_free_video_reports_vision_absent(tts, tmp_path, scorer, transcriber):
