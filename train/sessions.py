@@ -196,7 +196,11 @@ def session_featurizer_config(sessions: list[RecordedSession], text_max_len: int
         configs.append(config)
     first = configs[0]
     for s, config in zip(sessions[1:], configs[1:]):
-        first.check_compatible(config, where=f"session {s.folder}")
+        diff = first.first_difference(config)
+        if diff is not None:
+            name, mine, theirs = diff
+            raise ConfigError(f"Sessions {sessions[0].folder} and {s.folder} were recorded with different features "
+                              f"({name} is {mine!r} and {theirs!r}), so they cannot be trained on together.")
     if text_max_len is not None and text_max_len != first.text_max_len:
         first = dataclasses.replace(first, text_max_len=int(text_max_len))
     return first
