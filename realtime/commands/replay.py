@@ -160,3 +160,4 @@ def _rescore(session, args, speed: float, err: Console) -> int:
             source.close()
         if recorder is not None:
             recorder.close()
+            err.print(recorder.error or f"recorded the rescored session in {args.record}", highlight=False)
