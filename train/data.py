@@ -64,18 +64,37 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                rank: int = 0, world_size: int = 1, drop_last: bool = False
-                ) -> Iterator[tuple[MultimodalBatch, torch.Tensor]]:
+    def lengths(self) -> torch.Tensor:
+        """Longest real sequence of each sample over the three modalities (for length bucketing)."""
+        b = self.batch
+        return torch.stack([b.text_mask.sum(1), b.audio_mask.sum(1), b.vision_mask.sum(1)], 1).max(1).values
+
+    def batch_order(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+                    rank: int = 0, world_size: int = 1, bucket: bool = False) -> list[torch.Tensor]:
+        """Index lists of the mini-batches. `bucket` groups samples of similar length (within
+        shuffled chunks of 16 batches when shuffling) so padding, and compute, stay small."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         if world_size > 1:  # each rank takes an equal share (DDP); pad by wrapping so counts match
             per_rank = -(-n // world_size)
             order = torch.cat([order, order[: per_rank * world_size - n]])[rank::world_size]
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            if drop_last and len(idx) < batch_size and start > 0:
-                break
+        if bucket:
+            lengths = self.lengths()[order]
+            chunk = batch_size * 16 if shuffle else len(order)
+            parts = []
+            for start in range(0, len(order), chunk):
+                piece = order[start:start + chunk]
+                parts.append(piece[torch.argsort(lengths[start:start + chunk], stable=True)])
+            order = torch.cat(parts) if parts else order
+        groups = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+        if shuffle and bucket:  # batches of similar length, visited in random order
+            groups = [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
+        return groups
+
+    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+                rank: int = 0, world_size: int = 1, bucket: bool = False
+                ) -> Iterator[tuple[MultimodalBatch, torch.Tensor]]:
+        for idx in self.batch_order(batch_size, shuffle, generator, rank, world_size, bucket):
             yield trim(self.batch.index(idx)), self.labels[idx]
 
     def num_batches(self, batch_size: int, world_size: int = 1) -> int:
@@ -151,11 +170,31 @@ def load_dataset(spec, options: DataOptions | None = None, **overrides) -> Datas
             return _load_sessions([path], options)
         return _load_text_folder(path, options)
     suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return _load_data_yaml(path, options)
     if suffix in (".pkl", ".pickle"):
         return _load_pickle(path, options)
     if suffix in (".tsv", ".csv", ".txt"):
         return _load_text_file(path, options)
     raise DataError(f"Dataset {path} has an unknown type '{suffix}' (expected .pkl, .tsv or .csv).")
+
+
+def _load_data_yaml(path: Path, options: DataOptions) -> DatasetSplits:
+    """configs/data/*.yaml: `path` (relative paths are taken from the working directory) plus
+    DataOptions keys, e.g. `metric_dataset: sims`."""
+    import dataclasses
+
+    from moodlens.models.config import fill_dataclass, read_yaml
+
+    values = read_yaml(path)
+    if "path" not in values:
+        raise DataError(f"Data config {path} lacks key 'path'.")
+    spec = values.pop("path")
+    values.pop("name", None)
+    values.pop("description", None)
+    given = fill_dataclass(DataOptions, values, str(path))
+    merged = dataclasses.replace(options, **{k: getattr(given, k) for k in values})
+    return load_dataset(spec, merged)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -70,8 +70,11 @@ def read_labels(path: str | Path, sessions: list[RecordedSession]) -> list[Label
     path = Path(path).expanduser()
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            rows = list(reader)
+            text = f.read()
+        # Spreadsheets in some locales save with ';' (or tabs): take whichever the header uses.
+        first_line = text.split("\n", 1)[0]
+        delimiter = max(",;\t", key=first_line.count)
+        rows = list(csv.reader(text.splitlines(), delimiter=delimiter))
     except FileNotFoundError:
         raise DataError(f"The labels file {path} does not exist.") from None
     except (OSError, UnicodeDecodeError, csv.Error) as err:

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import csv
 import json
 import math
@@ -30,7 +30,7 @@ import torch
 from moodlens.models.batch import MultimodalBatch
 from moodlens.realtime.errors import ConfigError, DataError
 from moodlens.train.checkpoint import live_featurizer_config, save_checkpoint
-from moodlens.train.data import DataOptions, DatasetSplits, Split, load_dataset
+from moodlens.train.data import DataOptions, DatasetSplits, Split, load_dataset, trim
 from moodlens.train.metrics import format_mean_std, format_value, json_safe, mean_std, metric_names, \
     mmsa_regression_metrics
 
@@ -59,6 +59,8 @@ class TrainConfig:
     num_threads: int = 0                  # torch CPU threads; 0 = torch's default
     half_checkpoint: bool = False         # store weights as float16 (smaller files)
     data_metric: str | None = None        # metric variant override: mosi | mosei | sims
+    bucket_by_length: bool = True         # batches of similar length (less padding, same samples)
+    cache_frozen_text: bool = True        # run the frozen lower text-encoder layers once per sentence
 
 
 def load_train_config(path: str | Path | None = None, model: str | None = None,
@@ -178,14 +180,15 @@ def predict(model, split: Split, batch_size: int = 128, device: torch.device | s
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    outputs: dict[str, list[np.ndarray]] = {"fused": [], "text": [], "audio": [], "vision": []}
-    for batch, _ in split.batches(batch_size):
+    outputs = {key: np.zeros(len(split), dtype=np.float32) for key in ("fused", "text", "audio", "vision")}
+    for idx in split.batch_order(batch_size, bucket=True):  # sorted by length: little padding
+        batch = trim(split.batch.index(idx))
         with autocast(device, amp):
             out = model(*batch.to(device).tensors())
         for key in outputs:
-            outputs[key].append(getattr(out, key).float().cpu().numpy())
+            outputs[key][idx.numpy()] = getattr(out, key).float().cpu().numpy()
     model.train(was_training)
-    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in outputs.items()}
+    return outputs
 
 
 def evaluate_split(model, split: Split, metric_dataset: str = "mosi", batch_size: int = 128,
@@ -195,6 +198,54 @@ def evaluate_split(model, split: Split, metric_dataset: str = "mosi", batch_size
     metrics = mmsa_regression_metrics(preds["fused"], truth, metric_dataset)
     metrics["loss"] = float(np.mean(np.abs(preds["fused"] - truth)))  # MMSA's validation loss (L1)
     return metrics, preds
+
+
+class FrozenTextCache:
+    """Runs the frozen lower layers of the text encoder once per distinct sentence and replays
+    their output afterwards, so each step only computes the fine-tuned top layers.
+
+    Exact, not an approximation: the frozen layers have no dropout, and the outputs at real tokens
+    do not depend on padding (pad keys are masked). Installed for training only."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        layers = len(encoder.encoder.layer)
+        self.n_frozen = layers - encoder.trainable_layers
+        self.store: dict[bytes, torch.Tensor] = {}
+        self.active = encoder.trainable_layers >= 0 and self.n_frozen > 0 and not any(
+            p.requires_grad for p in encoder.embeddings.parameters())
+
+    def __enter__(self):
+        if self.active:
+            self.encoder.forward = self.forward  # instance attribute: shadows the class method
+        return self
+
+    def __exit__(self, *exc):
+        self.encoder.__dict__.pop("forward", None)
+        self.store.clear()
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        enc = self.encoder
+        lengths = mask.sum(1)
+        contiguous = torch.equal(mask, torch.arange(mask.shape[1], device=mask.device)[None] < lengths[:, None])
+        if not contiguous:  # only prefix masks can be cached by token ids
+            return type(enc).forward(enc, ids, mask)
+        lengths = lengths.tolist()
+        keys = [ids[i, :n].cpu().numpy().tobytes() for i, n in enumerate(lengths)]
+        missing = [i for i, k in enumerate(keys) if k not in self.store]
+        if missing:
+            with torch.no_grad():
+                x = enc.embeddings(ids[missing])
+                for layer in enc.encoder.layer[:self.n_frozen]:
+                    x = layer(x, mask[missing])
+            for j, i in enumerate(missing):
+                self.store[keys[i]] = x[j, :lengths[i]].clone()
+        x = torch.zeros(ids.shape[0], ids.shape[1], enc.hidden_size, device=ids.device)
+        for i, key in enumerate(keys):
+            x[i, :lengths[i]] = self.store[key]
+        for layer in enc.encoder.layer[self.n_frozen:]:
+            x = layer(x, mask)
+        return x
 
 
 # ------------------------------------------------------------------------------------------------
@@ -344,7 +395,8 @@ class Trainer:
         log_path = seed_dir / "log.csv"
         epochs_run = start_epoch - 1
         progress = self._progress()
-        with progress:
+        text_cache = FrozenTextCache(model.text_encoder) if c.cache_frozen_text else contextlib.nullcontext()
+        with progress, text_cache:
             epoch_task = progress.add_task(f"seed {seed} epochs", total=c.epochs, completed=start_epoch - 1)
             for epoch in range(start_epoch, c.epochs + 1):
                 if bad_epochs >= c.early_stop:
@@ -371,17 +423,23 @@ class Trainer:
                                 "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_state": best_state},
                                last_path.with_suffix(".tmp"))
                     last_path.with_suffix(".tmp").replace(last_path)
+                if self.show_progress and self.dist.main and not self.console.is_terminal:
+                    # logs and pipes get one line per epoch (the live bars only draw on terminals)
+                    self.console.print(f"seed {seed} epoch {epoch}: train loss {train_terms.get('total', 0):.4f}, "
+                                       f"valid MAE {valid['loss']:.4f}, Non0_acc_2 {valid.get('Non0_acc_2', 0):.4f}"
+                                       f"{' (best)' if improved else ''}, {seconds:.0f} s")
                 progress.update(epoch_task, advance=1,
                                 description=f"seed {seed} epochs (valid MAE {valid['loss']:.3f}, best {best_loss:.3f})")
         if best_state is None:
             raise DataError(f"Training on {self.data.source} ran no epoch (epochs={c.epochs}).")
         model.load_checkpoint_state(best_state)
-        valid, _ = evaluate_split(model, self.data.valid, self.metric_dataset, c.eval_batch_size, self.device,
-                                  self.amp)
-        test = valid
-        if "test" in self.data.splits:
-            test, _ = evaluate_split(model, self.data.test, self.metric_dataset, c.eval_batch_size, self.device,
-                                     self.amp)
+        with (FrozenTextCache(model.text_encoder) if c.cache_frozen_text else contextlib.nullcontext()):
+            valid, _ = evaluate_split(model, self.data.valid, self.metric_dataset, c.eval_batch_size, self.device,
+                                      self.amp)
+            test = valid
+            if "test" in self.data.splits:
+                test, _ = evaluate_split(model, self.data.test, self.metric_dataset, c.eval_batch_size,
+                                         self.device, self.amp)
         best_path = seed_dir / "best.pt"
         if self.dist.main:
             metrics = {**{k: test[k] for k in metric_names(self.metric_dataset)},
@@ -408,8 +466,8 @@ class Trainer:
         count = 0
         main_params = [p for g in optimizer.param_groups for p in g["params"]]
         aux_params = [p for g in aux_optimizer.param_groups for p in g["params"]] if aux_optimizer else []
-        for batch, labels in split.batches(c.batch_size, shuffle=True, generator=generator,
-                                           rank=self.dist.rank, world_size=self.dist.world_size):
+        for batch, labels in split.batches(c.batch_size, shuffle=True, generator=generator, rank=self.dist.rank,
+                                           world_size=self.dist.world_size, bucket=c.bucket_by_length):
             if batch.batch_size < 2:  # contrastive terms need pairs; a lone leftover sample is skipped
                 progress.advance(task)
                 continue

@@ -1,0 +1,130 @@
+"""The trainer on small synthetic data: learning, outputs, resume, hooks, and the evaluate command."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from moodlens.realtime.cli import main as cli_main
+from moodlens.realtime.errors import ConfigError, DataError
+from moodlens.train.checkpoint import load_checkpoint
+from moodlens.train.data import DataOptions, make_synthetic
+from moodlens.train.trainer import Trainer, TrainConfig, evaluate_split, load_train_config
+
+TINY = {"text_hidden": 16, "audio_hidden": 16, "vision_hidden": 16, "shared_dim": 16, "fusion_hidden": 16,
+        "heads": 2, "encoder_layers": 1, "decouple_layers": 1, "audio_dim": 6, "vision_dim": 5}
+
+
+def _data():
+    return make_synthetic(DataOptions(synthetic_sizes=(64, 32, 32), audio_dim=6, vision_dim=5,
+                                      synthetic_text_len=8, synthetic_audio_len=8, synthetic_vision_len=6))
+
+
+def _config(**kw):
+    base = dict(model="hcrl_mfd", model_overrides=dict(TINY), epochs=3, batch_size=16, learning_rate=3e-3,
+                seeds=[7], early_stop=5, num_threads=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    data = _data()
+    trainer = Trainer(_config(), data, out, show_progress=False)
+    summary = trainer.run()
+    return out, data, trainer, summary
+
+
+def test_training_improves_validation_loss_and_writes_outputs(trained):
+    out, data, trainer, summary = trained
+    torch.manual_seed(7)
+    untrained = trainer.build_model()
+    before, _ = evaluate_split(untrained, data.valid)
+    rows = list(csv.DictReader((out / "seed_7" / "log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    best_valid = min(float(r["valid_loss"]) for r in rows)
+    assert best_valid < before["loss"] - 0.1, (best_valid, before["loss"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name in ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7",
+                 "MAE", "Corr"):
+        assert 0 <= abs(metrics[name]) <= 5 and name in metrics["std"]
+    assert metrics["seeds"] == [7] and metrics["best_seed"] == 7
+    # best.pt is complete: reloaded, it reproduces the reported test metrics
+    loaded = load_checkpoint(out / "best.pt")
+    assert loaded.model_name == "hcrl_mfd" and loaded.model_config["audio_dim"] == 6
+    assert loaded.featurizer_config["audio_dim"] == 6 and "MAE" in loaded.metrics
+    again, _ = evaluate_split(loaded.model, data.test)
+    assert again["MAE"] == pytest.approx(metrics["MAE"], abs=1e-5)
+
+
+def test_resume_continues_where_it_stopped(trained, tmp_path):
+    out, data, _, summary = trained
+    Trainer(_config(epochs=1), data, tmp_path, show_progress=False).run()
+    (tmp_path / "seed_7" / "metrics.json").unlink()  # as if the run had been stopped after epoch 1
+    Trainer(_config(epochs=2), data, tmp_path, resume=True, show_progress=False).run()
+    rows = list(csv.DictReader((tmp_path / "seed_7" / "log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    reference = list(csv.DictReader((out / "seed_7" / "log.csv").open()))
+    # deterministic: the resumed run reproduces the uninterrupted one epoch for epoch
+    for got, want in zip(rows, reference):
+        assert float(got["valid_loss"]) == pytest.approx(float(want["valid_loss"]), abs=1e-4)
+
+
+def test_auxiliary_parameters_get_their_own_optimizer(tmp_path, monkeypatch):
+    """A stand-in for DAR's CLUB: an extra parameter with its own loss, stepped alternately."""
+    data = _data()
+    trainer = Trainer(_config(epochs=1, seeds=[3]), data, tmp_path, show_progress=False)
+    model = trainer.build_model()
+    critic = torch.nn.Parameter(torch.zeros(1))
+    model.register_parameter("critic", critic)
+    model.auxiliary_parameters = lambda: [critic]
+    model.auxiliary_loss = lambda batch, labels: (critic - 1.0).pow(2).sum()
+    calls = {"training_batch": 0}
+    original = model.training_batch
+
+    def counting(batch, labels, generator=None):
+        calls["training_batch"] += 1
+        assert generator is not None
+        return original(batch, labels, generator)
+
+    model.training_batch = counting
+    main, aux = trainer.optimizers(model)
+    assert all(p is not critic for g in main.param_groups for p in g["params"])
+    assert aux is not None and aux.param_groups[0]["params"][0] is critic
+    monkeypatch.setattr(trainer, "build_model", lambda: model)
+    trainer.run()
+    assert 0.0 < float(critic.detach()) < 1.0          # moved only by its own loss, towards 1
+    assert calls["training_batch"] == 4       # 64 samples / 16 per batch
+
+
+def test_train_config_files_and_errors(tmp_path):
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("model: hcrl_mfd\nepochs: 4\nseeds: [1, 2]\n")
+    config = load_train_config(cfg, overrides={"batch_size": 8})
+    assert (config.epochs, config.seeds, config.batch_size) == (4, [1, 2], 8)
+    cfg.write_text("epocs: 4\n")
+    with pytest.raises(ConfigError, match="unknown key 'epocs'"):
+        load_train_config(cfg)
+    only_test = make_synthetic(DataOptions(synthetic_sizes=(4, 4, 4)))
+    del only_test.splits["valid"]
+    with pytest.raises(DataError, match="no 'valid' split"):
+        Trainer(_config(), only_test, tmp_path)
+    with pytest.raises(DataError, match="key 'audio' has 6 features per frame"):
+        Trainer(_config(model_overrides={**TINY, "audio_dim": 7}), _data(), tmp_path).model_overrides()
+
+
+def test_cli_evaluate_json_and_train_errors(trained, capsys):
+    out, _, _, summary = trained
+    code = cli_main(["evaluate", "--checkpoint", str(out / "best.pt"), "--data", "synthetic", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["split"] == "test" and result["model"] == "hcrl_mfd" and result["samples"] == 128
+    assert set(result) >= {"Non0_acc_2", "MAE", "Corr", "Mult_acc_7"}
+    assert cli_main(["train", "--data", str(out / "nowhere.tsv"), "--out", str(out / "x")]) == 2
+    assert "does not exist" in " ".join(capsys.readouterr().err.split())
+    assert cli_main(["evaluate", "--checkpoint", str(out / "seed_7" / "log.csv"), "--data", "synthetic"]) == 2
+    assert "cannot be read" in " ".join(capsys.readouterr().err.split())

@@ -1,0 +1,86 @@
+"""`moodlens train`: train a model of the zoo on MMSA pickles, a text TSV, featurized videos,
+recorded sessions or synthetic data; writes DIR/best.pt and DIR/metrics.json.
+
+Multi-GPU: `torchrun --nproc_per_node N -m moodlens.realtime.cli train ...` (WORLD_SIZE is set).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model name (hcrl_mfd, dashfusion, dlf, dar, tecafn); "
+                                        "default: the config's, else hcrl_mfd")
+    parser.add_argument("--data", required=True, nargs="+",
+                        help="MMSA .pkl, featurize .pkl, .tsv/.csv or a folder of train/dev/test files, "
+                             "session folder(s), or 'synthetic'")
+    parser.add_argument("--labels", help="labels CSV for session folders")
+    parser.add_argument("--config", help="training YAML (default: configs/train/<model>.yaml)")
+    parser.add_argument("--model-config", help="model YAML (default: configs/models/<model>.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a model config key, e.g. --set text_encoder_trainable_layers=2")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="learning rate (all but the text encoder)")
+    parser.add_argument("--text-lr", type=float, help="learning rate of the fine-tuned text encoder")
+    parser.add_argument("--seed", type=int, nargs="+", help="one or more seeds (results as mean ± std)")
+    parser.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--resume", action="store_true", help="continue from DIR/seed_S/last.pt")
+    parser.add_argument("--no-deterministic", action="store_true", help="allow non-deterministic kernels")
+    parser.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--json", action="store_true", help="print the metrics summary as JSON")
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    import yaml
+
+    from moodlens.realtime.errors import ConfigError
+
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects KEY=VALUE, got '{pair}'.")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def main(args) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from moodlens.train.metrics import json_safe, metric_names
+    from moodlens.train.trainer import load_train_config, train
+
+    overrides = {
+        "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
+        "text_learning_rate": args.text_lr, "seeds": args.seed, "device": args.device,
+        "num_threads": args.threads, "model_config": args.model_config,
+    }
+    if args.no_deterministic:
+        overrides["deterministic"] = False
+    if args.no_amp:
+        overrides["amp"] = False
+    config = load_train_config(args.config, model=args.model or "hcrl_mfd", overrides=overrides)
+    if args.set:
+        config.model_overrides = {**config.model_overrides, **parse_overrides(args.set)}
+    data = args.data[0] if len(args.data) == 1 else args.data
+    console = Console(stderr=True)
+    summary = train(config, data, args.out, resume=args.resume, show_progress=not args.quiet,
+                    labels=args.labels, console=console)
+    if args.json:
+        print(json.dumps(json_safe(summary), indent=2))
+        return 0
+    table = Table(title=f"{config.model} on {summary['data']} — test, mean ± std over {len(summary['seeds'])} seed(s) (x100)")
+    for name in metric_names(summary["metric_variant"]):
+        table.add_column(name, justify="right")
+    table.add_row(*(summary["report"][n] for n in metric_names(summary["metric_variant"])))
+    Console().print(table)
+    console.print(f"wrote {args.out}/best.pt and {args.out}/metrics.json")
+    return 0
