@@ -83,6 +83,17 @@ def test_bad_labels_name_the_row(two_sessions, tmp_path, edit, message):
     assert message in text and str(labels) in text and "\n" not in text
 
 
+def test_labels_saved_by_a_spreadsheet_with_semicolons(two_sessions, tmp_path):
+    from moodlens.realtime.recording import open_session
+    from moodlens.train.sessions import read_labels
+
+    labels = labelled_csv(tmp_path / "labels.csv", [two_sessions / "monday"], label_of=lambda i, row: f"{i - 2}")
+    rows = list(csv.reader(labels.read_text().splitlines()))
+    labels.write_text("\ufeff" + "\r\n".join(";".join(r) for r in rows) + "\r\n", encoding="utf-8")
+    items = read_labels(labels, [open_session(two_sessions / "monday")])
+    assert [it.label for it in items] == [-2, -1, 0, 1, 2, 3] and [it.window.id for it in items] == list(range(6))
+
+
 def test_bad_labels_through_the_train_command(two_sessions, tmp_path):
     labels = labelled_csv(tmp_path / "labels.csv", [two_sessions / "monday", two_sessions / "tuesday"],
                           edit=_set(2, "label", "+7"))
