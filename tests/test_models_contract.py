@@ -210,14 +210,16 @@ def test_onnx_runtime_matches_eager_at_other_shapes(name, tmp_path_factory):
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_tiny_overfit(name):
-    """A handful of samples driven to low error proves gradients reach the whole prediction graph."""
+    """A handful of samples driven to low error proves gradients reach the whole prediction graph.
+    (60 Adam steps at 3e-3 took all five models from MAE ~1.1 to <= 0.15 when this was written.)"""
+    steps = 60
     model = fresh_model(name, dropout=0.0).train()
     batch = model.example_inputs(6, text_len=8, audio_len=20, vision_len=8, seed=21)
     labels = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0, 0.5])
     params = [p for _, p in main_parameters(model)]
-    optimizer = torch.optim.Adam(params, lr=2e-3)
+    optimizer = torch.optim.Adam(params, lr=3e-3)
     aux_params = model.auxiliary_parameters()
-    aux_optimizer = torch.optim.Adam(aux_params, lr=2e-3) if aux_params else None
+    aux_optimizer = torch.optim.Adam(aux_params, lr=3e-3) if aux_params else None
 
     def fused_error():
         model.eval()
@@ -227,8 +229,7 @@ def test_tiny_overfit(name):
         return error
 
     start = fused_error()
-    first_total = None
-    for step in range(80):
+    for _ in range(steps):
         if aux_optimizer is not None:
             aux_optimizer.zero_grad()
             model.auxiliary_loss(batch, labels).backward()
@@ -237,10 +238,9 @@ def test_tiny_overfit(name):
         terms = run_loss(model, batch, labels)
         terms["total"].backward()
         optimizer.step()
-        first_total = terms["total"].item() if first_total is None else first_total
     end = fused_error()
     assert math.isfinite(end)
-    assert end < 0.25 and end < 0.3 * start, f"{name}: fused MAE went {start:.3f} -> {end:.3f} in 80 steps"
+    assert end < 0.25 and end < 0.3 * start, f"{name}: fused MAE went {start:.3f} -> {end:.3f} in {steps} steps"
 
 
 # ---- `moodlens models` -------------------------------------------------------------------------
