@@ -85,7 +85,6 @@ class TensorRTOptions:
 @dataclass
 class OnnxRuntimeOptions:
     opset: int = 18
-    intra_op_threads: int = 0
 
 
 @dataclass
@@ -93,6 +92,7 @@ class BackendOptions:
     """configs/live/backends.yaml as a dataclass (see that file for what each key means)."""
 
     cache_dir: str | None = None
+    cpu_threads: int = 1
     buckets: Buckets = field(default_factory=Buckets)
     typical_window: TypicalWindow = field(default_factory=TypicalWindow)
     warmup_seconds: list[float] = field(default_factory=lambda: [3.0])
@@ -319,6 +319,10 @@ class Backend:
     static_shapes = False  # True: inputs are padded to shape buckets before running
 
     def __init__(self, model: torch.nn.Module, device: torch.device, options: BackendOptions):
+        if device.type == "cpu" and options.cpu_threads > 0 and name_uses_torch_threads(self.name):
+            # Process-wide: a batch-1 window is too small to gain from more threads, and spinning
+            # worker threads collide with Whisper and the face tracker on a small CPU.
+            torch.set_num_threads(options.cpu_threads)
         self.model = model.eval().to(device)
         self.device = device
         self.options = options
@@ -342,6 +346,10 @@ class Backend:
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": str(self.device), "builds": self.builds,
                 "build_s": round(self.build_seconds, 3), "cache_hits": self.cache_hits}
+
+
+def name_uses_torch_threads(name: str) -> bool:
+    return name in ("eager", "compile")
 
 
 def _to_cpu(out) -> SentimentOutput:
@@ -421,8 +429,9 @@ class OnnxRuntimeBackend(Backend):
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
-        if options.onnxruntime.intra_op_threads > 0:
-            so.intra_op_num_threads = options.onnxruntime.intra_op_threads
+        if device.type == "cpu" and options.cpu_threads > 0:
+            so.intra_op_num_threads = options.cpu_threads
+            so.inter_op_num_threads = 1
         providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda"
                      else ["CPUExecutionProvider"])
         try:

@@ -1,0 +1,79 @@
+"""`moodlens bench`: model-only latency per backend, side by side, and the whole pipeline over a file.
+
+    moodlens bench                                   # default model on every available backend + the demo clip
+    moodlens bench --backends eager,onnxruntime --skip-pipeline --json out.json --plot out.png
+    moodlens bench --media talk.mp4 --pace fast --skip-model
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from moodlens.realtime.errors import ConfigError
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of whole numbers") from None
+
+
+def _name_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_argument_group("what to benchmark")
+    what.add_argument("--checkpoint", default="default", help="checkpoint file, or 'default' for the shipped weights")
+    what.add_argument("--model", default=None,
+                      help="benchmark an untrained zoo model instead (hcrl_mfd, dashfusion, dlf, dar, tecafn)")
+    what.add_argument("--backends", type=_name_list, default=None,
+                      help="comma-separated: tensorrt,compile,onnxruntime,eager (default: all, unavailable ones "
+                           "are listed with what to install)")
+    what.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
+    what.add_argument("--skip-model", action="store_true", help="skip the model-only part")
+    what.add_argument("--skip-pipeline", action="store_true", help="skip the whole-pipeline part")
+    model = parser.add_argument_group("model-only")
+    model.add_argument("--iterations", type=int, default=100, help="timed runs per backend at batch 1 (default 100)")
+    model.add_argument("--warmup", type=int, default=10, help="untimed runs before timing (default 10)")
+    model.add_argument("--batch-sizes", type=_int_list, default=[8, 32],
+                       help="throughput batch sizes (default 8,32)")
+    model.add_argument("--throughput-iterations", type=int, default=20, help="timed runs per batch size")
+    model.add_argument("--window-seconds", type=float, default=3.0,
+                       help="utterance length whose typical shapes are scored (default 3 s)")
+    pipe = parser.add_argument_group("pipeline")
+    pipe.add_argument("--media", default=None, help="media file (default: the bundled demo clip)")
+    pipe.add_argument("--pace", choices=("fast", "realtime", "both"), default="both",
+                      help="fast: as fast as possible; realtime: paced like a camera (default both)")
+    pipe.add_argument("--pipeline-backend", default="auto", help="backend the pipeline scores with (default auto)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the report as JSON")
+    out.add_argument("--plot", default=None, metavar="PNG", help="write a latency plot (matplotlib)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from moodlens.realtime.bench import BenchOptions, render, run_bench, save_plot, write_json
+
+    if args.skip_model and args.skip_pipeline:
+        raise ConfigError("--skip-model and --skip-pipeline together leave nothing to benchmark.")
+    options = BenchOptions(
+        checkpoint=args.checkpoint, model=args.model, backends=args.backends, device=args.device,
+        window_seconds=args.window_seconds, iterations=args.iterations, warmup=args.warmup,
+        batch_sizes=args.batch_sizes, throughput_iterations=args.throughput_iterations, media=args.media,
+        paces=["fast", "realtime"] if args.pace == "both" else [args.pace],
+        pipeline_backend=args.pipeline_backend, run_model=not args.skip_model,
+        run_pipeline=not args.skip_pipeline,
+    )
+    err = Console(stderr=True)
+    report = run_bench(options, console=err)
+    Console().print(render(report))
+    if args.json_out:
+        path = write_json(report, args.json_out)
+        err.print(f"wrote {path}", highlight=False)
+    if args.plot:
+        path = save_plot(report, args.plot)
+        err.print(f"wrote {path}", highlight=False)
+    return 0

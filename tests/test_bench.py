@@ -1,0 +1,60 @@
+"""`moodlens bench`: a tiny run writes the documented JSON keys, a table and a plot; bad options are
+refused with one sentence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from moodlens.realtime.bench import percentiles
+from moodlens.realtime.cli import main as cli_main
+
+BACKEND_KEYS = {"backend", "available", "reason", "device", "build_s", "builds", "latency_ms", "iterations",
+                "throughput"}
+PIPELINE_KEYS = {"media", "pace", "backend", "duration_s", "wall_s", "real_time_factor", "windows",
+                 "windows_dropped", "windows_merged", "frames_dropped", "stage_ms",
+                 "end_of_utterance_to_score_ms", "cpu_percent", "rss_mb"}
+
+
+def test_percentiles_are_ordered():
+    p = percentiles([5.0, 1.0, 3.0, 100.0, 2.0])
+    assert p["min"] <= p["p50"] <= p["p95"] <= p["p99"] <= p["max"] == 100.0
+    assert p["p50"] == 3.0
+
+
+def test_bench_json_has_the_documented_keys(tmp_path, tts, capsys):
+    speech = tts("I really love this wonderful day.")
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    code = cli_main(["bench", "--model", "hcrl_mfd", "--backends", "eager,tensorrt", "--iterations", "5",
+                     "--warmup", "1", "--batch-sizes", "2", "--throughput-iterations", "2",
+                     "--media", str(speech), "--pace", "fast", "--pipeline-backend", "eager",
+                     "--json", str(out), "--plot", str(png)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["schema"] == "moodlens-bench/1"
+    assert {"machine", "command", "model", "window", "backends", "pipeline"} <= set(report)
+    assert report["window"]["audio_frames"] == 75 and report["window"]["vision_frames"] == 45  # 3 s at 25/15 fps
+    eager, trt = report["backends"]
+    assert BACKEND_KEYS <= set(eager) and eager["available"]
+    lat = eager["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
+    assert eager["throughput"][0]["batch"] == 2 and eager["throughput"][0]["samples_per_s"] > 0
+    assert trt["available"] is False and trt["reason"].startswith("unavailable: install")
+    (pipe,) = report["pipeline"]
+    assert PIPELINE_KEYS <= set(pipe)
+    assert pipe["pace"] == "fast" and pipe["windows"] >= 1
+    assert pipe["duration_s"] > 1 and pipe["real_time_factor"] > 0
+    assert pipe["end_of_utterance_to_score_ms"]["p50"] > 0
+    assert {"asr", "features", "model"} <= set(pipe["stage_ms"])
+    assert pipe["rss_mb"]["peak"] >= pipe["rss_mb"]["start"] > 0
+    assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
+    table = capsys.readouterr().out
+    assert "Model-only latency" in table and "Whole pipeline" in table
+
+
+def test_bench_refuses_unknown_backend_and_empty_run(capsys):
+    assert cli_main(["bench", "--backends", "eager,warp", "--skip-pipeline"]) == 2
+    assert "Unknown backend 'warp'" in capsys.readouterr().err
+    assert cli_main(["bench", "--skip-model", "--skip-pipeline"]) == 2
+    assert "leave nothing to benchmark" in capsys.readouterr().err
