@@ -232,6 +232,11 @@ def gauge(score: float, width: int) -> Text:
     return text
 
 
+def pipeline_panel_width(width: int) -> int:
+    """The engine panel's width: fixed where there is room, never more than half a narrow screen."""
+    return 42 if width >= 110 else min(36, max(24, width // 2))
+
+
 def level_meter(db: float, cells: int = 5) -> Text:
     """The live audio level, −60…0 dBFS, as a small bar (is the microphone hearing anything?)."""
     f = max(0.0, min(1.0, (db + 60.0) / 60.0))
@@ -313,7 +318,7 @@ class Dashboard:
         body_h = max(height - 1, 10)
         chart_h = max(10, min(body_h - 8, 23))        # 4 to 8 rows each side of zero; the rest is history
         bottom_h = body_h - chart_h
-        right_w = 36 if width < 110 else 42
+        right_w = pipeline_panel_width(width)
         root = Layout(name="root")
         root.split_column(
             Layout(self._header(snap, width), name="header", size=1),
@@ -355,7 +360,8 @@ class Dashboard:
         return Panel(chart, title=title, title_align="left", border_style="grey50", padding=(0, 0), height=height)
 
     def _now_panel(self, latest: WindowEvent | None, events, snap: StatsSnapshot, height: int) -> Panel:
-        inner_w = max(20, self.console.size.width - (36 if self.console.size.width < 110 else 42) - 4)
+        width = self.console.size.width
+        inner_w = max(20, width - pipeline_panel_width(width) - 4)
         rows: list = []
         if latest is None:
             waiting = "waiting for the first utterance…" if snap.has_audio else "waiting for the first window…"

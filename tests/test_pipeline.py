@@ -294,3 +294,55 @@ def test_pipeline_options_are_checked():
 
     with pytest.raises(ConfigError, match="asr_queue_size"):
         PipelineOptions(asr_queue_size=0).check()
+
+
+class StandInCamera:
+    """Stand-in for the webcam this machine lacks: OpenCV's VideoCapture methods, real face frames
+    (the bundled clip's photo) delivered at the camera's pace."""
+
+    def __init__(self, fps: float = 25.0):
+        import cv2
+
+        self.frames = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in demo_frames(2.0, fps=int(fps))]
+        self.period = 1.0 / fps
+        self.next_t = time.monotonic()
+        self.count = 0
+
+    def isOpened(self):
+        return True
+
+    def set(self, *args):
+        return True
+
+    def read(self):
+        delay = self.next_t - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        self.next_t += self.period
+        frame = self.frames[self.count % len(self.frames)]
+        self.count += 1
+        return True, frame.copy()
+
+    def release(self):
+        pass
+
+
+def test_live_camera_without_microphone_scores_vision_windows_in_real_time(scorer, transcriber):
+    from moodlens.realtime.sources import LiveSource, WebcamSource
+
+    source = LiveSource(WebcamSource(0, capture=StandInCamera()), None)
+    pipe = Pipeline(source, scorer, PipelineOptions(realtime=True, no_audio_window_s=1.0), transcriber=transcriber)
+    events = []
+    started = time.monotonic()
+    for event in pipe.events():
+        events.append(event)
+        if len(events) == 2:
+            break
+    took = time.monotonic() - started
+    assert [e.present for e in events] == [{"text": False, "audio": False, "vision": True}] * 2
+    assert events[0].end == pytest.approx(events[0].start + 1.0) and events[1].start == pytest.approx(events[0].end)
+    assert all(e.latency_ms["total"] < 1000 for e in events)      # scored as soon as the second is over
+    assert took < 10
+    snap = pipe.stats.snapshot()
+    assert snap.frames_in >= 40 and snap.faces_found > 0 and not snap.has_audio
+    assert all(not t.is_alive() for t in pipe._threads)          # leaving the loop stopped every stage
