@@ -38,6 +38,8 @@ from moodlens.realtime.errors import ConfigError
 
 @dataclass
 class Config(BaseModelConfig):
+    """Values marked (paper) come from the paper; the others are ordinary choices (tune in the YAML)."""
+
     hidden: int = 128                  # common width d (paper: 128)
     heads: int = 4
     encoder_layers: int = 2            # audio/vision Transformer encoders

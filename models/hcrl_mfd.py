@@ -34,7 +34,10 @@ from moodlens.models.losses import cosine_matrix, orthogonality
 
 @dataclass
 class Config(BaseModelConfig):
-    # Widths. d_V = 128 and d_A = 64 are the paper's; the text stream is projected to d_T.
+    """Values marked (paper) come from the paper; the others were not available to us when this
+    was written and are ordinary choices for MOSI-sized data: tune them in the YAML."""
+
+    # Widths: d_V = 128 and d_A = 64 (paper); the text stream is projected to d_T.
     text_hidden: int = 128          # d_T
     audio_hidden: int = 64          # d_A
     vision_hidden: int = 128        # d_V
@@ -45,7 +48,7 @@ class Config(BaseModelConfig):
     fusion_hidden: int = 128        # MLP of eq. 22-23
     # Hierarchical contrastive learning (eq. 11-21)
     label_threshold: float = 0.5    # δ: |y_i - y_j| <= δ makes j a positive candidate for i
-    top_k: int = 2                  # k positives (most similar) and k negatives (least similar)
+    top_k: int = 2                  # k (paper): k most similar positives, k least similar negatives
     temperature: float = 0.1        # τ of eq. 21
     # Loss weights of eq. 25
     weight_unimodal: float = 0.1
