@@ -15,6 +15,7 @@ terminal (`rich.live`, redrawn a few times a second, sized to the terminal) and 
 from __future__ import annotations
 
 import bisect
+import functools
 import io
 import math
 import threading
@@ -47,7 +48,7 @@ DIM = Style(color="grey42")
 
 @dataclass
 class DashboardOptions:
-    refresh_per_second: float = 8.0   # redraws per second
+    refresh_per_second: float = 4.0   # redraws per second (each costs ~10-20 ms of CPU)
     hold_s: float = 3.0               # the final screen stays this long after a file ends
     max_events: int = 5000            # events kept for the timeline (older ones scroll away anyway)
     max_seconds_per_column: float = 1.0  # past this the timeline scrolls instead of squeezing
@@ -66,7 +67,36 @@ def sentiment_rgb(score: float) -> tuple[int, int, int]:
 def sentiment_style(score: float | None, bold: bool = False) -> Style:
     if score is None:
         return DIM
-    return Style(color=Color.from_rgb(*sentiment_rgb(score)), bold=bold)
+    # Quantized to 0.05 and cached: the chart asks for thousands of cells per redraw.
+    return _style_for(round(max(-SCALE, min(SCALE, float(score))) * 20), bold)
+
+
+@functools.lru_cache(maxsize=512)
+def _style_for(twentieths: int, bold: bool) -> Style:
+    return Style(color=Color.from_rgb(*sentiment_rgb(twentieths / 20)), bold=bold)
+
+
+class _Row:
+    """Builds a Text from cells, joining runs of one style into one span (fast to render)."""
+
+    def __init__(self, label: str, label_style: Style | str):
+        self.text = Text(label, style=label_style)
+        self._chars: list[str] = []
+        self._style: Style | None = None
+
+    def add(self, ch: str, style: Style | None = None) -> None:
+        if style is not self._style and self._chars:
+            self.text.append("".join(self._chars), style=self._style)
+            self._chars = []
+        self._style = style
+        self._chars.append(ch)
+
+    def done(self) -> Text:
+        if self._chars:
+            self.text.append("".join(self._chars), style=self._style)
+        self.text.no_wrap = True
+        self.text.overflow = "crop"
+        return self.text
 
 
 def fmt_score(score: float | None) -> str:
@@ -109,6 +139,7 @@ class TimelineChart:
         self.now_s = max([now_s] + [e.end for e in self.events[-1:]])
         self.max_spc = max_seconds_per_column
         self.duration_s = duration_s
+        self._memo: dict[tuple[int, int], list[Text]] = {}
 
     def layout(self, width: int) -> tuple[float, float, int]:
         """(view start, seconds per column, columns) for a chart `width` cells wide."""
@@ -118,7 +149,8 @@ class TimelineChart:
         span = max(self.now_s, 5.0)
         spc = next((s for s in SECONDS_PER_COLUMN if s * cols >= span), SECONDS_PER_COLUMN[-1])
         spc = min(spc, self.max_spc)
-        start = max(0.0, self.now_s - spc * cols)
+        # Scroll by whole columns, so a redraw between two column steps can reuse the last chart.
+        start = max(0.0, math.ceil(self.now_s / spc - 1e-9) * spc - spc * cols)
         return start, spc, cols
 
     def column_events(self, start: float, spc: float, cols: int) -> list[WindowEvent | None]:
@@ -137,9 +169,17 @@ class TimelineChart:
             out.append(found)
         return out
 
+    def lines(self, width: int, height: int) -> list[Text]:
+        """The chart as `height` lines of `width` cells (memoized per size)."""
+        key = (width, height)
+        if key not in self._memo:
+            self._memo[key] = self._build(width, height)
+        return self._memo[key]
+
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        width = options.max_width
-        height = options.height or 13
+        yield from (line.copy() for line in self.lines(options.max_width, options.height or 13))
+
+    def _build(self, width: int, height: int) -> list[Text]:
         strips = 3
         per_side = max(1, (height - strips - 2) // 2)     # rows above (and below) the zero line
         start, spc, cols = self.layout(width)
@@ -148,29 +188,24 @@ class TimelineChart:
         lines: list[Text] = []
         for r in range(per_side):                          # positive half, top row first
             level = per_side - 1 - r
-            label = "+3 " if r == 0 else "   "
-            lines.append(self._bar_row(column, label, level, unit, positive=True))
-        zero = Text(" 0 ", style=DIM)
+            lines.append(self._bar_row(column, "+3 " if r == 0 else "   ", level, unit, positive=True))
+        zero = _Row(" 0 ", DIM)
         for e in column:
-            zero.append("━" if e is not None else "─", style=sentiment_style(e.fused) if e else DIM)
-        lines.append(zero)
+            zero.add("━" if e is not None else "─", sentiment_style(e.fused) if e else DIM)
+        lines.append(zero.done())
         for r in range(per_side):                          # negative half, nearest the zero line first
-            label = "-3 " if r == per_side - 1 else "   "
-            lines.append(self._bar_row(column, label, r, unit, positive=False))
+            lines.append(self._bar_row(column, "-3 " if r == per_side - 1 else "   ", r, unit, positive=False))
         for m in MODALITIES:
             lines.append(self._strip(column, m))
         lines.append(self._axis(start, spc, cols))
-        for line in lines[:height] if options.height else lines:
-            line.no_wrap = True
-            line.overflow = "crop"
-            yield line
+        return lines[:height]
 
     @staticmethod
     def _bar_row(column, label: str, level: int, unit: float, positive: bool) -> Text:
-        text = Text(label, style=DIM)
+        row = _Row(label, DIM)
         for e in column:
             if e is None:
-                text.append(" ")
+                row.add(" ")
                 continue
             v = e.fused if positive else -e.fused
             fill = (v - level * unit) / unit
@@ -180,23 +215,23 @@ class TimelineChart:
                 ch = "▄" if positive else "▀"
             else:
                 ch = " "
-            text.append(ch, style=sentiment_style(e.fused))
-        return text
+            row.add(ch, sentiment_style(e.fused) if ch != " " else None)
+        return row.done()
 
     @staticmethod
     def _strip(column, modality: str) -> Text:
-        text = Text(f"{SHORT[modality]}  ", style="bold")
+        row = _Row(f"{SHORT[modality]}  ", "bold")
         for e in column:
             if e is None:
-                text.append(" ")
+                row.add(" ")
                 continue
             score = e.scores[modality]
             if score is None:
-                text.append("·", style=DIM)
+                row.add("·", DIM)
             else:
                 level = int(round((max(-SCALE, min(SCALE, score)) + SCALE) / (2 * SCALE) * (len(SPARK) - 1)))
-                text.append(SPARK[level], style=sentiment_style(score))
-        return text
+                row.add(SPARK[level], sentiment_style(score))
+        return row.done()
 
     @staticmethod
     def _axis(start: float, spc: float, cols: int) -> Text:
@@ -272,6 +307,8 @@ class Dashboard:
         self.state = "starting"
         self._lock = threading.Lock()
         self._live: Live | None = None
+        self._chart: TimelineChart | None = None
+        self._chart_key: tuple | None = None
 
     # ---- state ------------------------------------------------------------------------------
     def add(self, event: WindowEvent) -> None:
@@ -356,6 +393,12 @@ class Dashboard:
 
     def _chart_panel(self, events, snap: StatsSnapshot, height: int) -> Panel:
         chart = TimelineChart(events, snap.media_s, self.options.max_seconds_per_column, snap.duration_s)
+        # Reuse the previous chart (and its rendered lines) while nothing it shows has changed.
+        key = (len(events), events[-1].id if events else None, chart.layout(self.console.size.width - 2), height)
+        if key == self._chart_key and self._chart is not None:
+            chart = self._chart
+        else:
+            self._chart_key, self._chart = key, chart
         title = Text.assemble(("Sentiment over time", "bold"), ("  fused −3…+3 · T text · A audio · V face", DIM))
         return Panel(chart, title=title, title_align="left", border_style="grey50", padding=(0, 0), height=height)
 
