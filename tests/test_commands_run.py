@@ -155,3 +155,47 @@ def test_ctrl_c_during_a_paced_run_exits_cleanly_within_a_second(tts, tmp_path, 
     session = json.loads((tmp_path / "session" / "session.json").read_text())
     assert session["state"] == "closed"
     assert len((tmp_path / "session" / "windows.jsonl").read_text().splitlines()) == len(lines)
+
+
+def test_live_config_layers_a_user_file_over_the_defaults(tmp_path):
+    from moodlens.realtime.errors import ConfigError
+    from moodlens.realtime.live_config import load_live_config
+
+    default = load_live_config()
+    assert default.engine.checkpoint == "default" and default.engine.backend == "auto"
+    assert default.vad.min_silence_s == 0.5 and default.asr.language == "en" and default.features == {}
+    user = tmp_path / "mine.yaml"
+    user.write_text("vad:\n  threshold: 0.7\nasr:\n  beam_size: 2\nengine:\n  backend: eager\n"
+                    "features:\n  vision_fps: 10\npipeline:\n  asr_queue_size: 3\n")
+    config = load_live_config(user)
+    assert config.vad.threshold == 0.7 and config.vad.neg_threshold == pytest.approx(0.55)  # follows threshold
+    assert config.vad.min_silence_s == 0.5                       # untouched keys keep the defaults
+    assert config.asr.beam_size == 2 and config.engine.backend == "eager"
+    assert config.features == {"vision_fps": 10} and config.pipeline.asr_queue_size == 3
+    assert config.to_dict()["vad"]["threshold"] == 0.7
+    for text, needle in (("features:\n  vision_fsp: 10\n", "'vision_fsp'"),
+                         ("pipeline:\n  asr_queue_size: 0\n", "asr_queue_size"),
+                         ("asr:\n  beam_size: many\n", "beam_size"),
+                         ("vad: 3\n", "section 'vad'")):
+        user.write_text(text)
+        with pytest.raises(ConfigError, match=needle) as err:
+            load_live_config(user)
+        assert "mine.yaml" in str(err.value)
+
+
+def test_a_feature_override_that_changes_values_is_refused(tmp_path):
+    from moodlens.models import build_model
+    from moodlens.realtime.errors import ConfigError
+    from moodlens.realtime.pipeline import Pipeline
+    from moodlens.realtime.scorer import Scorer
+    from moodlens.realtime.sources import MediaFileSource
+
+    scorer = Scorer.from_model(build_model("hcrl_mfd").eval(), None, backend="eager", quiet=True)
+    wav = tmp_path / "a.wav"
+    sf.write(str(wav), np.zeros(8000, np.float32), 16000)
+    with pytest.raises(ConfigError, match="audio_n_mels"):
+        Pipeline(MediaFileSource(wav), scorer, features={"audio_n_mels": 64}, transcriber=object())
+    # An override that keeps the values (here: the same rate spelled as an int) is accepted.
+    pipe = Pipeline(MediaFileSource(wav), scorer, features={"vision_fps": int(scorer.featurizer_config.vision_fps)},
+                    transcriber=object())
+    assert pipe.featurizer_config.vision_fps == scorer.featurizer_config.vision_fps
