@@ -25,19 +25,23 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
-_MODELS: dict[str, torch.nn.Module] = {}
-
-
 def fresh_model(name: str, **overrides) -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model(name, overrides or None)
 
 
-def shared_model(name: str) -> torch.nn.Module:
-    """One model per name for the read-only checks (building loads the text encoder)."""
-    if name not in _MODELS:
-        _MODELS[name] = fresh_model(name).eval()
-    return _MODELS[name]
+@pytest.fixture(scope="module")
+def shared_model():
+    """shared_model(name): one eval-mode model per name for the read-only checks of this module
+    (building loads the text encoder); freed when the module ends."""
+    models: dict[str, torch.nn.Module] = {}
+
+    def get(name: str) -> torch.nn.Module:
+        if name not in models:
+            models[name] = fresh_model(name).eval()
+        return models[name]
+
+    return get
 
 
 def mixed_presence(model, batch_size: int = 6, seed: int = 0, **lengths) -> MultimodalBatch:
@@ -126,7 +130,7 @@ def test_text_only_training_batch_gives_finite_loss(name):
 
 @pytest.mark.parametrize("use_nan", [False, True], ids=["junk", "nan"])
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_absent_modalities_cannot_change_any_output(name, use_nan):
+def test_absent_modalities_cannot_change_any_output(name, use_nan, shared_model):
     model = shared_model(name)
     batch = mixed_presence(model, 6, seed=3)
     with torch.no_grad():
@@ -145,7 +149,7 @@ def test_absent_modalities_cannot_change_any_output(name, use_nan):
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_outputs_stay_on_the_label_scale(name):
+def test_outputs_stay_on_the_label_scale(name, shared_model):
     model = shared_model(name)
     batch = model.example_inputs(4, seed=5)
     batch = batch.replace(audio=batch.audio * 100, vision=batch.vision * 100)
@@ -158,12 +162,14 @@ def test_outputs_stay_on_the_label_scale(name):
 
 # ---- export ------------------------------------------------------------------------------------
 
-_EXPORTS: dict[str, object] = {}
+@pytest.fixture(scope="module")
+def exported(shared_model, tmp_path_factory):
+    """exported(name) -> (torch.export program, ONNX path), exported once per model in this module."""
+    done: dict[str, tuple] = {}
 
-
-def exported(name, tmp_path_factory):
-    """(torch.export program, ONNX path) for `name`, built once per test module."""
-    if name not in _EXPORTS:
+    def get(name: str):
+        if name in done:
+            return done[name]
         model = shared_model(name)
         batch = model.example_inputs(2)
         shapes = batch.dynamic_shapes(Dim("batch"))
@@ -172,14 +178,16 @@ def exported(name, tmp_path_factory):
         # the ONNX exporter takes the program as is (dynamic shapes included): one export, not two
         torch.onnx.export(program, batch.tensors(), str(path), dynamo=True,
                           input_names=list(MultimodalBatch.FIELDS), output_names=OUTPUT_NAMES)
-        _EXPORTS[name] = (program, path)
-    return _EXPORTS[name]
+        done[name] = (program, path)
+        return done[name]
+
+    return get
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_torch_export_with_dynamic_batch_and_lengths(name, tmp_path_factory):
+def test_torch_export_with_dynamic_batch_and_lengths(name, shared_model, exported):
     model = shared_model(name)
-    program, _ = exported(name, tmp_path_factory)
+    program, _ = exported(name)
     batch = mixed_presence(model, 5, seed=11, text_len=17, audio_len=64, vision_len=9)
     with torch.no_grad():
         eager = model(*batch.tensors())
@@ -189,11 +197,11 @@ def test_torch_export_with_dynamic_batch_and_lengths(name, tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_onnx_runtime_matches_eager_at_other_shapes(name, tmp_path_factory):
+def test_onnx_runtime_matches_eager_at_other_shapes(name, shared_model, exported):
     import onnxruntime as ort
 
     model = shared_model(name)
-    _, path = exported(name, tmp_path_factory)
+    _, path = exported(name)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == OUTPUT_NAMES
     for seed, (b, lt, la, lv) in enumerate([(3, 20, 70, 9), (1, 6, 33, 40)]):
