@@ -287,3 +287,43 @@ def test_models_command_refuses_an_unknown_name():
     catalog.add_arguments(parser)
     with pytest.raises(ConfigError, match="Unknown model 'nope'"):
         catalog.main(parser.parse_args(["nope"]))
+
+
+# ---- checkpoints and real feature shapes -------------------------------------------------------
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_checkpoint_state_round_trip(name, shared_model):
+    source = shared_model(name)
+    state = source.checkpoint_state()
+    assert not any(k.startswith("text_encoder.embeddings.") for k in state)  # frozen encoder ships with its package
+    torch.manual_seed(123)
+    target = build_model(name).eval()
+    batch = mixed_presence(source, 3, seed=9)
+    target.load_checkpoint_state(state)
+    with torch.no_grad():
+        for a, b in zip(source(*batch.tensors()), target(*batch.tensors())):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_real_mmsa_feature_batch(name, shared_data):
+    """MMSA-FET padded batch (BERT token ids, 25-d openSMILE audio, 171-d OpenFace vision)."""
+    import pickle
+
+    with open(shared_data / "mmsa_fet_examples" / "batch_example.pkl", "rb") as f:
+        raw = pickle.load(f)
+    ids = torch.as_tensor(raw["text_bert"][:, 0]).long()
+    text_mask = torch.as_tensor(raw["text_bert"][:, 1]).bool()
+    audio_len, vision_len = torch.as_tensor(raw["audio_lengths"]), torch.as_tensor(raw["vision_lengths"])
+    la, lv = int(audio_len.max()), int(vision_len.max())
+    audio = torch.as_tensor(raw["audio"][:, :la], dtype=torch.float32)
+    vision = torch.as_tensor(raw["vision"][:, :lv], dtype=torch.float32)
+    batch = MultimodalBatch(ids, text_mask, audio, torch.arange(la)[None] < audio_len[:, None],
+                            vision, torch.arange(lv)[None] < vision_len[:, None], torch.ones(2, 3, dtype=torch.bool))
+    torch.manual_seed(0)
+    model = build_model(name, {"audio_dim": audio.shape[-1], "vision_dim": vision.shape[-1]})
+    with torch.no_grad():
+        out = model.eval()(*batch.tensors())
+    assert all(torch.isfinite(x).all() and x.shape == (2,) for x in out)
+    terms = run_loss(model.train(), batch, torch.tensor([1.4, -0.6]))
+    assert all(torch.isfinite(v) for v in terms.values())
