@@ -106,3 +106,27 @@ def test_yaml_mirrors_the_paper_defaults():
     assert dataclasses.asdict(load_config("dashfusion")) == dataclasses.asdict(Config())
     c = Config()
     assert (c.hidden, c.bottleneck_tokens, c.contrastive_weight, c.temperature) == (128, 8, 0.2, 0.5)
+
+
+def test_auxiliary_and_contrastive_terms_skip_samples_without_the_modality(model):
+    """Moving the learned 'absent audio' embedding changes what an absent-audio row's audio head
+    says, but no loss term may count that row's audio."""
+    batch = model.example_inputs(6, seed=8)
+    present = torch.ones(6, 3, dtype=torch.bool)
+    present[[0, 3], 1] = False
+    batch = batch.replace(present=present)
+    labels = torch.tensor([-2.0, -1.8, 0.5, 0.7, 2.0, 2.2])
+    model.train()
+    try:
+        torch.manual_seed(0)
+        before = {k: v.detach() for k, v in model.loss(batch, labels).items()}
+        with torch.no_grad():
+            model.absent_pooled[1] += 3.0
+        torch.manual_seed(0)
+        after = {k: v.detach() for k, v in model.loss(batch, labels).items()}
+    finally:
+        with torch.no_grad():
+            model.absent_pooled[1] -= 3.0
+        model.eval()
+    for term in ("unimodal", "supervised_contrastive", "semantic_alignment", "prediction", "total"):
+        assert torch.allclose(before[term], after[term], atol=1e-6), term

@@ -165,3 +165,22 @@ def test_yaml_mirrors_the_paper_defaults():
     from_yaml = load_config("hcrl_mfd")
     assert dataclasses.asdict(from_yaml) == dataclasses.asdict(Config())
     assert (Config.audio_hidden, Config.vision_hidden, Config.top_k) == (64, 128, 2)  # d_A, d_V, k of the paper
+
+
+def test_unimodal_loss_skips_samples_without_the_modality():
+    """The 'absent audio' embedding feeds the fusion (so the task loss moves when it moves) but the
+    unimodal loss (eq. 9) must not count the audio head of rows without audio."""
+    model = build_model("hcrl_mfd", {"dropout": 0.0})
+    batch = model.example_inputs(6, seed=8)
+    present = torch.ones(6, 3, dtype=torch.bool)
+    present[[0, 3], 1] = False
+    batch = batch.replace(present=present)
+    labels = torch.tensor([-2.0, -1.8, 0.5, 0.7, 2.0, 2.2])
+    model.train()
+    before = {k: v.detach() for k, v in model.loss(batch, labels).items()}
+    with torch.no_grad():
+        model.absent[1] += 3.0
+    after = {k: v.detach() for k, v in model.loss(batch, labels).items()}
+    for term in ("unimodal", "contrastive_intra", "contrastive_inter", "reconstruction", "orthogonality"):
+        assert torch.allclose(before[term], after[term], atol=1e-6), term
+    assert not torch.allclose(before["task"], after["task"])
