@@ -263,12 +263,14 @@ class Model(SentimentModel):
         similarity = torch.stack([_info_nce_on(pooled[a], pooled[b], present[:, i] & present[:, j], c.temperature)
                                   for a, b, i, j in pairs]).sum()
         # Dissimilarity: CLUB upper bound of I(common; independent); the variational networks are
-        # used with detached weights so the main loss never trains them.
+        # used with detached weights so the main loss never trains them. Softplus: a negative
+        # estimate is estimator error, and rewarding it let the encoders exploit the lagging
+        # estimator (the bound fell below zero and the task got worse on synthetic data).
         club_terms = []
         for i, m in enumerate(MODALITIES):
             frozen = {name: p.detach() for name, p in self.club[m].named_parameters()}
             mu, logvar = functional_call(self.club[m], frozen, (common[m],))
-            club_terms.append(club_upper_bound(mu, logvar, independent[m], present[:, i]))
+            club_terms.append(F.softplus(club_upper_bound(mu, logvar, independent[m], present[:, i])))
         club = torch.stack(club_terms).sum()
 
         def mae(p, valid=None):
