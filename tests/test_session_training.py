@@ -262,6 +262,13 @@ def test_round_trip_record_export_label_train(tts, tmp_path):
     loaded = load_checkpoint(out / "best.pt")
     assert loaded.model_name == "hcrl_mfd"
 
+    # Every labelled window pinned to the test split: `moodlens evaluate` scores the checkpoint on all of them.
+    all_test = labelled_csv(tmp_path / "all_test.csv", [folder], label_of=label_of,
+                            edit=lambda rows: [r.__setitem__("split", "test") for r in rows])
+    code, err = run_cli("evaluate", "--checkpoint", str(out / "best.pt"), "--data", str(folder),
+                        "--labels", str(all_test), "--json")
+    assert code == 0, err
+
     # The fine-tuned model rescores the recorded media (the user's next step).
     from moodlens.realtime.events import read_jsonl
 

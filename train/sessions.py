@@ -14,6 +14,8 @@ Rows with an empty label are skipped (not annotated). A label that is not a numb
 -3..+3, or names an unknown session or window id is refused with one sentence naming its row
 (spreadsheet numbering: the header is row 1). An optional `split` column (train/valid/test) fixes
 a row's split; the others are split at random (seeded) by `valid_fraction` / `test_fraction`.
+To evaluate a checkpoint on every labelled window, write `test` in each row's split and run
+`moodlens evaluate --checkpoint C --data SESSION_DIR --labels labels.csv`.
 """
 
 from __future__ import annotations
@@ -180,8 +182,8 @@ def assign_splits(items: list[LabelledWindow], valid_fraction: float, test_fract
         splits[name].append(free[i])
     for name in splits:
         splits[name].sort(key=lambda it: (it.row))
-    if not splits["train"]:
-        raise DataError(f"Only {len(items)} labelled window(s): too few to train on; label more windows.")
+    # No train split is fine for `moodlens evaluate` (every row pinned to test); the trainer says
+    # itself that it needs train and valid.
     return {k: v for k, v in splits.items() if v}
 
 
