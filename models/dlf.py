@@ -5,15 +5,18 @@ Defaults follow the authors' MOSI configuration (width 50, 10 heads, 2 levels, c
 their loss weighting.
 
 Read top to bottom:
-  1. feature extraction: text encoder, then 1-D temporal convolutions to a common width (§3.1)
+  1. feature extraction: text encoder, then 1-D temporal convolutions to a common width
   2. feature disentanglement: one shared encoder for all modalities, one specific encoder per
-     modality (§3.2)                                                      (decoders: training only)
-  3. shared space: the three shared sequences together through a Transformer (§3.3)
+     modality (decoders: training only)
+  3. shared space: the three shared sequences together through a Transformer
   4. Language-Focused Attractor (LFA): the language-specific sequence is the query over itself,
-     vision and audio specific sequences (X -> Language), then a self-attention memory (§3.3)
-  5. hierarchical predictions: shared, specific per modality, final (§3.4) <- inference ends here
+     vision and audio specific sequences (X -> Language), then a self-attention memory
+  5. hierarchical predictions: shared, specific per modality, final            <- inference ends here
   6. training only (`loss`): L_r reconstruction, L_s specific consistency, L_m triplet margin
-     (cosine, margin μ), L_o soft orthogonality, MAE on every prediction level (§3.5)
+     (cosine, margin μ), L_o soft orthogonality, MAE on every prediction level
+
+Comments cite these step numbers (the paper's own equation numbers were not at hand offline;
+the authors' public code was consulted for hyperparameters and loss weights).
 
 Unimodal outputs are the specific per-modality predictions. Absent modalities: their keys are
 masked out of the shared space, their LFA branch and pooled specific feature become learned
@@ -95,21 +98,21 @@ class Model(SentimentModel):
         c = config
         d = c.hidden_dim
         in_dims = {"text": c.text_dim, "audio": c.audio_dim, "vision": c.vision_dim}
-        # §3.1: temporal 1-D convolutions to the common width d.
+        # Step 1: temporal 1-D convolutions to the common width d.
         self.project = nn.ModuleDict({m: Conv1dProjection(in_dims[m], d, c.conv_kernel) for m in MODALITIES})
-        # §3.2: one shared encoder E^c (all modalities) and a specific encoder E^s_m per modality;
+        # Step 2: one shared encoder E^c (all modalities) and a specific encoder E^s_m per modality;
         # decoders D_m reconstruct X_m from [S_m; C_m] (1-D convolutions, training only).
         self.shared_encoder = Conv1dProjection(d, d, 1)
         self.specific_encoder = nn.ModuleDict({m: Conv1dProjection(d, d, 1) for m in MODALITIES})
         self.decoder = nn.ModuleDict({m: Conv1dProjection(2 * d, d, 1) for m in MODALITIES})
         self.shared_similarity = nn.Linear(d, d)                  # projection where L_m is measured
-        # §3.3 shared space: the three shared sequences (tagged by modality) through a Transformer.
+        # Step 3, shared space: the three shared sequences (tagged by modality) through a Transformer.
         # Positions are added per modality before concatenating (a table over the summed length
         # would cap the three dynamic lengths jointly under torch.export).
         self.positions = SinusoidalPositionalEncoding(d)
         self.modality_embedding = nn.Parameter(torch.zeros(3, d))
         self.shared_transformer = TransformerEncoder(d, c.heads, c.layers, dropout=c.dropout, positional=False)
-        # §3.3 LFA: language as the query over language, audio and vision specific sequences.
+        # Step 4, LFA: language as the query over language, audio and vision specific sequences.
         self.attractor = nn.ModuleDict({m: CrossModalEncoder(d, c.heads, c.layers, dropout=c.dropout)
                                         for m in MODALITIES})
         self.attractor_memory = TransformerEncoder(3 * d, c.heads, c.layers, dropout=c.dropout,
@@ -117,12 +120,12 @@ class Model(SentimentModel):
         # Learned stand-ins for an absent modality's LFA branch and pooled features.
         self.absent_attractor = nn.Parameter(torch.zeros(3, d))
         self.absent_specific = nn.Parameter(torch.zeros(3, d))
-        # §3.4 hierarchical predictions.
+        # Step 5, hierarchical predictions.
         self.shared_head = MLP(d, d, 1, 2, c.dropout)
         self.specific_head = nn.ModuleDict({m: MLP(d, d, 1, 2, c.dropout) for m in MODALITIES})
         self.final_head = MLP(4 * d, d, 1, 2, c.dropout)
 
-    # ---- §3.1-3.2 --------------------------------------------------------------------------
+    # ---- steps 1-2 ------------------------------------------------------------------------
     def disentangle(self, text_ids, text_mask, audio, audio_mask, vision, vision_mask):
         raw = {"text": self.text_encoder(text_ids, text_mask), "audio": audio, "vision": vision}
         x = {m: self.project[m](raw[m]) for m in MODALITIES}                     # X_m
@@ -130,7 +133,7 @@ class Model(SentimentModel):
         specific = {m: self.specific_encoder[m](x[m]) for m in MODALITIES}       # S_m = E^s_m(X_m)
         return x, shared, specific
 
-    # ---- §3.3-3.4 --------------------------------------------------------------------------
+    # ---- steps 3-5 ------------------------------------------------------------------------
     def predict(self, shared: dict, specific: dict, masks: dict, present: torch.Tensor) -> dict:
         # Shared space: concatenate in time; absent modalities contribute no keys.
         seq = torch.cat([self.positions(shared[m]) + self.modality_embedding[i] for i, m in enumerate(MODALITIES)], dim=1)
@@ -165,7 +168,7 @@ class Model(SentimentModel):
         r = self.config.output_range
         return SentimentOutput(*(scale_output(pred[k], r) for k in ("final", "text", "audio", "vision")))
 
-    # ---- §3.5 training ---------------------------------------------------------------------
+    # ---- step 6: training -------------------------------------------------------------------
     def loss(self, batch: MultimodalBatch, labels: torch.Tensor, **extras) -> dict[str, torch.Tensor]:
         c = self.config
         r = c.output_range

@@ -6,16 +6,19 @@ sentiment analysis", Multimedia Systems 30(4):228, 2024. Defaults follow the aut
 replacement probability p = 0.5, 3 hard negatives, γ1 = γ2 = 0.1).
 
 Read top to bottom:
-  1. unimodal encoders: text encoder; audio/vision Transformer encoders, then an LSTM (§3.2)
-  2. Conv1D remapping of every modality to the common width (§3.2)
-  3. text-centred cross-sample attention: text queries audio and vision (§3.4)
-  4. sum fusion of the two text-centred streams, tanh output scaled to the label range (§3.5)
+  1. Conv1D remapping of every modality (text: after the text encoder) to the common width
+  2. audio/vision encoders: a Transformer encoder, then an LSTM
+  3. text-centred cross-sample attention: text queries audio and vision
+  4. sum fusion of the two text-centred streams, tanh output scaled to the label range
                                                                          <- inference ends here
   5. training only: stage-1 text-centred InfoNCE whose similarities drive hard-negative mining
      (Algorithm 1); the replacement gate (`training_batch`, Table 2) swaps a sample's audio
      and/or vision for a hard negative from the batch and the model predicts paired/unpaired
      (cross-entropy); stage-2 bidirectional contrastive loss between the two fused streams;
-     MAE task loss; L = L_task + γ1·L_con + γ2·L_pair (§3.6)
+     MAE task loss; L = L_task + γ1·L_con + γ2·L_pair
+
+Comments cite these step numbers (Algorithm 1 and Table 2 are the paper's; its equation numbers
+were not at hand offline, the authors' public code was consulted for hyperparameters).
 
 Export note: the LSTM runs over a fixed number of steps (`lstm_steps` learned-query summaries
 of the Transformer output), because torch.export unrolls an LSTM over a static length; padded
@@ -101,25 +104,25 @@ class Model(SentimentModel):
         super().__init__(config, load_text_weights)
         c = config
         d = c.model_dim
-        # §3.2 Conv1D remapping of each modality to the common width d.
+        # Step 1: Conv1D remapping of each modality to the common width d.
         self.remap_text = Conv1dProjection(c.text_dim, d, 1)
         self.remap_audio = Conv1dProjection(c.audio_dim, d, 1)
         self.remap_vision = Conv1dProjection(c.vision_dim, d, 1)
-        # §3.2 Transformer encoders, then an LSTM over a fixed-length summary, for audio and vision.
+        # Step 2: Transformer encoders, then an LSTM over a fixed-length summary, for audio and vision.
         self.audio_encoder = TransformerEncoder(d, c.heads, c.self_layers, dropout=c.dropout)
         self.vision_encoder = TransformerEncoder(d, c.heads, c.self_layers, dropout=c.dropout)
         self.audio_summary = QueryPooling(d, c.lstm_steps, c.heads)
         self.vision_summary = QueryPooling(d, c.lstm_steps, c.heads)
         self.audio_lstm = nn.LSTM(d, c.lstm_hidden, batch_first=True)
         self.vision_lstm = nn.LSTM(d, c.lstm_hidden, batch_first=True)
-        # §3.4 text-centred cross-sample attention (text is the query).
+        # Step 3: text-centred cross-sample attention (text is the query).
         self.cross_text_audio = CrossModalEncoder(d, c.heads, c.cross_layers, dropout=c.dropout)
         self.cross_text_vision = CrossModalEncoder(d, c.heads, c.cross_layers, dropout=c.dropout)
         # Learned stand-ins for absent modalities.
         self.absent_text = nn.Parameter(torch.zeros(d))
         self.absent_stream = nn.Parameter(torch.zeros(2, d))          # text->audio, text->vision
         self.absent_lstm = nn.Parameter(torch.zeros(2, c.lstm_hidden))  # audio, vision
-        # §3.5 sum fusion and prediction.
+        # Step 4: sum fusion and prediction.
         self.fuse_audio = nn.Linear(d, c.fusion_hidden)
         self.fuse_vision = nn.Linear(d, c.fusion_hidden)
         self.fusion_head = MLP(c.fusion_hidden, c.fusion_hidden, 1, 2, c.dropout)
@@ -127,11 +130,11 @@ class Model(SentimentModel):
         self.text_head = MLP(d, d, 1, 2, c.dropout)
         self.audio_head = MLP(c.lstm_hidden, d, 1, 2, c.dropout)
         self.vision_head = MLP(c.lstm_hidden, d, 1, 2, c.dropout)
-        # §3.6 pairwise prediction (training only): paired (1) or unpaired (0).
+        # Step 5: pairwise prediction (training only): paired (1) or unpaired (0).
         self.pair_audio = MLP(d, d, 2, 2, 0.0)
         self.pair_vision = MLP(d, d, 2, 2, 0.0)
 
-    # ---- §3.2 ------------------------------------------------------------------------------
+    # ---- steps 1-2 ----------------------------------------------------------------------------
     def encode(self, text_ids, text_mask, audio, audio_mask, vision, vision_mask, present):
         text = self.remap_text(self.text_encoder(text_ids, text_mask))
         text = torch.where(present[:, 0].view(-1, 1, 1), text, self.absent_text.expand_as(text))
@@ -145,7 +148,7 @@ class Model(SentimentModel):
         last = out[:, -1]
         return torch.where(on.unsqueeze(1), last, self.absent_lstm[which].expand_as(last))
 
-    # ---- §3.4-3.5 --------------------------------------------------------------------------
+    # ---- steps 3-4 ------------------------------------------------------------------------
     def cross_streams(self, text, text_mask, audio, audio_mask, audio_on, vision, vision_mask, vision_on):
         h_audio = masked_mean(self.cross_text_audio(text, audio, audio_mask), text_mask)
         h_vision = masked_mean(self.cross_text_vision(text, vision, vision_mask), text_mask)
@@ -171,7 +174,7 @@ class Model(SentimentModel):
         return SentimentOutput(fused, *self.unimodal(text, text_mask, audio, audio_mask, vision, vision_mask,
                                                      present))
 
-    # ---- §3.6 training ---------------------------------------------------------------------
+    # ---- step 5: training -------------------------------------------------------------------
     def training_batch(self, batch: MultimodalBatch, labels: torch.Tensor,
                        generator: torch.Generator | None = None) -> tuple[MultimodalBatch, dict]:
         """The replacement gate (Table 2): independently for audio and vision, with probability p
