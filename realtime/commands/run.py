@@ -237,8 +237,9 @@ def _run_dashboard(pipeline, label: str, config, notices: list[str]) -> int:
                 dashboard.set_state("finished")
                 dashboard.hold()
             except KeyboardInterrupt:
-                dashboard.set_state("stopping")
-                code = 130
+                if dashboard.state != "finished":      # Ctrl-C while the final screen is held is no interruption
+                    dashboard.set_state("stopping")
+                    code = 130
     finally:
         pipeline.stop()
     if dashboard.events:
