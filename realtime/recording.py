@@ -71,6 +71,9 @@ class RecordingOptions:
     max_pending_frames: int = 32    # frames waiting for the encoder; more are dropped and counted
     block_when_busy: bool = False   # True (file runs): wait for the encoder instead of dropping frames
     max_queued_items: int = 20_000  # ~10 min of audio chunks waiting for the disk; beyond, recording stops
+    # video="faces": True when the pipeline hands its own face features to `on_face` (then frames are
+    # not run through MediaPipe a second time); False: the recorder computes them from the frames.
+    faces_from_pipeline: bool = False
 
     def check(self) -> None:
         if self.video not in VIDEO_MODES:
@@ -253,6 +256,8 @@ class SessionRecorder:
     def on_frame(self, frame: VideoFrame) -> None:
         if not self.enabled or self.options.video == "none":
             return
+        if self.options.video == "faces" and self.options.faces_from_pipeline:
+            return
         try:
             if self._last_frame_t is not None and frame.t - self._last_frame_t < 0.999 / self.options.video_fps:
                 self.stats.frames_skipped += 1
@@ -273,6 +278,11 @@ class SessionRecorder:
     def on_event(self, event: Any) -> None:
         if self.enabled:
             self._put(("event", event))
+
+    def on_face(self, face: FaceFeatures) -> None:
+        """Optional sink method: the pipeline's face features (used with `faces_from_pipeline`)."""
+        if self.enabled and self.options.video == "faces" and self.options.faces_from_pipeline:
+            self._put(("face", face))
 
     def close(self) -> None:
         """Write everything queued, finish the media files and mark the session closed."""
@@ -323,6 +333,8 @@ class SessionRecorder:
                     self._write_audio(item)
                 elif kind == "frame":
                     self._write_frame(item)
+                elif kind == "face":
+                    self._write_face(item)
                 else:
                     self._write_window(item)
             except Exception as err:  # noqa: BLE001 - any failure switches the recorder off, never the pipeline
@@ -422,10 +434,12 @@ class SessionRecorder:
                 self._faces_featurizer = _make_vision_featurizer(self._meta.get("featurizer_config"))
             if hasattr(self._faces_featurizer, "wants") and not self._faces_featurizer.wants(frame.t):
                 return
-            face = self._faces_featurizer.process(frame)
-            self._mark_start("faces", frame.t)
-            _write_all(self._faces_fd, encode_faces([face]))
-            self.stats.faces_written += 1
+            self._write_face(self._faces_featurizer.process(frame))
+
+    def _write_face(self, face: FaceFeatures) -> None:
+        self._mark_start("faces", face.t)
+        _write_all(self._faces_fd, encode_faces([face]))
+        self.stats.faces_written += 1
 
     def _write_window(self, event: Any) -> None:
         record = event.to_dict() if hasattr(event, "to_dict") else dict(event)
@@ -515,7 +529,8 @@ class SessionRecorder:
         if during == "start":
             self.error = f"Cannot record to {self.folder}: {reason}; live scoring continues without a recording."
         else:
-            what = {"audio": "audio", "frame": "video", "video": "video", "event": "a window"}.get(during, during)
+            what = {"audio": "audio", "frame": "video", "video": "video", "event": "a window",
+                    "face": "face features"}.get(during, during)
             self.error = (f"Recording to {self.folder} stopped while writing {what}: {reason}; "
                           f"live scoring continues and what was recorded so far stays readable.")
         try:

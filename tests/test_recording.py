@@ -306,6 +306,31 @@ def test_dropped_audio_chunks_become_silence_so_times_still_match(tmp_path):
     assert np.abs(session.read_audio(0.4, 0.6)).max() == 0.0         # the gap is silence
 
 
+def test_face_features_handed_over_by_the_pipeline(tmp_path):
+    """Privacy mode without a second face tracker: the pipeline's own features go to faces.bin."""
+    from moodlens.realtime.recording import RecordingOptions, SessionRecorder, open_session
+    from moodlens.realtime.types import FaceFeatures
+
+    recorder = SessionRecorder(tmp_path / "handed", {}, RecordingOptions(video="faces", faces_from_pipeline=True))
+    rng = np.random.default_rng(3)
+    given = []
+    for kind, item in synthetic_items(1.1):
+        getattr(recorder, f"on_{kind}")(item)
+        if kind == "frame":      # the pipeline's vision stage: a face on every other frame
+            present = item.index % 2 == 0
+            face = FaceFeatures(item.t, rng.standard_normal(64).astype(np.float32) if present else None, present)
+            given.append(face)
+            recorder.on_face(face)
+    recorder.close()
+    faces = open_session(tmp_path / "handed").read_faces()
+    assert recorder.error is None and len(faces) == len(given) == 11
+    for got, sent in zip(faces, given):
+        assert got.face_present == sent.face_present and got.t == pytest.approx(sent.t - 5000.0)
+        if sent.face_present:
+            np.testing.assert_array_equal(got.values, sent.values)
+    assert not (tmp_path / "handed" / "video.mp4").exists()
+
+
 if __name__ == "__main__":
     # Child process for the interruption tests: python tests/test_recording.py record DIR SECONDS PACE
     sys.path.insert(0, str(REPO))
