@@ -211,6 +211,27 @@ class PipelineStats:
             )
 
 
+class FrameSchedule:
+    """Picks frames at `fps` (a quarter period early is fine, as VisionFeaturizer.wants does), so
+    30 fps in gives 15 fps out rather than every third frame; a gap or a new stream re-anchors it."""
+
+    def __init__(self, fps: float):
+        self.period = 1.0 / fps
+        self.next_due: float | None = None
+        self.last_t: float | None = None
+
+    def due(self, t: float) -> bool:
+        restart = self.next_due is None or (self.last_t is not None and t < self.last_t)
+        self.last_t = t
+        if not restart and t < self.next_due - 0.25 * self.period:
+            return False
+        if restart or t - self.next_due >= self.period:
+            self.next_due = t + self.period
+        else:
+            self.next_due += self.period
+        return True
+
+
 # ---------------------------------------------------------------------------------------------
 # The queue in front of Whisper: merges (or drops) windows instead of growing
 # ---------------------------------------------------------------------------------------------
@@ -478,6 +499,7 @@ class Pipeline:
     # ---- stages ----------------------------------------------------------------------------------
     def _capture_stage(self) -> None:
         realtime = self.options.realtime
+        face_schedule = FrameSchedule(self.featurizer_config.vision_fps)
         try:
             for item in self.source:
                 if self._stop.is_set():
@@ -488,7 +510,8 @@ class Pipeline:
                     self.stats.saw(item.t, frame=True)
                     for sink in self.sinks:
                         sink.on_frame(item)
-                    if self.vision is None:
+                    # Only frames the face tracker will use are queued, so a dropped frame is a real loss.
+                    if self.vision is None or not face_schedule.due(item.t):
                         continue
                     if realtime:
                         self._put_dropping_oldest(item)

@@ -346,3 +346,17 @@ def test_live_camera_without_microphone_scores_vision_windows_in_real_time(score
     snap = pipe.stats.snapshot()
     assert snap.frames_in >= 40 and snap.faces_found > 0 and not snap.has_audio
     assert all(not t.is_alive() for t in pipe._threads)          # leaving the loop stopped every stage
+
+
+def test_frame_schedule_keeps_the_face_rate():
+    from moodlens.realtime.pipeline import FrameSchedule
+
+    for fps_in, fps_out, expect in ((30, 15, 30), (25, 15, 30), (10, 15, 20), (60, 10, 20)):
+        schedule = FrameSchedule(fps_out)
+        kept = sum(schedule.due(i / fps_in) for i in range(2 * fps_in))       # two seconds of frames
+        assert abs(kept - expect) <= 1, (fps_in, fps_out, kept)             # the last may fall a bit early
+    schedule = FrameSchedule(15)
+    assert [i for i in range(12) if schedule.due(i / 30)] == [0, 2, 4, 6, 8, 10]   # every other, not every third
+    schedule = FrameSchedule(10)
+    assert schedule.due(5.0) and not schedule.due(5.05) and schedule.due(5.1)
+    assert schedule.due(1.0)                                                 # time went back: new stream
