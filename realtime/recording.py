@@ -237,6 +237,10 @@ class SessionRecorder:
             # Refused before anything starts, so nothing is lost: never overwrite a recording.
             raise ConfigError(f"The folder {self.folder} already holds a recorded session; "
                               f"choose a new folder for --record.")
+        taken = [n for n in (AUDIO_FILE, VIDEO_FILE, WINDOWS_FILE, FACES_FILE) if (self.folder / n).exists()]
+        if taken:
+            raise ConfigError(f"The folder {self.folder} already has a file named {taken[0]} that recording "
+                              f"would overwrite; choose a new or empty folder for --record.")
         try:
             self._create_files()
         except OSError as err:

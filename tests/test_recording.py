@@ -190,6 +190,12 @@ def test_clean_recording_round_trip(tmp_path):
     with pytest.raises(ConfigError, match="already holds a recorded session"):
         record_synthetic(folder, seconds=0.5)
     assert open_session(folder).windows == session.windows
+    # Nor may it overwrite a user's file that happens to share a name.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "audio.wav").write_bytes(b"precious")
+    with pytest.raises(ConfigError, match="already has a file named audio.wav"):
+        record_synthetic(tmp_path / "mine", seconds=0.5)
+    assert (tmp_path / "mine" / "audio.wav").read_bytes() == b"precious"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
