@@ -202,7 +202,9 @@ class PipelineStats:
                 frames_dropped=self.frames_dropped + (getattr(src, "frames_dropped", 0) if src else 0),
                 audio_chunks_dropped=getattr(src, "audio_chunks_dropped", 0) if src else 0,
                 faces_processed=self.faces_processed, faces_found=self.faces_found,
-                video_fps=self._video_rate.rate(), face_fps=self._face_rate.rate(),
+                # Running: the rate over the last seconds; finished: the average over the media.
+                video_fps=self._video_rate.rate() if not self.finished else self.frames_in / max(media, 1e-6),
+                face_fps=self._face_rate.rate() if not self.finished else self.faces_processed / max(media, 1e-6),
                 windows_closed=self.windows_closed, windows_scored=self.windows_scored,
                 windows_merged=self.windows_merged, windows_dropped=self.windows_dropped,
                 asr_backlog=self.asr_backlog, latency_p50=p50, latency_p95=p95,
