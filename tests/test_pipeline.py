@@ -152,6 +152,7 @@ def test_one_window_per_sentence_with_faces(talk):
     snap = pipe.stats.snapshot()
     assert snap.windows_scored == len(SENTENCES) and snap.faces_found > 0
     assert snap.frames_dropped == 0 and snap.windows_merged == 0      # fast: stages wait, never drop
+    assert snap.finished and 9 < snap.video_fps < 11                  # the clip's 10 fps, averaged at the end
 
 
 def test_fused_sign_matches_each_sentence_with_the_default_weights(talk):
