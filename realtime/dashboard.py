@@ -416,6 +416,8 @@ class Dashboard:
             head.append(f"{latest.start:.1f}–{latest.end:.1f}s ", style="cyan")
             if latest.interim:
                 head.append("(cut) ", style="yellow")
+            if latest.merged > 1:
+                head.append(f"({latest.merged} merged) ", style="yellow")
             if latest.text:
                 head.append("“" + latest.text + "”", style="bold white")
             else:

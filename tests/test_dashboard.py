@@ -125,6 +125,13 @@ def test_empty_dashboard_waits_and_long_sessions_scroll():
     assert "utterance 199" in text and "6:" in text     # axis labels in minutes past 60 s
 
 
+def test_cut_and_merged_windows_are_marked():
+    latest = event(5, 16.0, 31.0, 1.0, "a long monologue", t=1.0, a=0.5)
+    latest.interim, latest.merged = True, 2
+    text = render_to_text(dashboard(events=EVENTS + [latest]), 80, 24)
+    assert "(cut)" in text and "(2 merged)" in text
+
+
 def test_summary_lists_every_window():
     console = Console(width=120, record=True, file=None)
     console.begin_capture()
