@@ -139,7 +139,8 @@ class PipelineStats:
         self.finished = False
         self.frames_in = 0
         self.frames_dropped = 0
-        self.source_stats = None           # the source's SourceStats, read at snapshot time
+        self.source = None                 # the source; its `stats` are read at snapshot time (LiveSource
+                                           # sums its devices' counters anew on every read)
         self.faces_processed = 0
         self.faces_found = 0
         self.windows_closed = 0
@@ -194,7 +195,7 @@ class PipelineStats:
                 if values:
                     arr = np.fromiter(values, dtype=np.float64)
                     p50[k], p95[k] = float(np.percentile(arr, 50)), float(np.percentile(arr, 95))
-            src = self.source_stats
+            src = getattr(self.source, "stats", None)
             media = (self.last_t - self.first_t) if self.first_t is not None else 0.0
             return StatsSnapshot(
                 elapsed_s=time.monotonic() - self.started, media_s=media, duration_s=self.duration_s,
@@ -337,7 +338,7 @@ class Pipeline:
         self.options.check()
         self.sinks = list(sinks)
         self.stats = PipelineStats(self.options.latency_history)
-        self.stats.source_stats = getattr(source, "stats", None)
+        self.stats.source = source
         self.stats.duration_s = getattr(source, "duration", None) or None
         self.has_audio = bool(getattr(source, "has_audio", True))
         self.has_video = bool(getattr(source, "has_video", True))
