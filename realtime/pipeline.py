@@ -48,6 +48,7 @@ class Sink(Protocol):
     def on_frame(self, frame: VideoFrame) -> None: ...
     def on_event(self, event: WindowEvent) -> None: ...
     def close(self) -> None: ...
+    # optional: def on_face(self, face: FaceFeatures) -> None  (each face result of the tracker)
 
 
 @dataclass
@@ -546,6 +547,8 @@ class Pipeline:
 
     def _vision_stage(self) -> None:
         vision = self.vision
+        # Optional sink method: sinks that keep face features (the recorder's privacy mode) get ours.
+        face_sinks = [sink.on_face for sink in self.sinks if callable(getattr(sink, "on_face", None))]
         while True:
             frame = self._get(self._frames)
             if frame is _END:
@@ -556,6 +559,8 @@ class Pipeline:
                 t0 = time.perf_counter()
                 face = vision.process(frame)
                 self.stats.face(bool(face.face_present), (time.perf_counter() - t0) * 1000)
+                for on_face in face_sinks:
+                    on_face(face)
                 if not self._put(self._window_in, ("face", face, None)):
                     return
             # Every frame moves the face clock on, processed or skipped by the fps limit.

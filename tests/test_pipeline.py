@@ -331,8 +331,29 @@ class StandInCamera:
 def test_live_camera_without_microphone_scores_vision_windows_in_real_time(scorer, transcriber):
     from moodlens.realtime.sources import LiveSource, WebcamSource
 
+    class Collector:   # a sink that keeps what it is given (the sink protocol, with the optional on_face)
+        def __init__(self):
+            self.frames, self.faces, self.events, self.closed = 0, [], [], False
+
+        def on_audio(self, chunk):
+            raise AssertionError("no microphone, no audio")
+
+        def on_frame(self, frame):
+            self.frames += 1
+
+        def on_face(self, face):
+            self.faces.append(face)
+
+        def on_event(self, event):
+            self.events.append(event)
+
+        def close(self):
+            self.closed = True
+
+    sink = Collector()
     source = LiveSource(WebcamSource(0, capture=StandInCamera()), None)
-    pipe = Pipeline(source, scorer, PipelineOptions(realtime=True, no_audio_window_s=1.0), transcriber=transcriber)
+    pipe = Pipeline(source, scorer, PipelineOptions(realtime=True, no_audio_window_s=1.0), sinks=[sink],
+                    transcriber=transcriber)
     events = []
     started = time.monotonic()
     for event in pipe.events():
@@ -347,6 +368,8 @@ def test_live_camera_without_microphone_scores_vision_windows_in_real_time(score
     snap = pipe.stats.snapshot()
     assert snap.frames_in >= 40 and snap.faces_found > 0 and not snap.has_audio
     assert all(not t.is_alive() for t in pipe._threads)          # leaving the loop stopped every stage
+    assert sink.closed and sink.frames == snap.frames_in and len(sink.faces) == snap.faces_processed
+    assert [e.id for e in sink.events[:2]] == [e.id for e in events]
 
 
 def test_frame_schedule_keeps_the_face_rate():
