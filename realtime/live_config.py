@@ -1,7 +1,8 @@
 """The live config: configs/live/default.yaml (or `--config FILE`) -> typed option dataclasses.
 
 Sections: sources, vad (VadOptions), asr (AsrOptions), features (overrides of the checkpoint's
-FeaturizerConfig), engine, pipeline (PipelineOptions), dashboard (DashboardOptions). Every key is
+FeaturizerConfig), engine, pipeline (PipelineOptions), dashboard (DashboardOptions), recording
+(RecordingOptions, used by `--record DIR`). Every key is
 checked: an unknown section or key is refused with a sentence naming the file and the key.
 A user file only needs the keys it changes; the rest come from the defaults.
 """
@@ -21,7 +22,7 @@ from moodlens.realtime.windows import VadOptions
 
 # Same names as realtime/backends.py BACKEND_CHOICES (not imported: it pulls in torch).
 BACKEND_CHOICES = ("auto", "tensorrt", "compile", "onnxruntime", "eager")
-SECTIONS = ("sources", "vad", "asr", "features", "engine", "pipeline", "dashboard")
+SECTIONS = ("sources", "vad", "asr", "features", "engine", "pipeline", "dashboard", "recording")
 
 
 @dataclass
@@ -51,6 +52,7 @@ class LiveConfig:
     engine: EngineOptions = field(default_factory=EngineOptions)
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
     dashboard: DashboardOptions = field(default_factory=DashboardOptions)
+    recording: Any = None             # RecordingOptions for `--record DIR` (realtime/recording.py)
     path: str = ""                    # where it was read from
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,6 +73,10 @@ def _section_class(name: str):
         from moodlens.realtime.asr import AsrOptions
 
         return AsrOptions
+    if name == "recording":
+        from moodlens.realtime.recording import RecordingOptions
+
+        return RecordingOptions
     return {"sources": SourceOptions, "vad": VadOptions, "engine": EngineOptions,
             "pipeline": PipelineOptions, "dashboard": DashboardOptions}[name]
 
@@ -114,8 +120,13 @@ def load_live_config(path: str | Path | None = None) -> LiveConfig:
             values = {**values, "neg_threshold": None}   # follow the threshold, as VadOptions does
         value = fill_dataclass(cls, values, source)
         check = getattr(value, "check", None)
-        if callable(check):
-            check(source)
+        if isinstance(value, PipelineOptions):
+            value.check(source)
+        elif callable(check):
+            try:
+                check()
+            except ConfigError as err:
+                raise ConfigError(f"{source}: {err}") from None
         setattr(config, section, value)
     _validate(config, where)
     return config

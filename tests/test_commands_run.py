@@ -173,10 +173,12 @@ def test_live_config_layers_a_user_file_over_the_defaults(tmp_path):
     assert config.asr.beam_size == 2 and config.engine.backend == "eager"
     assert config.features == {"vision_fps": 10} and config.pipeline.asr_queue_size == 3
     assert config.to_dict()["vad"]["threshold"] == 0.7
+    assert default.recording.video == "mp4" and default.to_dict()["recording"]["fsync"] is True
     for text, needle in (("features:\n  vision_fsp: 10\n", "'vision_fsp'"),
                          ("pipeline:\n  asr_queue_size: 0\n", "asr_queue_size"),
                          ("asr:\n  beam_size: many\n", "beam_size"),
-                         ("vad: 3\n", "section 'vad'")):
+                         ("vad: 3\n", "section 'vad'"),
+                         ("recording:\n  video: mkv\n", "mkv")):
         user.write_text(text)
         with pytest.raises(ConfigError, match=needle) as err:
             load_live_config(user)

@@ -150,6 +150,8 @@ def _run_session(source, label, config, args, realtime, source_info, notices, sc
 
 
 def make_recorder(folder: Path, config, scorer, pipeline, source_info: dict, realtime: bool):
+    import dataclasses
+
     from moodlens.realtime.recording import RecordingOptions, SessionRecorder
 
     checkpoint = getattr(scorer, "checkpoint_path", None) or getattr(scorer, "path", None) or config.engine.checkpoint
@@ -160,8 +162,11 @@ def make_recorder(folder: Path, config, scorer, pipeline, source_info: dict, rea
         "devices": {"backend": pipeline.backend_name, "device": pipeline.device},
         "source": source_info,
     }
-    # A file read as fast as possible waits for the video encoder instead of dropping frames.
-    return SessionRecorder(folder, info, RecordingOptions(block_when_busy=not realtime))
+    # A file read as fast as possible waits for the video encoder instead of dropping frames; the
+    # pipeline hands over its face features, so privacy mode ("faces") does not run MediaPipe twice.
+    options = dataclasses.replace(config.recording or RecordingOptions(), block_when_busy=not realtime,
+                                  faces_from_pipeline=True)
+    return SessionRecorder(folder, info, options)
 
 
 def _run_headless(pipeline, label: str, err: Console, to_stdout: bool, fancy: bool) -> int:
