@@ -384,3 +384,23 @@ def test_frame_schedule_keeps_the_face_rate():
     schedule = FrameSchedule(10)
     assert schedule.due(5.0) and not schedule.due(5.05) and schedule.due(5.1)
     assert schedule.due(1.0)                                                 # time went back: new stream
+
+
+def test_bundled_demo_clip_matches_its_sentence_list():
+    from moodlens.realtime.assets import DEMO_CLIP, resolve_path
+    from moodlens.realtime.sources import MediaFileSource
+    from moodlens.realtime.windows import split_utterances
+
+    clip = resolve_path(DEMO_CLIP)
+    manifest = json.loads(clip.with_suffix(".json").read_text())
+    assert clip.stat().st_size < 2_000_000
+    with MediaFileSource(clip, video_fps=1.0, max_size=64) as source:
+        assert source.has_audio and source.has_video and (source.width, source.height) == (640, 480)
+        assert abs(source.nominal_fps - 25) < 0.5 and abs(source.duration - manifest["duration"]) < 0.2
+        audio = np.concatenate([item.samples for item in source if not hasattr(item, "image")])
+    spans = split_utterances(audio)
+    sentences = manifest["sentences"]
+    assert len(spans) == len(sentences) == 5
+    assert sorted(s["sign"] for s in sentences) == [-1, -1, 0, 1, 1]
+    for (start, end), sentence in zip(spans, sentences):
+        assert abs(start - sentence["start"]) < 0.35 and abs(end - sentence["end"]) < 0.35
