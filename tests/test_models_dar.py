@@ -132,3 +132,15 @@ def test_text_only_batch_keeps_every_term_finite_and_inference_is_lean(model):
         for h in hooks:
             h.remove()
     assert called == []
+
+
+def test_alignment_gives_the_common_length_and_width_for_any_input_length(model):
+    model.eval()
+    k, d = model.config.common_length, model.config.hidden_dim
+    for lt, la, lv in [(5, 7, 3), (30, 200, 45)]:
+        batch = model.example_inputs(2, text_len=lt, audio_len=la, vision_len=lv)
+        cleaned = model.clean_inputs(*batch.tensors())
+        with torch.no_grad():
+            common, independent = model.disentangle(*cleaned[:6])
+        for m in ("text", "audio", "vision"):
+            assert common[m].shape == (2, k, d) and independent[m].shape == (2, k, d), (m, lt, la, lv)
