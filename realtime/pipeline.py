@@ -138,6 +138,7 @@ class PipelineStats:
         self.last_t: float | None = None
         self.duration_s: float | None = None
         self.finished = False
+        self.finished_at: float | None = None   # monotonic time the last event came out
         self.frames_in = 0
         self.frames_dropped = 0
         self.source = None                 # the source; its `stats` are read at snapshot time (LiveSource
@@ -199,7 +200,7 @@ class PipelineStats:
             src = getattr(self.source, "stats", None)
             media = (self.last_t - self.first_t) if self.first_t is not None else 0.0
             return StatsSnapshot(
-                elapsed_s=time.monotonic() - self.started, media_s=media, duration_s=self.duration_s,
+                elapsed_s=(self.finished_at or time.monotonic()) - self.started, media_s=media, duration_s=self.duration_s,
                 finished=self.finished, frames_in=self.frames_in,
                 frames_dropped=self.frames_dropped + (getattr(src, "frames_dropped", 0) if src else 0),
                 audio_chunks_dropped=getattr(src, "audio_chunks_dropped", 0) if src else 0,
@@ -432,6 +433,7 @@ class Pipeline:
                 if item is _END:
                     if self._error is not None:
                         raise self._error
+                    self.stats.finished_at = time.monotonic()
                     self.stats.finished = True
                     return
                 yield item
