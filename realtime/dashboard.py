@@ -464,16 +464,17 @@ class Dashboard:
             else:
                 on = None
             yes, no = PRESENT_WORDS[m]
+            # A missing stream says so rather than "silence" / "no face".
+            if m == "vision" and not snap.has_video:
+                on, no = False, "no video"
+            elif m in ("audio", "text") and not snap.has_audio:
+                on, no = False, ("no sound" if m == "audio" else no)
             if on is None:
                 line.append(f"· {yes}  ", style=DIM)
             elif on:
                 line.append(f"✓ {yes}  ", style="green")
             else:
                 line.append(f"✗ {no}  ", style="red")
-        if not snap.has_video:
-            line.append("(no video)", style=DIM)
-        elif not snap.has_audio:
-            line.append("(no sound)", style=DIM)
         if snap.has_audio and snap.audio_db is not None:
             line.append_text(level_meter(snap.audio_db))
         line.no_wrap = True

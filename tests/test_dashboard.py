@@ -125,6 +125,15 @@ def test_empty_dashboard_waits_and_long_sessions_scroll():
     assert "utterance 199" in text and "6:" in text     # axis labels in minutes past 60 s
 
 
+def test_missing_streams_are_named():
+    silent = StatsSnapshot(has_audio=False, face_now=True)
+    text = render_to_text(dashboard(events=[event(0, 0, 3, 0.2, "", v=0.2)], snap=silent), 80, 24)
+    assert "no sound" in text and "✓ face" in text and "silence" not in text
+    blind = StatsSnapshot(has_video=False, audio_db=-30.0)
+    text = render_to_text(dashboard(events=[event(0, 0, 3, 0.2, "hello", t=0.2, a=0.1)], snap=blind), 80, 24)
+    assert "no video" in text and "✓ speech" in text and "♪▮▮▮▯▯" in text
+
+
 def test_cut_and_merged_windows_are_marked():
     latest = event(5, 16.0, 31.0, 1.0, "a long monologue", t=1.0, a=0.5)
     latest.interim, latest.merged = True, 2
