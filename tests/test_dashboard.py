@@ -129,7 +129,7 @@ def test_missing_streams_are_named():
     silent = StatsSnapshot(has_audio=False, face_now=True)
     text = render_to_text(dashboard(events=[event(0, 0, 3, 0.2, "", v=0.2)], snap=silent), 80, 24)
     assert "no sound" in text and "✓ face" in text and "silence" not in text
-    blind = StatsSnapshot(has_video=False, audio_db=-30.0)
+    blind = StatsSnapshot(has_video=False, audio_db=-20.0)
     text = render_to_text(dashboard(events=[event(0, 0, 3, 0.2, "hello", t=0.2, a=0.1)], snap=blind), 80, 24)
     assert "no video" in text and "✓ speech" in text and "♪▮▮▮▯▯" in text
 
