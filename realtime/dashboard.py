@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from rich.align import Align
 from rich.color import Color
 from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.layout import Layout

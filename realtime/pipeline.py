@@ -37,7 +37,7 @@ import numpy as np
 
 from moodlens.realtime.errors import ConfigError, MoodlensError
 from moodlens.realtime.events import LATENCY_KEYS, MODALITIES, WindowEvent
-from moodlens.realtime.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures, VideoFrame, Window
+from moodlens.realtime.types import AudioChunk, FaceFeatures, VideoFrame, Window
 
 _END = object()          # end of stream marker passed down the queues
 _POLL_S = 0.05           # how often blocked stages look at the stop event

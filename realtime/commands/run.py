@@ -18,7 +18,6 @@ from typing import Callable
 
 from rich.console import Console
 
-from moodlens.realtime.errors import ConfigError, MediaError, MoodlensError
 
 from moodlens.realtime.live_config import BACKEND_CHOICES
 
