@@ -404,3 +404,32 @@ def test_bundled_demo_clip_matches_its_sentence_list():
     assert sorted(s["sign"] for s in sentences) == [-1, -1, 0, 1, 1]
     for (start, end), sentence in zip(spans, sentences):
         assert abs(start - sentence["start"]) < 0.35 and abs(end - sentence["end"]) < 0.35
+
+
+def test_waiting_windows_are_scored_in_one_batch(tts, tmp_path, scorer):
+    from moodlens.realtime.pipeline import _Transcribed
+    from moodlens.realtime.sources import MediaFileSource
+    from moodlens.realtime.types import FaceFeatures
+
+    speech, _ = sf.read(str(tts("I love this wonderful day.")), dtype="float32")
+    wav = tmp_path / "a.wav"
+    sf.write(str(wav), speech, SR)
+    pipe = Pipeline(MediaFileSource(wav, origin=0.0), scorer, transcriber=object())
+    pipe.origin = 0.0
+    face = FaceFeatures(t=0.1, values=np.full(64, 0.2, np.float32), face_present=True)
+    items = [
+        _Transcribed(Window(0, 0.0, 2.0, speech[:2 * SR], faces=[face], closed_at=time.monotonic()), "I love this", 300.0),
+        _Transcribed(Window(1, 3.0, 4.0, speech[:SR], closed_at=time.monotonic()), "", 250.0),
+        _Transcribed(Window(2, 5.0, 5.5, speech[:SR // 2], closed_at=time.monotonic()), "wonderful day", 200.0),
+    ]
+    events = pipe._score(items)
+    assert [e.id for e in events] == [0, 1, 2]
+    assert [e.present for e in events] == [{"text": True, "audio": True, "vision": True},
+                                           {"text": False, "audio": True, "vision": False},
+                                           {"text": True, "audio": True, "vision": False}]
+    assert events[1].text_score is None and events[1].vision_score is None and events[0].vision_score is not None
+    assert [e.latency_ms["asr"] for e in events] == [300.0, 250.0, 200.0]
+    assert len({e.latency_ms["model"] for e in events}) == 1              # one model call for the batch
+    # Each row is scored as it would be alone (padding in a batch changes nothing).
+    alone = pipe._score(items[2:])[0]
+    assert alone.fused == pytest.approx(events[2].fused, abs=1e-4)
