@@ -364,7 +364,8 @@ class Pipeline:
 
             featurizer = Featurizer(self.featurizer_config)
         self.featurizer = featurizer
-        if vision is None and self.has_video:
+        self._owns_vision = vision is None and self.has_video
+        if self._owns_vision:
             from moodlens.realtime.features.vision import VisionFeaturizer
 
             vision = VisionFeaturizer(self.featurizer_config)
@@ -460,7 +461,8 @@ class Pipeline:
         if not self._closed:
             self._closed = True
             vision_thread = next((t for t in self._threads if t.name == "moodlens-vision"), None)
-            if self.vision is not None and hasattr(self.vision, "close") and not (vision_thread and vision_thread.is_alive()):
+            # A face tracker still busy on a frame is closed by its own thread when it finishes.
+            if self._owns_vision and not (vision_thread and vision_thread.is_alive()):
                 self.vision.close()
             for sink in self.sinks:
                 sink.close()
@@ -548,6 +550,13 @@ class Pipeline:
                     pass
 
     def _vision_stage(self) -> None:
+        try:
+            self._track_faces()
+        finally:
+            if self._owns_vision and self._stop.is_set():
+                self.vision.close()        # stop() could not: this thread was still using it
+
+    def _track_faces(self) -> None:
         vision = self.vision
         # Optional sink method: sinks that keep face features (the recorder's privacy mode) get ours.
         face_sinks = [sink.on_face for sink in self.sinks if callable(getattr(sink, "on_face", None))]
@@ -662,8 +671,8 @@ class Pipeline:
                 t0 = time.perf_counter()
                 transcript = self.transcriber.transcribe(window.audio)
                 asr_ms = (time.perf_counter() - t0) * 1000
-                words = getattr(transcript, "words", None)
-                text = (transcript.text or "").strip() if (words is None or len(words)) else ""
+                # The text alone decides (word timestamps may be switched off in the live config).
+                text = (transcript.text or "").strip()
             if not self._put(self._score_in, _Transcribed(window, text, asr_ms)):
                 return
 

@@ -94,9 +94,10 @@ def write_clip(path: Path, audio: np.ndarray | None, frames: list[np.ndarray] | 
 
 @pytest.fixture(scope="module")
 def transcriber():
-    from moodlens.realtime.asr import AsrOptions, Transcriber
+    from moodlens.realtime.asr import Transcriber
+    from moodlens.realtime.live_config import load_live_config
 
-    return Transcriber(AsrOptions(cpu_threads=2))
+    return Transcriber(load_live_config().asr)      # as the commands run it (the shipped live config)
 
 
 @pytest.fixture(scope="module")
