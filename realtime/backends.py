@@ -241,6 +241,16 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:20]
 
 
+MAX_CACHED_EXPORTS = 8  # each export is the size of the model (~100 MB for hcrl_mfd)
+
+
+def prune_cache(folder: Path, pattern: str, keep: int) -> None:
+    """Delete all but the `keep` most recently used files matching `pattern` in `folder`."""
+    files = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
+
+
 # ---- availability ----------------------------------------------------------------------------
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
@@ -421,6 +431,7 @@ class OnnxRuntimeBackend(Backend):
         self.path = self.export_path()
         if self.path.exists():
             self.cache_hits += 1
+            os.utime(self.path)  # most recently used: kept when the cache is pruned
         else:
             start = time.perf_counter()
             self.export(self.path)
@@ -467,6 +478,7 @@ class OnnxRuntimeBackend(Backend):
                     opset_version=self.options.onnxruntime.opset, external_data=False, verbose=False,
                 )
             os.replace(tmp, path)  # atomic: a concurrent scorer never reads a half-written file
+            prune_cache(path.parent, "*.onnx", keep=MAX_CACHED_EXPORTS)
         except Exception as err:
             tmp.unlink(missing_ok=True)
             for leftover in tmp.parent.glob(tmp.name + "*"):

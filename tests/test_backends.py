@@ -187,3 +187,15 @@ def test_bad_backend_options_are_refused(tmp_path):
         B.BackendOptions.from_dict({"buckets": {"text": [32, 16]}})
     with pytest.raises(ConfigError, match="Unknown backend 'fast'"):
         B.create_backend("fast", nn.Linear(1, 1), "cpu")
+
+
+def test_export_cache_keeps_the_most_recent_files(tmp_path):
+    import os
+    import time as _time
+
+    for i in range(5):
+        f = tmp_path / f"m{i}.onnx"
+        f.write_bytes(b"x")
+        os.utime(f, (_time.time() - 100 + i, _time.time() - 100 + i))
+    B.prune_cache(tmp_path, "*.onnx", keep=2)
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["m3.onnx", "m4.onnx"]
