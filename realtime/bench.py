@@ -5,7 +5,7 @@ The JSON report (`--json OUT`) has these keys (docs/benchmarks.md describes each
 
     {"schema": "moodlens-bench/1", "machine": {...}, "command": str, "model": {...},
      "window": {"seconds", "text_tokens", "audio_frames", "vision_frames"},
-     "backends": [{"backend", "available", "reason", "device", "build_s", "builds",
+     "backends": [{"backend", "available", "reason", "device", "build_s", "builds", "max_abs_diff_vs_eager",
                    "latency_ms": {"p50", "p95", "p99", "mean", "min", "max"}, "cpu_ms": {"p50", "p95"},
                    "iterations",
                    "throughput": [{"batch", "ms_per_batch", "samples_per_s"}]}],
@@ -191,6 +191,22 @@ def time_calls(fn: Callable[[], Any], n: int, sync: Callable[[], None], tick: Ca
     return times
 
 
+def parity_with_eager(scorer, options: BenchOptions) -> float:
+    """Largest |difference| from eager PyTorch over all four outputs, on a ragged batch of 3
+    (one row without audio), so every bench run also checks that its backends agree."""
+    from moodlens.realtime.backends import EagerBackend
+
+    batch = scorer.typical_batch(3, options.window_seconds, seed=1)
+    present = batch.present.clone()
+    present[0, 1] = False
+    mask = batch.audio_mask.clone()
+    mask[1, mask.shape[1] // 2:] = False
+    batch = batch.replace(present=present, audio_mask=mask)
+    reference = EagerBackend(scorer.model, scorer.device, scorer.options)(batch)
+    out = scorer.backend(batch)
+    return round(max(float((a - b).abs().max()) for a, b in zip(out, reference)), 6)
+
+
 def bench_backend(name: str, model, featurizer_config, options: BenchOptions, backend_options: BackendOptions,
                   device: torch.device, progress: Progress) -> dict[str, Any]:
     from moodlens.realtime.scorer import Scorer
@@ -212,6 +228,7 @@ def bench_backend(name: str, model, featurizer_config, options: BenchOptions, ba
         entry.update(available=False, reason=str(err))
         return entry
     entry["build_s"] = round(time.perf_counter() - start, 2)
+    entry["max_abs_diff_vs_eager"] = parity_with_eager(scorer, options)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     total = options.warmup + options.iterations + len(options.batch_sizes) * options.throughput_iterations
     progress.update(task, description=f"{name}: timing", total=total, completed=0)

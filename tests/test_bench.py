@@ -10,7 +10,8 @@ import pytest
 from moodlens.realtime.bench import percentiles
 from moodlens.realtime.cli import main as cli_main
 
-BACKEND_KEYS = {"backend", "available", "reason", "device", "build_s", "builds", "latency_ms", "cpu_ms",
+BACKEND_KEYS = {"backend", "available", "reason", "device", "build_s", "builds", "max_abs_diff_vs_eager",
+                "latency_ms", "cpu_ms",
                 "iterations", "throughput"}
 PIPELINE_KEYS = {"media", "pace", "backend", "duration_s", "wall_s", "real_time_factor", "windows",
                  "windows_dropped", "windows_merged", "frames_dropped", "stage_ms",
@@ -40,6 +41,7 @@ def test_bench_json_has_the_documented_keys(tmp_path, tts, capsys):
     lat = eager["latency_ms"]
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
     assert eager["cpu_ms"]["p50"] > 0
+    assert eager["max_abs_diff_vs_eager"] == 0.0
     assert eager["throughput"][0]["batch"] == 2 and eager["throughput"][0]["samples_per_s"] > 0
     assert trt["available"] is False and trt["reason"].startswith("unavailable: install")
     (pipe,) = report["pipeline"]
