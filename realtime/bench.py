@@ -204,7 +204,7 @@ def parity_with_eager(scorer, options: BenchOptions) -> float:
     batch = batch.replace(present=present, audio_mask=mask)
     reference = EagerBackend(scorer.model, scorer.device, scorer.options)(batch)
     out = scorer.backend(batch)
-    return round(max(float((a - b).abs().max()) for a, b in zip(out, reference)), 6)
+    return float(f"{max(float((a - b).abs().max()) for a, b in zip(out, reference)):.3g}")
 
 
 def bench_backend(name: str, model, featurizer_config, options: BenchOptions, backend_options: BackendOptions,
@@ -258,6 +258,9 @@ def bench_models(options: BenchOptions, console: Console, progress: Progress) ->
     device = resolve_device(options.device)
     backend_options = BackendOptions.load()
     model, featurizer_config, description = load_bench_model(options)
+    if description["weights"].startswith("untrained"):
+        console.print(f"[yellow]note:[/] benchmarking {description['name']} with {description['weights']}",
+                      highlight=False)
     names = options.backends or list(BACKEND_NAMES)
     results = []
     for name in names:

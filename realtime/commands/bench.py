@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pipe.add_argument("--media", default=None, help="media file (default: the bundled demo clip)")
     pipe.add_argument("--pace", choices=("fast", "realtime", "both"), default="both",
                       help="fast: as fast as possible; realtime: paced like a camera (default both)")
-    pipe.add_argument("--pipeline-backend", default="auto", help="backend the pipeline scores with (default auto)")
+    pipe.add_argument("--pipeline-backend", default="auto", choices=("auto", "tensorrt", "compile", "onnxruntime", "eager"),
+                      help="backend the pipeline scores with (default auto)")
     out = parser.add_argument_group("output")
     out.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the report as JSON")
     out.add_argument("--plot", default=None, metavar="PNG", help="write a latency plot (matplotlib)")
