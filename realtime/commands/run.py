@@ -18,6 +18,8 @@ from typing import Callable
 
 from rich.console import Console
 
+from moodlens.realtime.errors import ConfigError
+
 
 from moodlens.realtime.live_config import BACKEND_CHOICES
 
@@ -106,6 +108,9 @@ def run_session(open_source: Callable[[], object], label: str, config, args: arg
     headless = bool(args.headless)
     if args.jsonl is None and headless:
         args.jsonl = "-"
+    if args.jsonl == "-" and not headless and Console().is_terminal:
+        raise ConfigError("--jsonl - writes events to the terminal the dashboard is drawn on; "
+                          "add --headless, or give --jsonl a file name.")
     # The source first: a missing or corrupt file fails in a moment, before minutes of loading.
     source = open_source()
     try:
