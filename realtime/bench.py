@@ -13,6 +13,7 @@ The JSON report (`--json OUT`) has these keys (docs/benchmarks.md describes each
                    "windows", "windows_dropped", "windows_merged", "frames_dropped",
                    "stage_ms": {"asr"|"features"|"model"|"face": {"p50", "p95"}},
                    "end_of_utterance_to_score_ms": {"p50", "p95", "p99", "max"},
+                   "end_of_utterance_to_score_ms_by_third": [first, middle, last],
                    "cpu_percent", "rss_mb": {"start", "peak", "end"}}]}
 """
 
@@ -334,6 +335,10 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
         "windows": len(events), "windows_dropped": snap.windows_dropped, "windows_merged": snap.windows_merged,
         "frames_dropped": snap.frames_dropped, "stage_ms": stage_ms,
         "end_of_utterance_to_score_ms": {q: total[q] for q in ("p50", "p95", "p99", "max")} if total else {},
+        # Median latency over the first, middle and last third of the windows: a growing lag shows here.
+        "end_of_utterance_to_score_ms_by_third": [round(float(np.median(part)), 1) if len(part) else None
+                                                  for part in np.array_split(np.asarray(totals), 3)]
+        if len(totals) >= 3 else [],
         "cpu_percent": round(100 * cpu_s / wall, 1) if wall else None,
         "cpu_cores": os.cpu_count(), "rss_mb": memory.summary(),
     }
