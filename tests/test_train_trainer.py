@@ -24,7 +24,7 @@ def _data():
 
 
 def _config(**kw):
-    base = dict(model="hcrl_mfd", model_overrides=dict(TINY), epochs=3, batch_size=16, learning_rate=3e-3,
+    base = dict(model="hcrl_mfd", model_overrides=dict(TINY), epochs=3, batch_size=8, learning_rate=3e-3,
                 seeds=[7], early_stop=5, num_threads=1)
     base.update(kw)
     return TrainConfig(**base)
@@ -98,7 +98,7 @@ def test_auxiliary_parameters_get_their_own_optimizer(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "build_model", lambda: model)
     trainer.run()
     assert 0.0 < float(critic.detach()) < 1.0          # moved only by its own loss, towards 1
-    assert calls["training_batch"] == 4       # 64 samples / 16 per batch
+    assert calls["training_batch"] == 8       # 64 samples / 8 per batch
 
 
 def test_train_config_files_and_errors(tmp_path):
