@@ -24,7 +24,7 @@ def _data():
 
 
 def _config(**kw):
-    base = dict(model="hcrl_mfd", model_overrides=dict(TINY), epochs=3, batch_size=8, learning_rate=3e-3,
+    base = dict(model="hcrl_mfd", model_overrides=dict(TINY), epochs=3, batch_size=8, learning_rate=1e-2,
                 seeds=[7], early_stop=5, num_threads=1)
     base.update(kw)
     return TrainConfig(**base)
