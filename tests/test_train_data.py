@@ -191,3 +191,29 @@ def test_data_yaml_and_bad_spec(tmp_path):
     with pytest.raises(DataError, match="unknown type"):
         load_dataset(cfg.with_suffix(".json").resolve() if cfg.with_suffix(".json").write_text("{}") is None
                      else cfg.with_suffix(".json"))
+
+
+def test_featurize_output_layout(tmp_path):
+    """`moodlens featurize` writes the MMSA layout plus frame masks, present flags and meta."""
+    from moodlens.realtime.features.config import FeaturizerConfig
+
+    n, ta, tv = 3, 6, 4
+    ids = np.zeros((n, 3, 5), dtype=np.int64)
+    ids[:, 0, :3] = [101, 2204, 102]
+    ids[:, 1, :3] = 1
+    vision_mask = np.array([[1, 1, 0, 1], [0, 0, 0, 0], [1, 0, 0, 0]], dtype=bool)
+    split = {"id": np.array(["a", "b", "c"]), "raw_text": np.array(["good", "good", "good"]),
+             "text_bert": ids, "audio": np.random.default_rng(0).normal(size=(n, ta, 40)).astype(np.float32),
+             "audio_lengths": np.array([6, 3, 0]), "audio_mask": np.arange(ta)[None] < np.array([[6], [3], [0]]),
+             "vision": np.ones((n, tv, 64), np.float32), "vision_lengths": np.array([4, 0, 1]),
+             "vision_mask": vision_mask, "present": np.array([[1, 1, 1], [1, 1, 0], [1, 0, 1]], bool),
+             "regression_labels": np.array([1.0, -1.0, 0.5], np.float32)}
+    empty = {k: v[:0] for k, v in split.items()}
+    meta = FeaturizerConfig().to_dict()
+    path = _mmsa_file(tmp_path, {"train": split, "valid": empty, "test": split, "meta": meta}, "features.pkl")
+    data = load_dataset(path)
+    assert data.kind == "featurize" and list(data.splits) == ["train", "test"]  # the empty fold is skipped
+    assert data.featurizer_config == meta and (data.audio_dim, data.vision_dim) == (40, 64)
+    b = data.train.batch
+    assert b.vision_mask.tolist() == vision_mask.tolist()   # frames without a face stay masked
+    assert b.present.tolist() == [[True, True, True], [True, True, False], [True, False, True]]

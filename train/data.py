@@ -112,6 +112,7 @@ class DatasetSplits:
     metric_dataset: str = "mosi"
     has_audio: bool = True          # the source carries this modality at all
     has_vision: bool = True
+    featurizer_config: dict | None = None  # how the features were made (featurize / sessions output)
 
     def __getitem__(self, name: str) -> Split:
         return self.split(name)
@@ -314,6 +315,8 @@ def _load_pickle(path: Path, options: DataOptions) -> DatasetSplits:
         raw = data[found[split]]
         if not isinstance(raw, dict):
             raise DataError(f"{path} split '{split}' is a {type(raw).__name__}, not a dict of arrays.")
+        if kind == "featurize" and _num_samples(raw) == 0:
+            continue  # featurize writes empty splits for folds it had no clips for
         if "text_bert" not in raw and "raw_text" in raw and tokenizer is None:
             tokenizer = _tokenizer(options)
         parsed = mmsa_split(raw, split, str(path), options, tokenizer)
@@ -324,11 +327,21 @@ def _load_pickle(path: Path, options: DataOptions) -> DatasetSplits:
                                 f"splits have {seen}.")
         audio_dim, vision_dim = parsed.batch.audio.shape[-1], parsed.batch.vision.shape[-1]
         splits[split] = parsed
+    if not splits:
+        raise DataError(f"{path} has only empty splits.")
     metric = options.metric_dataset
     if metric is None:
         is_sims = "sims" in path.name.lower() or any(s.extra_labels for s in splits.values())
         metric = "sims" if is_sims else "mosi"
-    return DatasetSplits(str(path), kind, splits, int(audio_dim), int(vision_dim), metric)
+    meta = data.get("meta") if isinstance(data.get("meta"), dict) else None
+    return DatasetSplits(str(path), kind, splits, int(audio_dim), int(vision_dim), metric, featurizer_config=meta)
+
+
+def _num_samples(raw: dict) -> int:
+    for key in ("regression_labels", "id", "text_bert"):
+        if key in raw and raw[key] is not None:
+            return len(raw[key])
+    return -1
 
 
 def _array(raw: dict, key: str, split: str, source: str, ndim: int, dtype=np.float32) -> np.ndarray:

@@ -323,6 +323,8 @@ class Trainer:
         return main, aux
 
     def featurizer_config(self, model) -> dict:
+        if self.data.featurizer_config:  # features made by moodlens: record exactly how
+            return dict(self.data.featurizer_config)
         mc = model.config
         return live_featurizer_config(mc.text_encoder, mc.text_max_len,
                                       self.data.audio_dim if self.data.has_audio else mc.audio_dim,

@@ -40,6 +40,12 @@ def evaluate(checkpoint: str, data_spec, split: str = "test", labels: str | None
         if has and dim != want and bool(chosen.batch.present[:, 1 if key == "audio" else 2].any()):
             raise DataError(f"{data.source} split '{chosen.name}' key '{key}' has {dim} features per frame but "
                             f"checkpoint {loaded.path} expects {want}.")
+    if data.featurizer_config and "schema_version" in loaded.featurizer_config:
+        # features made by moodlens must be made the way the checkpoint's were
+        from moodlens.realtime.features.config import FeaturizerConfig
+
+        FeaturizerConfig.from_dict(data.featurizer_config, source=f"featurizer config of {data.source}") \
+            .check_compatible(loaded.featurizer_config, where=f"checkpoint {loaded.path}")
     variant = metric or data.metric_dataset
     metrics, _ = evaluate_split(loaded.model, chosen, variant, batch_size, device)
     return {
