@@ -128,3 +128,15 @@ def test_cli_evaluate_json_and_train_errors(trained, capsys):
     assert "does not exist" in " ".join(capsys.readouterr().err.split())
     assert cli_main(["evaluate", "--checkpoint", str(out / "seed_7" / "log.csv"), "--data", "synthetic"]) == 2
     assert "cannot be read" in " ".join(capsys.readouterr().err.split())
+
+
+def test_several_seeds_report_mean_and_std(tmp_path):
+    summary = Trainer(_config(epochs=1, seeds=[1, 2]), _data(), tmp_path, show_progress=False).run()
+    per_seed = [summary["per_seed"][s]["test"]["MAE"] for s in ("1", "2")]
+    assert per_seed[0] != per_seed[1]
+    assert summary["MAE"] == pytest.approx(sum(per_seed) / 2)
+    assert summary["std"]["MAE"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2)
+    assert " ± " in summary["report"]["MAE"]
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    best = min((1, 2), key=lambda s: summary["per_seed"][str(s)]["valid"]["loss"])
+    assert saved["best_seed"] == best and (tmp_path / "seed_1" / "best.pt").exists()

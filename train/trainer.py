@@ -332,6 +332,16 @@ class Trainer:
 
     # ---- run ----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        finally:
+            if self.dist.world_size > 1:
+                import torch.distributed as dist
+
+                if dist.is_initialized():
+                    dist.destroy_process_group()
+
+    def _run(self) -> dict[str, Any]:
         results = [self.train_seed(seed) for seed in self.config.seeds]
         summary = self.summarize(results)
         if self.dist.main:

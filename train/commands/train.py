@@ -51,6 +51,7 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def main(args) -> int:
     import json
+    import os
 
     from rich.console import Console
     from rich.table import Table
@@ -74,8 +75,10 @@ def main(args) -> int:
     console = Console(stderr=True)
     summary = train(config, data, args.out, resume=args.resume, show_progress=not args.quiet,
                     labels=args.labels, console=console)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
     if args.json:
-        print(json.dumps(json_safe(summary), indent=2))
+        print(json.dumps(json_safe(summary), indent=2, ensure_ascii=False))
         return 0
     table = Table(title=f"{config.model} on {summary['data']} — test, mean ± std over {len(summary['seeds'])} seed(s) (x100)")
     for name in metric_names(summary["metric_variant"]):
