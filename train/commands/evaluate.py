@@ -69,10 +69,13 @@ def main(args) -> int:
         print(json.dumps(json_safe(result), indent=2))
         return 0
     names = metric_names(result["metric_variant"])
-    table = Table(title=f"{result['model']} ({result['checkpoint']}) on {result['data']} "
-                        f"[{result['split']}, {result['samples']} samples] (x100)")
+    title = (f"{result['model']} ({result['checkpoint']}) on {result['data']}: "
+             f"{result['split']} split, {result['samples']} samples")
+    table = Table()
+    table.add_column("metric")
+    table.add_column("x100", justify="right")
     for name in names:
-        table.add_column(name, justify="right")
-    table.add_row(*(format_value(result[n]) for n in names))
+        table.add_row(name, format_value(result[name]))
+    Console().print(title, highlight=False)
     Console().print(table)
     return 0

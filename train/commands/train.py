@@ -80,10 +80,14 @@ def main(args) -> int:
     if args.json:
         print(json.dumps(json_safe(summary), indent=2, ensure_ascii=False))
         return 0
-    table = Table(title=f"{config.model} on {summary['data']} — test, mean ± std over {len(summary['seeds'])} seed(s) (x100)")
+    title = (f"{config.model} on {summary['data']}: test split, "
+             f"mean ± std over {len(summary['seeds'])} seed(s)")
+    table = Table()
+    table.add_column("metric")
+    table.add_column("x100", justify="right")
     for name in metric_names(summary["metric_variant"]):
-        table.add_column(name, justify="right")
-    table.add_row(*(summary["report"][n] for n in metric_names(summary["metric_variant"])))
+        table.add_row(name, summary["report"][name])
+    Console().print(title, highlight=False)
     Console().print(table)
     console.print(f"wrote {args.out}/best.pt and {args.out}/metrics.json")
     return 0
