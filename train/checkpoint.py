@@ -55,7 +55,10 @@ def live_featurizer_config(text_encoder: str | None = None, text_max_len: int = 
     if FeaturizerConfig is not None and (audio_dim, vision_dim) == (LIVE_AUDIO_DIM, LIVE_VISION_DIM):
         config = FeaturizerConfig(text_max_len=text_max_len)
         if text_encoder:
-            config.text_encoder = str(text_encoder)
+            if hasattr(config, "with_text_encoder"):  # name + tokenizer identity of that encoder
+                config = config.with_text_encoder(text_encoder)
+            else:
+                config.text_encoder = str(text_encoder)
         return config.to_dict()
     return {"text_encoder": text_encoder or "all-MiniLM-L6-v2", "text_max_len": text_max_len,
             "audio_dim": audio_dim, "vision_dim": vision_dim, "live_compatible": False}
@@ -149,6 +152,18 @@ def load_checkpoint(path_or_default="default", device: str | torch.device = "cpu
     return LoadedCheckpoint(model=model, model_name=name, model_config=dict(payload["model_config"]),
                             featurizer_config=dict(payload["featurizer_config"]),
                             metrics=dict(payload.get("metrics") or {}), path=str(path), extra=extra)
+
+
+def restamp_featurizer_config(path, featurizer_config: dict) -> None:
+    """Replace the featurizer config stored in a checkpoint, keeping everything else.
+
+    Only valid where the changed fields never reached the weights: e.g. new default audio
+    statistics for the text-only default weights, whose audio branch was never trained."""
+    payload, path = read_checkpoint(path)
+    payload["featurizer_config"] = dict(featurizer_config)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
 
 
 def checkpoint_summary(loaded: LoadedCheckpoint) -> dict[str, Any]:
