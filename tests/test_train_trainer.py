@@ -157,3 +157,19 @@ def test_fused_model_beats_every_unimodal_head_on_synthetic(tmp_path):
     preds = predict(load_checkpoint(tmp_path / "best.pt").model, data.test)
     mae = {k: float(np.mean(np.abs(v - data.test.labels.numpy()))) for k, v in preds.items()}
     assert all(mae["fused"] < mae[m] - 0.1 for m in ("text", "audio", "vision")), mae
+
+
+def test_restamp_featurizer_config_keeps_weights(trained, tmp_path):
+    import shutil
+
+    from moodlens.train.checkpoint import restamp_featurizer_config
+
+    out, data, _, _ = trained
+    copy = tmp_path / "copy.pt"
+    shutil.copyfile(out / "best.pt", copy)
+    before = load_checkpoint(copy)
+    restamp_featurizer_config(copy, {**before.featurizer_config, "note": "restamped"})
+    after = load_checkpoint(copy)
+    assert after.featurizer_config["note"] == "restamped" and after.metrics == before.metrics
+    for (k, a), (_, b) in zip(before.model.state_dict().items(), after.model.state_dict().items()):
+        assert torch.equal(a, b), k
