@@ -452,8 +452,8 @@ class Pipeline:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
         capture = next((t for t in self._threads if t.name == "moodlens-capture"), None)
-        if capture is not None and capture.is_alive():
-            # The source is blocked inside a device read: closing it releases the read.
+        if capture is None or capture.is_alive():
+            # Never started, or blocked inside a device read: closing the source releases the read.
             try:
                 self.source.close()
             except Exception:
@@ -533,6 +533,12 @@ class Pipeline:
                     if not self._put(self._window_in, ("audio", item, time.monotonic())):
                         return
         finally:
+            # Released here, on the thread that reads it: device threads (a camera's capture loop)
+            # must not outlive the pipeline and run into the interpreter's shutdown.
+            try:
+                self.source.close()
+            except Exception:
+                pass
             if self.has_video and self.vision is not None:
                 self._put(self._frames, _END)
             self._put(self._window_in, ("audio_end", None, None))

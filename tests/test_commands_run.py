@@ -201,3 +201,4 @@ def test_a_feature_override_that_changes_values_is_refused(tmp_path):
     pipe = Pipeline(MediaFileSource(wav), scorer, features={"vision_fps": int(scorer.featurizer_config.vision_fps)},
                     transcriber=object())
     assert pipe.featurizer_config.vision_fps == scorer.featurizer_config.vision_fps
+    pipe.stop()

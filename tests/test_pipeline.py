@@ -373,6 +373,7 @@ def test_live_camera_without_microphone_scores_vision_windows_in_real_time(score
     assert snap.frames_in >= 40 and snap.faces_found > 0 and not snap.has_audio
     assert all(not t.is_alive() for t in pipe._threads)          # leaving the loop stopped every stage
     assert sink.closed and sink.frames == snap.frames_in and len(sink.faces) == snap.faces_processed
+    assert not source.camera.running and not source.camera._thread.is_alive()   # the camera was released
     assert [e.id for e in sink.events[:2]] == [e.id for e in events]
 
 
@@ -437,3 +438,4 @@ def test_waiting_windows_are_scored_in_one_batch(tts, tmp_path, scorer):
     # Each row is scored as it would be alone (padding in a batch changes nothing).
     alone = pipe._score(items[2:])[0]
     assert alone.fused == pytest.approx(events[2].fused, abs=1e-4)
+    pipe.stop()
