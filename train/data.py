@@ -378,6 +378,18 @@ def _clean_features(arr: np.ndarray, key: str, split: str, source: str, mask: np
     return np.where(np.isfinite(arr), arr, 0.0).astype(np.float32)
 
 
+def _encoder_vocab_size(text_encoder: str | None) -> int:
+    """Vocabulary size of the configured encoder (config.json), 30522 (BERT uncased) if unreadable."""
+    import json
+
+    from moodlens.realtime.assets import TEXT_ENCODER, resolve_path
+
+    try:
+        return int(json.loads((resolve_path(TEXT_ENCODER, text_encoder) / "config.json").read_text())["vocab_size"])
+    except Exception:  # a missing encoder is reported where the model is built, with its own sentence
+        return 30522
+
+
 def mmsa_split(raw: dict, split: str, source: str, options: DataOptions, tokenizer=None) -> Split:
     """One MMSA split dict -> Split. Handles -inf audio, zero lengths and aligned files without lengths."""
     # labels
@@ -403,9 +415,11 @@ def mmsa_split(raw: dict, split: str, source: str, options: DataOptions, tokeniz
             raise DataError(f"{source} split '{split}' key 'text_bert' holds NaN or inf.")
         ids = tb[:, 0].astype(np.int64)[:, :MAX_TEXT_LEN]
         text_mask = tb[:, 1][:, :MAX_TEXT_LEN] > 0
-        if (ids < 0).any() or (ids >= 30522).any():
-            raise DataError(f"{source} split '{split}' key 'text_bert' holds token ids outside the BERT "
-                            "uncased vocabulary (0..30521) that the text encoder uses.")
+        vocab = _encoder_vocab_size(options.text_encoder)
+        if (ids < 0).any() or (ids >= vocab).any():
+            raise DataError(f"{source} split '{split}' key 'text_bert' holds token ids outside the text encoder's "
+                            f"vocabulary (0..{vocab - 1}); set the model's text_encoder to the BERT the file was "
+                            "tokenized for.")
         ids = np.where(text_mask, ids, 0)
     elif "raw_text" in raw:
         enc = (tokenizer or _tokenizer(options)).encode([str(t).lower() for t in raw["raw_text"]])
