@@ -29,7 +29,7 @@ def _split_from_batch_example(ex, labels=(1.2, -0.8)):
     return {
         "id": np.array(["clip_a$_$1", "clip_b$_$2"]),
         "raw_text": np.array(["first clip", "second clip"]),
-        "text": ex["text"], "text_bert": ex["text_bert"],
+        "text": ex["text"], "text_bert": ex["text_bert"].copy(),
         "audio": ex["audio"].copy(), "vision": ex["vision"].copy(),
         "audio_lengths": ex["audio_lengths"].copy(), "vision_lengths": ex["vision_lengths"].copy(),
         "regression_labels": np.array(labels, dtype=np.float32),
@@ -125,6 +125,7 @@ def test_single_clip_feature_file_is_refused(shared_data):
     (lambda s: s.pop("regression_labels"), r"split 'valid' lacks key 'regression_labels'"),
     (lambda s: s.pop("audio"), r"split 'valid' lacks key 'audio'"),
     (lambda s: s.__setitem__("audio_lengths", np.array([3])), r"split 'valid' key 'audio_lengths' has 1 entries"),
+    (lambda s: s["text_bert"].__setitem__((0, 0, 1), 40000), r"split 'valid' key 'text_bert' holds token ids outside"),
 ])
 def test_bad_mmsa_data_names_file_split_and_key(shared_data, tmp_path, breakage, message):
     ex = _fixture(shared_data, "batch_example.pkl")
