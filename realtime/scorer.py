@@ -48,6 +48,7 @@ class Scorer:
         self.checkpoint_path = str(loaded.path)
         self.model_name = loaded.model_name
         self.metrics = dict(getattr(loaded, "metrics", {}) or {})
+        self.trained_modalities = _trained_modalities(getattr(loaded, "extra", {}) or {})
         self._setup(loaded.model, loaded.featurizer_config, featurizer_config,
                     where=f"checkpoint {loaded.path}", backend=backend, device=device, options=options,
                     quiet=quiet, console=console)
@@ -62,6 +63,7 @@ class Scorer:
         scorer.checkpoint_path = None
         scorer.model_name = getattr(model, "name", type(model).__name__)
         scorer.metrics = {}
+        scorer.trained_modalities = tuple(MODALITIES)
         scorer._setup(model, featurizer_config, live_featurizer_config, where=f"model {scorer.model_name}",
                       backend=backend, device=device, options=options, quiet=quiet, console=console)
         return scorer
@@ -125,6 +127,7 @@ class Scorer:
     def predict(self, batch: MultimodalBatch) -> tuple[SentimentOutput, float]:
         """Raw model output (numpy arrays, all rows and modalities) and the model time in ms."""
         self._check_finite(batch)
+        batch = self._without_untrained(batch)
         start = time.perf_counter()
         out = self.backend(batch)
         model_ms = (time.perf_counter() - start) * 1000
@@ -135,6 +138,7 @@ class Scorer:
         modality is absent), plus `model_ms` on the returned list."""
         out, model_ms = self.predict(batch)
         present = batch.present.detach().cpu().numpy().astype(bool)
+        scored = present & np.array([m in self.trained_modalities for m in MODALITIES])
         rows = []
         for i in range(batch.batch_size):
             fused = float(out.fused[i])
@@ -142,10 +146,20 @@ class Scorer:
                 raise DataError(f"The model gave a non-finite fused score for sample {i} of the batch.")
             row: dict[str, Any] = {"fused": fused}
             for j, modality in enumerate(MODALITIES):
-                row[modality] = float(getattr(out, modality)[i]) if present[i, j] else None
+                # None where absent, and where the checkpoint never trained that branch (its score
+                # would be noise): `present` still reports what was perceived.
+                row[modality] = float(getattr(out, modality)[i]) if scored[i, j] else None
             row["present"] = {m: bool(present[i, j]) for j, m in enumerate(MODALITIES)}
             rows.append(row)
         return ScoreList(rows, model_ms, self.backend_name)
+
+    def _without_untrained(self, batch: MultimodalBatch) -> MultimodalBatch:
+        """Feed the model only modalities its checkpoint was trained on (a text-only checkpoint
+        then scores exactly as it was evaluated, instead of mixing in random-weight branches)."""
+        if len(self.trained_modalities) == len(MODALITIES):
+            return batch
+        keep = torch.tensor([m in self.trained_modalities for m in MODALITIES], device=batch.present.device)
+        return batch.replace(present=batch.present.to(torch.bool) & keep)
 
     @staticmethod
     def _check_finite(batch: MultimodalBatch) -> None:
@@ -159,5 +173,14 @@ class Scorer:
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.model_name, "checkpoint": self.checkpoint_path, "backend": self.backend_name,
+                "trained_modalities": list(self.trained_modalities),
                 "device": str(self.device), "reason": self.backend_reason, **{
                     k: v for k, v in self.backend.describe().items() if k not in ("backend", "device")}}
+
+
+def _trained_modalities(extra: dict) -> tuple[str, ...]:
+    """Modalities the checkpoint's training data contained (all three when it does not say)."""
+    trained = extra.get("trained_modalities")
+    if not trained:
+        return tuple(MODALITIES)
+    return tuple(m for m in MODALITIES if m in trained)
