@@ -36,6 +36,8 @@ def test_default_checkpoint_is_small_and_complete(default):
     assert default.model_config["audio_dim"] == 40 and default.model_config["vision_dim"] == 64
     assert default.featurizer_config["text_max_len"] == default.model_config["text_max_len"]
     assert default.metrics["Non0_acc_2"] >= 0.80 and default.metrics["MAE"] <= 0.85
+    # text-only training: the scorer must feed audio/vision as absent (those branches are untrained)
+    assert default.extra["trained_modalities"] == ["text"]
 
 
 def _scores(loaded, texts):

@@ -57,6 +57,7 @@ def test_training_improves_validation_loss_and_writes_outputs(trained):
     loaded = load_checkpoint(out / "best.pt")
     assert loaded.model_name == "hcrl_mfd" and loaded.model_config["audio_dim"] == 6
     assert loaded.featurizer_config["audio_dim"] == 6 and "MAE" in loaded.metrics
+    assert loaded.extra["trained_modalities"] == ["text", "audio", "vision"]
     again, _ = evaluate_split(loaded.model, data.test)
     assert again["MAE"] == pytest.approx(metrics["MAE"], abs=1e-5)
 
@@ -113,6 +114,9 @@ def test_train_config_files_and_errors(tmp_path):
     del only_test.splits["valid"]
     with pytest.raises(DataError, match="no 'valid' split"):
         Trainer(_config(), only_test, tmp_path)
+    text_only = _data()
+    text_only.train.batch.present[:, 1:] = False
+    assert Trainer(_config(), text_only, tmp_path).trained_modalities() == ["text"]
     with pytest.raises(DataError, match="key 'audio' has 6 features per frame"):
         Trainer(_config(model_overrides={**TINY, "audio_dim": 7}), _data(), tmp_path).model_overrides()
 

@@ -159,8 +159,19 @@ def restamp_featurizer_config(path, featurizer_config: dict) -> None:
 
     Only valid where the changed fields never reached the weights: e.g. new default audio
     statistics for the text-only default weights, whose audio branch was never trained."""
+    update_checkpoint(path, featurizer_config=featurizer_config)
+
+
+def update_checkpoint(path, featurizer_config: dict | None = None, **extra) -> None:
+    """Rewrite a checkpoint's featurizer config and/or extra keys (e.g. trained_modalities),
+    keeping the weights, model config and metrics as they are."""
+    core = {"format", "model_name", "model_config", "state_dict"} & set(extra)
+    if core:
+        raise ValueError(f"update_checkpoint cannot replace '{sorted(core)[0]}'")
     payload, path = read_checkpoint(path)
-    payload["featurizer_config"] = dict(featurizer_config)
+    if featurizer_config is not None:
+        payload["featurizer_config"] = dict(featurizer_config)
+    payload.update(extra)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)

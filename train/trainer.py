@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from moodlens.models.batch import MultimodalBatch
+from moodlens.models.batch import MODALITIES, MultimodalBatch
 from moodlens.realtime.errors import ConfigError, DataError
 from moodlens.train.checkpoint import live_featurizer_config, save_checkpoint
 from moodlens.train.data import DataOptions, DatasetSplits, Split, load_dataset, trim
@@ -322,6 +322,12 @@ class Trainer:
         aux = torch.optim.Adam(auxiliary, lr=c.auxiliary_learning_rate) if auxiliary else None
         return main, aux
 
+    def trained_modalities(self) -> list[str]:
+        """Modalities present in at least one training sample; the scorer feeds the others as absent
+        (a branch that never saw data has random weights)."""
+        present = self.data.train.batch.present
+        return [m for i, m in enumerate(MODALITIES) if bool(present[:, i].any())]
+
     def featurizer_config(self, model) -> dict:
         if self.data.featurizer_config:  # features made by moodlens: record exactly how
             return dict(self.data.featurizer_config)
@@ -458,7 +464,9 @@ class Trainer:
                        "valid": {k: v for k, v in valid.items()}, "seed": seed, "best_epoch": best_epoch,
                        "data": self.data.source, "metric_variant": self.metric_dataset}
             save_checkpoint(best_path, model, self.featurizer_config(model), json_safe(metrics),
-                            extra={"train_config": json_safe(_config_dict(c))}, half=c.half_checkpoint)
+                            extra={"train_config": json_safe(_config_dict(c)),
+                                   "trained_modalities": self.trained_modalities()},
+                            half=c.half_checkpoint)
             done_file.write_text(json.dumps(json_safe({"seed": seed, "best_epoch": best_epoch,
                                                        "epochs_run": epochs_run, "valid": valid, "test": test}),
                                             indent=2) + "\n")
