@@ -54,3 +54,12 @@ def tts(tmp_path):
         return synthesize(text, tmp_path / f"tts_{next(counter)}.wav", **kw)
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def single_torch_thread():
+    """One intra-op torch thread for the whole run: on 2 shared CPU cores it is faster and steadier
+    at test shapes (and it is the live engine's default, `cpu_threads: 1`)."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -16,14 +16,6 @@ from moodlens.models import MODEL_NAMES, MultimodalBatch, SentimentOutput, build
 OUTPUT_NAMES = ["score_" + f for f in SentimentOutput._fields]  # differ from the input names on purpose
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    # 2 shared CPU cores: one intra-op thread is faster and steadier for these small shapes.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def fresh_model(name: str, **overrides) -> torch.nn.Module:
     torch.manual_seed(0)

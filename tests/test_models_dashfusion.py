@@ -15,13 +15,6 @@ from moodlens.models.dashfusion import Config, HierarchicalBottleneckFusion, sup
 from moodlens.realtime.errors import ConfigError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def model():

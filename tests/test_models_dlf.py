@@ -11,14 +11,6 @@ from moodlens.models.dlf import triplet_margin_cosine
 LABELS = torch.tensor([2.0, -1.5, 0.5, -0.5])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    # 2 CPU cores shared by everything: one intra-op thread is faster and steadier at these shapes.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def model():

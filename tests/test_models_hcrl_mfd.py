@@ -32,13 +32,6 @@ def indices(mask_row: torch.Tensor) -> set[int]:
     return set(torch.nonzero(mask_row).flatten().tolist())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_pair_selection_takes_most_similar_positives_and_least_similar_negatives():
     pos, neg = select_pairs(hand_made_similarity(), DISTANCE, delta=0.5, k=2)

@@ -14,14 +14,6 @@ LABELS = torch.tensor([2.0, -1.5, 0.5, -0.5])
 SMALL = {"self_layers": 1, "cross_layers": 1}  # the mechanisms do not depend on depth; keeps tests fast
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    # 2 CPU cores shared by everything: one intra-op thread is faster and steadier at these shapes.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def model():
