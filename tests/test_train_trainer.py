@@ -177,3 +177,64 @@ def test_restamp_featurizer_config_keeps_weights(trained, tmp_path):
     assert after.featurizer_config["note"] == "restamped" and after.metrics == before.metrics
     for (k, a), (_, b) in zip(before.model.state_dict().items(), after.model.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+def _log_rows(folder):
+    return list(csv.DictReader((folder / "seed_7" / "log.csv").open()))
+
+
+def test_fine_tuning_starts_from_the_checkpoint_weights(trained, tmp_path):
+    """--init-from: with learning rates 0 the first epoch's validation loss is the checkpoint's own,
+    and the model config comes from the checkpoint (no TINY overrides given here)."""
+    out, data, trainer, _ = trained
+    init = load_checkpoint(out / "best.pt")
+    torch.manual_seed(7)
+    fresh, _ = evaluate_split(trainer.build_model(), data.valid)
+    config = _config(model_overrides={}, init_from=str(out / "best.pt"), epochs=1, learning_rate=0.0,
+                     text_learning_rate=0.0)
+    Trainer(config, data, tmp_path, show_progress=False).run()
+    first = float(_log_rows(tmp_path)[0]["valid_loss"])
+    assert first == pytest.approx(init.metrics["valid"]["loss"], abs=1e-5)
+    assert abs(first - fresh["loss"]) > 0.05        # a freshly built model would not give it
+    tuned = load_checkpoint(tmp_path / "best.pt")
+    assert tuned.model_config == init.model_config
+    assert tuned.extra["train_config"]["init_from"] == str(out / "best.pt")
+
+
+def test_trained_modalities_text_only_tsv_vs_trimodal_and_union_when_fine_tuning(trained, tmp_path, capsys):
+    """A text-only TSV run records ['text']; the synthetic trimodal run (fixture) recorded all three;
+    fine-tuning the trimodal checkpoint on the TSV keeps all three and the checkpoint's featurizer
+    config (the TSV has none of its own); a --model naming another model is refused in one sentence."""
+    out, _, _, _ = trained
+    folder = tmp_path / "tsv"
+    folder.mkdir()
+    words = ["good", "bad", "great", "awful", "fine", "poor"]
+    for split, n in (("train", 16), ("dev", 8), ("test", 8)):
+        lines = [f"this film is {words[i % 6]} number {i}\t{(-1) ** i * (i % 3):.1f}" for i in range(n)]
+        (folder / f"{split}.tsv").write_text("text\tlabel\n" + "\n".join(lines) + "\n")
+    common = ["--data", str(folder), "--epochs", "1", "--batch-size", "8", "--threads", "1", "--quiet", "--json"]
+    tiny = [f"--set={k}={v}" for k, v in TINY.items()]
+    assert cli_main(["train", "--model", "hcrl_mfd", *tiny, *common, "--out", str(tmp_path / "text")]) == 0
+    text_only = load_checkpoint(tmp_path / "text" / "best.pt")
+    assert text_only.extra["trained_modalities"] == ["text"]
+    assert load_checkpoint(out / "best.pt").extra["trained_modalities"] == ["text", "audio", "vision"]
+
+    assert cli_main(["train", "--init-from", str(out / "best.pt"), *common, "--out", str(tmp_path / "ft")]) == 0
+    tuned = load_checkpoint(tmp_path / "ft" / "best.pt")
+    assert tuned.extra["trained_modalities"] == ["text", "audio", "vision"]
+    assert tuned.featurizer_config == load_checkpoint(out / "best.pt").featurizer_config
+    capsys.readouterr()
+
+    code = cli_main(["train", "--model", "dlf", "--init-from", str(out / "best.pt"), *common,
+                     "--out", str(tmp_path / "bad")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "--model dlf does not match checkpoint" in err and "holds model 'hcrl_mfd'" in err
+    assert "Traceback" not in err and not (tmp_path / "bad").exists()
+
+
+def test_fine_tuning_on_data_with_other_dims_is_refused(trained, tmp_path):
+    out, _, _, _ = trained
+    other = make_synthetic(DataOptions(synthetic_sizes=(16, 8, 8), audio_dim=7, vision_dim=5,
+                                       synthetic_text_len=8, synthetic_audio_len=8, synthetic_vision_len=6))
+    with pytest.raises(DataError, match="has 7 features per frame but checkpoint .* audio_dim=6"):
+        Trainer(_config(init_from=str(out / "best.pt")), other, tmp_path).build_model()

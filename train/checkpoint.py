@@ -125,18 +125,18 @@ def read_checkpoint(path_or_default) -> tuple[dict, Path]:
     return payload, path
 
 
-def load_checkpoint(path_or_default="default", device: str | torch.device = "cpu") -> LoadedCheckpoint:
-    """Rebuild the model of a checkpoint (frozen encoder weights from the encoder's package), in eval mode."""
+def model_from_payload(payload: dict, path, overrides: dict | None = None) -> torch.nn.Module:
+    """The model of a checkpoint dict with its weights (frozen encoder weights from the encoder's
+    package); `overrides` change model config keys that leave the weights' shapes alone (e.g. dropout)."""
     from moodlens.models import model_module
     from moodlens.models.config import fill_dataclass
 
-    payload, path = read_checkpoint(path_or_default)
     name = payload["model_name"]
     try:
         module = model_module(name)
     except ConfigError:
         raise AssetError(f"Checkpoint {path} holds model '{name}', which this moodlens does not know.") from None
-    config = fill_dataclass(module.Config, payload["model_config"], f"checkpoint {path}")
+    config = fill_dataclass(module.Config, {**payload["model_config"], **(overrides or {})}, f"checkpoint {path}")
     model = module.Model(config)
     own = model.state_dict()
     state = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v
@@ -146,10 +146,26 @@ def load_checkpoint(path_or_default="default", device: str | torch.device = "cpu
     except (KeyError, RuntimeError) as err:
         message = err.args[0] if err.args else str(err)
         raise AssetError(f"Checkpoint {path} does not fit model '{name}': {message}.") from None
+    return model
+
+
+def checkpoint_trained_modalities(extra: dict) -> list[str]:
+    """The modalities a checkpoint's weights were trained on; checkpoints written before this was
+    recorded count as trained on all (what the scorer assumes too)."""
+    from moodlens.models.batch import MODALITIES
+
+    recorded = extra.get("trained_modalities")
+    return list(MODALITIES) if recorded is None else [m for m in MODALITIES if m in recorded]
+
+
+def load_checkpoint(path_or_default="default", device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model of a checkpoint (frozen encoder weights from the encoder's package), in eval mode."""
+    payload, path = read_checkpoint(path_or_default)
+    model = model_from_payload(payload, path)
     model.to(device).eval()
     extra = {k: v for k, v in payload.items()
              if k not in ("format", "model_name", "model_config", "featurizer_config", "state_dict", "metrics")}
-    return LoadedCheckpoint(model=model, model_name=name, model_config=dict(payload["model_config"]),
+    return LoadedCheckpoint(model=model, model_name=payload["model_name"], model_config=dict(payload["model_config"]),
                             featurizer_config=dict(payload["featurizer_config"]),
                             metrics=dict(payload.get("metrics") or {}), path=str(path), extra=extra)
 

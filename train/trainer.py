@@ -29,7 +29,8 @@ import torch
 
 from moodlens.models.batch import MODALITIES, MultimodalBatch
 from moodlens.realtime.errors import ConfigError, DataError
-from moodlens.train.checkpoint import live_featurizer_config, save_checkpoint
+from moodlens.train.checkpoint import checkpoint_trained_modalities, live_featurizer_config, model_from_payload, \
+    read_checkpoint, save_checkpoint
 from moodlens.train.data import DataOptions, DatasetSplits, Split, load_dataset, trim
 from moodlens.train.metrics import format_mean_std, format_value, json_safe, mean_std, metric_names, \
     mmsa_regression_metrics
@@ -61,6 +62,7 @@ class TrainConfig:
     data_metric: str | None = None        # metric variant override: mosi | mosei | sims
     bucket_by_length: bool = True         # batches of similar length (less padding, same samples)
     cache_frozen_text: bool = True        # run the frozen lower text-encoder layers once per sentence
+    init_from: str | None = None          # "default" or a checkpoint path: fine-tune from its weights
 
 
 def load_train_config(path: str | Path | None = None, model: str | None = None,
@@ -92,6 +94,20 @@ def load_train_config(path: str | Path | None = None, model: str | None = None,
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
+
+def read_init_checkpoint(init_from: str, model: str | None = None, model_config_path=None) -> tuple[dict, Path]:
+    """The checkpoint to fine-tune from (raw dict and path); refuses a different model name or a
+    model YAML, since the model and its config come from the checkpoint."""
+    payload, path = read_checkpoint(init_from)
+    name = payload["model_name"]
+    if model is not None and model != name:
+        raise ConfigError(f"--model {model} does not match checkpoint {path}, which holds model '{name}'; "
+                          f"leave --model out or name {name}.")
+    if model_config_path is not None:
+        raise ConfigError(f"A model config file ({model_config_path}) cannot be combined with --init-from: "
+                          f"the model config comes from checkpoint {path}.")
+    return payload, path
+
 
 def set_seed(seed: int, deterministic: bool) -> None:
     random.seed(seed)
@@ -285,6 +301,10 @@ class Trainer:
             if needed not in data.splits:
                 raise DataError(f"{data.source} has no '{needed}' split; training needs train and valid "
                                 "(and test for the reported metrics).")
+        self.init_payload, self.init_path = None, None
+        if config.init_from:  # fine-tuning: model name and config come from the checkpoint
+            self.init_payload, self.init_path = read_init_checkpoint(config.init_from, config.model,
+                                                                     config.model_config)
 
     # ---- model --------------------------------------------------------------------------------
     def model_overrides(self) -> dict:
@@ -294,6 +314,11 @@ class Trainer:
                               ("vision_dim", self.data.has_vision, self.data.vision_dim)):
             if not has:
                 continue
+            if self.init_payload is not None and int(self.init_payload["model_config"][key]) != dim:
+                modality = key.split("_")[0]
+                raise DataError(f"{self.data.source} split 'train' key '{modality}' has {dim} features per frame "
+                                f"but checkpoint {self.init_path} was trained with {key}="
+                                f"{self.init_payload['model_config'][key]}.")
             if key in overrides and int(overrides[key]) != dim:
                 modality = key.split("_")[0]
                 raise DataError(f"{self.data.source} split 'train' key '{modality}' has {dim} features per frame "
@@ -304,6 +329,8 @@ class Trainer:
     def build_model(self):
         from moodlens.models import build_model
 
+        if self.init_payload is not None:
+            return model_from_payload(self.init_payload, self.init_path, self.model_overrides())
         return build_model(self.config.model, self.model_overrides(), self.config.model_config)
 
     def optimizers(self, model) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
@@ -326,11 +353,16 @@ class Trainer:
         """Modalities present in at least one training sample; the scorer feeds the others as absent
         (a branch that never saw data has random weights)."""
         present = self.data.train.batch.present
-        return [m for i, m in enumerate(MODALITIES) if bool(present[:, i].any())]
+        trained = {m for i, m in enumerate(MODALITIES) if bool(present[:, i].any())}
+        if self.init_payload is not None:  # fine-tuned: what the initial weights learned stays learned
+            trained |= set(checkpoint_trained_modalities(self.init_payload))
+        return [m for m in MODALITIES if m in trained]
 
     def featurizer_config(self, model) -> dict:
         if self.data.featurizer_config:  # features made by moodlens: record exactly how
             return dict(self.data.featurizer_config)
+        if self.init_payload is not None:  # branches the new data lacks still expect the init's features
+            return dict(self.init_payload["featurizer_config"])
         mc = model.config
         return live_featurizer_config(mc.text_encoder, mc.text_max_len,
                                       self.data.audio_dim if self.data.has_audio else mc.audio_dim,
@@ -561,9 +593,15 @@ def _nan(d: dict) -> dict:
 
 def data_options_for(config: TrainConfig, labels: str | None = None) -> DataOptions:
     """Data options that match the model's text encoder and dims."""
-    from moodlens.models import load_config
+    from moodlens.models import load_config, model_module
+    from moodlens.models.config import fill_dataclass
 
-    model_config = load_config(config.model, config.model_overrides, config.model_config)
+    if config.init_from:
+        payload, path = read_init_checkpoint(config.init_from, config.model, config.model_config)
+        model_config = fill_dataclass(model_module(payload["model_name"]).Config,
+                                      {**payload["model_config"], **config.model_overrides}, f"checkpoint {path}")
+    else:
+        model_config = load_config(config.model, config.model_overrides, config.model_config)
     return DataOptions(text_encoder=model_config.text_encoder, text_max_len=model_config.text_max_len,
                        audio_dim=model_config.audio_dim, vision_dim=model_config.vision_dim,
                        metric_dataset=config.data_metric, labels=labels)

@@ -11,7 +11,10 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name (hcrl_mfd, dashfusion, dlf, dar, tecafn); "
-                                        "default: the config's, else hcrl_mfd")
+                                        "default: the --init-from checkpoint's, else the config's, else hcrl_mfd")
+    parser.add_argument("--init-from", metavar="default|PATH",
+                        help="fine-tune from the default weights or a checkpoint (model and its config "
+                             "come from the checkpoint)")
     parser.add_argument("--data", required=True, nargs="+",
                         help="MMSA .pkl, featurize .pkl, .tsv/.csv or a folder of train/dev/test files, "
                              "session folder(s), or 'synthetic'")
@@ -57,18 +60,22 @@ def main(args) -> int:
     from rich.table import Table
 
     from moodlens.train.metrics import json_safe, metric_names
-    from moodlens.train.trainer import load_train_config, train
+    from moodlens.train.trainer import load_train_config, read_init_checkpoint, train
 
     overrides = {
         "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
         "text_learning_rate": args.text_lr, "seeds": args.seed, "device": args.device,
-        "num_threads": args.threads, "model_config": args.model_config,
+        "num_threads": args.threads, "model_config": args.model_config, "init_from": args.init_from,
     }
+    model = args.model
+    if args.init_from:
+        payload, _ = read_init_checkpoint(args.init_from, args.model, args.model_config)
+        model = overrides["model"] = payload["model_name"]
     if args.no_deterministic:
         overrides["deterministic"] = False
     if args.no_amp:
         overrides["amp"] = False
-    config = load_train_config(args.config, model=args.model or "hcrl_mfd", overrides=overrides)
+    config = load_train_config(args.config, model=model or "hcrl_mfd", overrides=overrides)
     if args.set:
         config.model_overrides = {**config.model_overrides, **parse_overrides(args.set)}
     data = args.data[0] if len(args.data) == 1 else args.data
