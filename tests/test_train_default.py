@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,3 +69,33 @@ def test_evaluate_default_on_mosi_test(shared_data, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["samples"] == 686
     assert result["Non0_acc_2"] >= 0.80 and result["MAE"] <= 0.85, result
+
+
+def test_fine_tuning_from_the_default_weights(default, tmp_path):
+    """`moodlens train --init-from default` (no --model): hcrl_mfd with the default's config; with
+    learning rates 0 the first epoch's validation loss is the default's own on that split; the result
+    stays text-only and keeps the default's featurizer config (a TSV brings none)."""
+    from moodlens.realtime.cli import main
+    from moodlens.train.trainer import evaluate_split
+
+    words = ["good", "bad", "great", "awful", "fine", "poor"]
+    for split, n in (("train", 16), ("dev", 8), ("test", 8)):
+        lines = [f"this film is {words[i % 6]} number {i}\t{(-1) ** i * (i % 3):.1f}" for i in range(n)]
+        (tmp_path / f"{split}.tsv").write_text("text\tlabel\n" + "\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    code = main(["train", "--init-from", "default", "--data", str(tmp_path), "--epochs", "1", "--batch-size", "8",
+                 "--lr", "0", "--text-lr", "0", "--threads", "1", "--quiet", "--json", "--seed", "3",
+                 "--out", str(out)])
+    assert code == 0
+    mc = default.model.config
+    rows = [line.split("\t") for line in (tmp_path / "dev.tsv").read_text().splitlines()[1:]]
+    valid = text_split("valid", [text for text, _ in rows], np.array([float(label) for _, label in rows]),
+                       DataOptions(text_encoder=mc.text_encoder, text_max_len=mc.text_max_len,
+                                   audio_dim=mc.audio_dim, vision_dim=mc.vision_dim))
+    own, _ = evaluate_split(default.model, valid)
+    first = next(csv.DictReader((out / "seed_3" / "log.csv").open()))
+    assert float(first["valid_loss"]) == pytest.approx(own["loss"], abs=1e-5)
+    tuned = load_checkpoint(out / "best.pt")
+    assert tuned.model_name == "hcrl_mfd" and tuned.model_config == default.model_config
+    assert tuned.extra["trained_modalities"] == ["text"]
+    assert tuned.featurizer_config == default.featurizer_config
