@@ -43,6 +43,7 @@ PRESENT_WORDS = {"text": ("speech", "no speech"), "audio": ("voice", "silence"),
 SHORT = {"text": "T", "audio": "A", "vision": "V"}
 _RED, _AMBER, _GREEN = (220, 50, 47), (205, 180, 90), (46, 184, 92)
 DIM = Style(color="grey42")
+UNTRAINED = Style(color="grey62", italic=True)
 
 
 @dataclass
@@ -133,8 +134,9 @@ class TimelineChart:
     """
 
     def __init__(self, events: list[WindowEvent], now_s: float, max_seconds_per_column: float = 1.0,
-                 duration_s: float | None = None):
+                 duration_s: float | None = None, untrained: tuple[str, ...] = ()):
         self.events = sorted(events, key=lambda e: e.start)
+        self.untrained = tuple(untrained)
         self.now_s = max([now_s] + [e.end for e in self.events[-1:]])
         self.max_spc = max_seconds_per_column
         self.duration_s = duration_s
@@ -195,7 +197,7 @@ class TimelineChart:
         for r in range(per_side):                          # negative half, nearest the zero line first
             lines.append(self._bar_row(column, "-3 " if r == per_side - 1 else "   ", r, unit, positive=False))
         for m in MODALITIES:
-            lines.append(self._strip(column, m))
+            lines.append(self._untrained_strip(column, m) if m in self.untrained else self._strip(column, m))
         lines.append(self._axis(start, spc, cols))
         return lines[:height]
 
@@ -230,6 +232,20 @@ class TimelineChart:
             else:
                 level = int(round((max(-SCALE, min(SCALE, score)) + SCALE) / (2 * SCALE) * (len(SPARK) - 1)))
                 row.add(SPARK[level], sentiment_style(score))
+        return row.done()
+
+    @staticmethod
+    def _untrained_strip(column, modality: str) -> Text:
+        """A modality the checkpoint never learned: no scores to draw, so the strip says so in words
+        (dots still mark the windows where it was perceived)."""
+        cells: list[tuple[str, Style | None]] = [
+            ("·", DIM) if e is not None and e.present.get(modality) else (" ", None) for e in column]
+        label = " untrained in this checkpoint " if len(cells) >= 34 else " untrained "
+        for i, ch in enumerate(label[: max(0, len(cells) - 1)]):
+            cells[1 + i] = (ch, UNTRAINED)
+        row = _Row(f"{SHORT[modality]}  ", "bold")
+        for ch, style in cells:
+            row.add(ch, style)
         return row.done()
 
     @staticmethod
@@ -293,7 +309,8 @@ class Dashboard:
 
     def __init__(self, source_label: str, backend: str = "", device: str = "cpu",
                  stats: Callable[[], StatsSnapshot] | None = None, options: DashboardOptions | None = None,
-                 console: Console | None = None, model: str = ""):
+                 console: Console | None = None, model: str = "", untrained: tuple[str, ...] = (),
+                 alert: Callable[[], str | None] | None = None):
         self.source_label = source_label
         self.backend = backend
         self.device = device
@@ -303,6 +320,10 @@ class Dashboard:
         self.console = console or Console()
         self.events: list[WindowEvent] = []
         self.notice = ""                        # one line under the header (warnings, end of file)
+        # Modalities the checkpoint never trained: scored null even when perceived, and labelled so.
+        self.untrained = tuple(m for m in MODALITIES if m in set(untrained))
+        # Polled at each redraw: a sentence to show above everything (e.g. the recorder's failure).
+        self.alert = alert
         self.state = "starting"
         self._lock = threading.Lock()
         self._live: Live | None = None
@@ -351,21 +372,33 @@ class Dashboard:
             events = list(self.events)
         snap = self.stats()
         latest = events[-1] if events else None
-        body_h = max(height - 1, 10)
+        alert = self._alert_sentence()
+        alert_h = min(3, math.ceil((len(alert) + 2) / max(width, 20))) if alert else 0
+        body_h = max(height - 1 - alert_h, 10)
         chart_h = max(10, min(body_h - 8, 23))        # 4 to 8 rows each side of zero; the rest is history
         bottom_h = body_h - chart_h
         right_w = pipeline_panel_width(width)
         root = Layout(name="root")
-        root.split_column(
-            Layout(self._header(snap, width), name="header", size=1),
-            Layout(self._chart_panel(events, snap, chart_h), name="chart", size=chart_h),
-            Layout(name="bottom"),
-        )
+        parts = [Layout(self._header(snap, width), name="header", size=1)]
+        if alert:
+            parts.append(Layout(Text("⚠ " + alert, style="bold yellow", overflow="ellipsis"), name="alert",
+                                size=alert_h))
+        parts += [Layout(self._chart_panel(events, snap, chart_h), name="chart", size=chart_h),
+                  Layout(name="bottom")]
+        root.split_column(*parts)
         root["bottom"].split_row(
             Layout(self._now_panel(latest, events, snap, bottom_h), name="now"),
             Layout(self._pipeline_panel(snap), name="pipeline", size=right_w),
         )
         return root
+
+    def _alert_sentence(self) -> str:
+        if self.alert is None:
+            return ""
+        try:
+            return str(self.alert() or "")
+        except Exception:  # noqa: BLE001 - a broken alert source must not take the screen down
+            return ""
 
     def _header(self, snap: StatsSnapshot, width: int) -> Table:
         grid = Table.grid(expand=True, padding=0)
@@ -391,7 +424,8 @@ class Dashboard:
         return grid
 
     def _chart_panel(self, events, snap: StatsSnapshot, height: int) -> Panel:
-        chart = TimelineChart(events, snap.media_s, self.options.max_seconds_per_column, snap.duration_s)
+        chart = TimelineChart(events, snap.media_s, self.options.max_seconds_per_column, snap.duration_s,
+                              untrained=self.untrained)
         # Reuse the previous chart (and its rendered lines) while nothing it shows has changed.
         key = (len(events), events[-1].id if events else None, chart.layout(self.console.size.width - 2), height)
         if key == self._chart_key and self._chart is not None:
@@ -430,8 +464,15 @@ class Dashboard:
             rows.append(fused)
             scores = Text()
             for m in MODALITIES:
+                if m in self.untrained:
+                    continue
                 scores.append(f"{SHORT[m]} ", style="bold")
                 scores.append(fmt_score(latest.scores[m]), style=sentiment_style(latest.scores[m]))
+                scores.append("   ")
+            if self.untrained:
+                # Not "–" (which means absent): these were perceived but the checkpoint cannot score them.
+                scores.append("/".join(SHORT[m] for m in self.untrained) + " ", style="bold")
+                scores.append("untrained", style=UNTRAINED)
                 scores.append("   ")
             scores.append(f"{latest.latency_ms.get('total', 0):.0f} ms", style=DIM)
             rows.append(scores)
@@ -537,6 +578,11 @@ class Dashboard:
         table.add_column("text", ratio=1)
         for m in ("fused", *MODALITIES):
             table.add_column(SHORT.get(m, m), justify="right", no_wrap=True)
+        if self.untrained:
+            names = " and ".join(self.untrained)
+            table.caption = (f"{names}: {'branch' if len(self.untrained) == 1 else 'branches'} untrained in this "
+                             f"checkpoint, so not scored (–) even where perceived")
+            table.caption_justify = "left"
         for e in self.events:
             table.add_row(str(e.id), f"{e.start:.1f}–{e.end:.1f}s", e.text or "(no speech)",
                           *(Text(fmt_score(e.scores[m]), style=sentiment_style(e.scores[m]))

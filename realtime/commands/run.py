@@ -50,6 +50,9 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write one JSON line per scored window to OUT ('-' = stdout)")
     parser.add_argument("--record", type=Path, metavar="DIR", default=None,
                         help="record the session (audio, video, windows) into the new folder DIR")
+    parser.add_argument("--record-video", choices=("mp4", "faces", "none"), default=None,
+                        help="with --record: mp4 keeps the video; faces keeps only face features (privacy, "
+                             "no picture); none keeps no video (default: the config's recording.video, mp4)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -106,6 +109,9 @@ def run_session(open_source: Callable[[], object], label: str, config, args: arg
     """Open the source, load the engine, run the pipeline on the dashboard (or headless)."""
     err = Console(stderr=True)
     headless = bool(args.headless)
+    if getattr(args, "record_video", None) and getattr(args, "record", None) is None:
+        raise ConfigError(f"--record-video {args.record_video} chooses what a recording keeps; "
+                          f"add --record DIR to record a session.")
     if args.jsonl is None and headless:
         args.jsonl = "-"
     if args.jsonl == "-" and not headless and Console().is_terminal:
@@ -138,11 +144,16 @@ def _run_session(source, label, config, args, realtime, source_info, notices, sc
         if args.jsonl not in (None, "-"):
             pipeline.sinks.append(JsonlSink(args.jsonl))
         if args.record is not None:
-            recorder = make_recorder(args.record, config, scorer, pipeline, source_info, realtime)
+            # The recorder reports a failure (disk full, folder not writable) through on_error on its
+            # own thread: printed to stderr it would be painted over by the full-screen dashboard, so
+            # the dashboard polls `recorder.error` instead and the sentence is printed after the run.
+            recorder = make_recorder(args.record, config, scorer, pipeline, source_info, realtime,
+                                     video=getattr(args, "record_video", None), on_error=lambda sentence: None)
             pipeline.sinks.append(recorder)
         if headless or not Console().is_terminal:
             return _run_headless(pipeline, label, err, to_stdout=args.jsonl == "-", fancy=not headless)
-        return _run_dashboard(pipeline, label, config, notices or [])
+        alert = (lambda: recorder.error) if recorder is not None else None
+        return _run_dashboard(pipeline, label, config, notices or [], alert=alert)
     finally:
         if pipeline is not None:
             pipeline.stop()
@@ -150,10 +161,14 @@ def _run_session(source, label, config, args, realtime, source_info, notices, sc
             source.close()
         if recorder is not None:
             recorder.close()
-            err.print(f"recorded the session in {args.record}", highlight=False)
+            if recorder.error:
+                err.print(f"[bold yellow]recording:[/] {recorder.error}", highlight=False)
+            else:
+                err.print(f"recorded the session in {args.record}", highlight=False)
 
 
-def make_recorder(folder: Path, config, scorer, pipeline, source_info: dict, realtime: bool):
+def make_recorder(folder: Path, config, scorer, pipeline, source_info: dict, realtime: bool,
+                  video: str | None = None, on_error: Callable[[str], None] | None = None):
     import dataclasses
 
     from moodlens.realtime.recording import RecordingOptions, SessionRecorder
@@ -170,7 +185,10 @@ def make_recorder(folder: Path, config, scorer, pipeline, source_info: dict, rea
     # pipeline hands over its face features, so privacy mode ("faces") does not run MediaPipe twice.
     options = dataclasses.replace(config.recording or RecordingOptions(), block_when_busy=not realtime,
                                   faces_from_pipeline=True)
-    return SessionRecorder(folder, info, options)
+    if video is not None:                    # --record-video overrides the config's recording.video
+        options.video = video
+    info["config"]["recording"] = dataclasses.asdict(options)
+    return SessionRecorder(folder, info, options, on_error=on_error)
 
 
 def _run_headless(pipeline, label: str, err: Console, to_stdout: bool, fancy: bool) -> int:
@@ -188,6 +206,9 @@ def _run_headless(pipeline, label: str, err: Console, to_stdout: bool, fancy: bo
         progress.start()
     count = 0
     started = time.monotonic()
+    untrained = untrained_modalities(pipeline.scorer)
+    if fancy and untrained:
+        err.print(f"[dim]{untrained_note(untrained)}[/]", highlight=False)
     try:
         for event in pipeline.events():
             count += 1
@@ -222,6 +243,12 @@ def _totals_line(pipeline, label: str, wall: float | None = None) -> str:
             + (f", {snap.frames_dropped} frames dropped" if snap.frames_dropped else ""))
 
 
+def untrained_note(untrained) -> str:
+    names = " and ".join(untrained)
+    return (f"{names}: {'branch' if len(untrained) == 1 else 'branches'} untrained in this checkpoint, "
+            f"so not scored (shown as –) even when perceived")
+
+
 def _event_line(event) -> str:
     scores = "  ".join(f"{k[0].upper()} {v:+.2f}" if v is not None else f"{k[0].upper()}   – "
                        for k, v in event.scores.items() if k != "fused")
@@ -229,12 +256,24 @@ def _event_line(event) -> str:
             f"{event.latency_ms['total']:.0f} ms  {event.text or '(no speech)'}")
 
 
-def _run_dashboard(pipeline, label: str, config, notices: list[str]) -> int:
+def untrained_modalities(scorer) -> tuple[str, ...]:
+    """Modalities the checkpoint never trained (the scorer feeds them as absent and scores them null)."""
+    from moodlens.realtime.events import MODALITIES
+
+    trained = getattr(scorer, "trained_modalities", None)
+    if trained is None:
+        return ()
+    return tuple(m for m in MODALITIES if m not in trained)
+
+
+def _run_dashboard(pipeline, label: str, config, notices: list[str],
+                   alert: Callable[[], str | None] | None = None) -> int:
     from moodlens.realtime.dashboard import Dashboard
 
     console = Console()
     dashboard = Dashboard(label, backend=pipeline.backend_name, device=pipeline.device,
-                          stats=pipeline.stats.snapshot, options=config.dashboard, console=console)
+                          stats=pipeline.stats.snapshot, options=config.dashboard, console=console,
+                          untrained=untrained_modalities(pipeline.scorer), alert=alert)
     if notices:
         dashboard.notice = " ".join(notices)
     code = 0
