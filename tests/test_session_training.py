@@ -168,6 +168,19 @@ def test_the_session_featurizer_config_is_used(tmp_path):
     assert data.featurizer_config["audio_hop_length"] == 320
     frames = [int(split.batch.audio_mask[i].sum()) for split in data.splits.values() for i in range(len(split))]
     assert all(abs(n - 0.5 * 50) <= 2 for n in frames), frames        # 0.5 s windows at 50 frames/s
+    # The checkpoint trained on it carries that config (what the scorer checks live features against),
+    # not the live default.
+    from moodlens.train.checkpoint import load_checkpoint
+    from moodlens.train.trainer import Trainer, TrainConfig
+
+    tiny = {"text_hidden": 8, "audio_hidden": 8, "vision_hidden": 8, "shared_dim": 8, "fusion_hidden": 8,
+            "heads": 2, "encoder_layers": 1, "decouple_layers": 1}
+    Trainer(TrainConfig(model_overrides=tiny, epochs=1, batch_size=8, seeds=[1], num_threads=1), data,
+            tmp_path / "run", show_progress=False).run()
+    loaded = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert loaded.featurizer_config["audio_hop_length"] == 320
+    assert loaded.featurizer_config == data.featurizer_config
+    assert loaded.extra["trained_modalities"] == ["text", "audio"]     # recorded without video or faces
     both = labelled_csv(tmp_path / "both.csv", [tmp_path / "fine", tmp_path / "plain"],
                         label_of=lambda i, row: "1")
     with pytest.raises(ConfigError, match="audio_hop_length"):
