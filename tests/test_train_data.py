@@ -218,3 +218,33 @@ def test_featurize_output_layout(tmp_path):
     b = data.train.batch
     assert b.vision_mask.tolist() == vision_mask.tolist()   # frames without a face stay masked
     assert b.present.tolist() == [[True, True, True], [True, True, False], [True, False, True]]
+
+
+def test_checkpoint_carries_the_featurize_meta_and_the_modalities_present_in_train(tmp_path):
+    """Trained on a featurize pickle, the checkpoint records the pickle's `meta` (not the live
+    default) and only the modalities some training sample has present (vision never is here)."""
+    from moodlens.realtime.features.config import FeaturizerConfig
+    from moodlens.train.checkpoint import load_checkpoint
+    from moodlens.train.trainer import Trainer, TrainConfig
+
+    rng = np.random.default_rng(1)
+    n, ta, tv = 6, 5, 3
+    ids = np.zeros((n, 3, 5), dtype=np.int64)
+    ids[:, 0, :3] = [101, 2204, 102]
+    ids[:, 1, :3] = 1
+    split = {"id": np.array([str(i) for i in range(n)]), "raw_text": np.array(["good"] * n), "text_bert": ids,
+             "audio": rng.normal(size=(n, ta, 40)).astype(np.float32), "audio_lengths": np.full(n, ta),
+             "audio_mask": np.ones((n, ta), bool), "vision": np.ones((n, tv, 64), np.float32),
+             "vision_lengths": np.full(n, tv), "vision_mask": np.ones((n, tv), bool),
+             "present": np.array([[1, 1, 0], [1, 0, 0]] * 3, bool),
+             "regression_labels": rng.uniform(-3, 3, n).astype(np.float32)}
+    meta = FeaturizerConfig(audio_hop_length=320).to_dict()
+    assert meta != FeaturizerConfig().to_dict()
+    path = _mmsa_file(tmp_path, {"train": split, "valid": split, "meta": meta}, "features.pkl")
+    tiny = {"text_hidden": 8, "audio_hidden": 8, "vision_hidden": 8, "shared_dim": 8, "fusion_hidden": 8,
+            "heads": 2, "encoder_layers": 1, "decouple_layers": 1}
+    config = TrainConfig(model_overrides=tiny, epochs=1, batch_size=6, seeds=[1], num_threads=1)
+    Trainer(config, load_dataset(path), tmp_path / "run", show_progress=False).run()
+    loaded = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert loaded.featurizer_config == meta
+    assert loaded.extra["trained_modalities"] == ["text", "audio"]
