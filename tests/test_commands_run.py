@@ -202,3 +202,87 @@ def test_a_feature_override_that_changes_values_is_refused(tmp_path):
                     transcriber=object())
     assert pipe.featurizer_config.vision_fps == scorer.featurizer_config.vision_fps
     pipe.stop()
+
+
+def test_record_video_needs_record_and_is_listed_in_help(capsys):
+    for command in ("run", "live", "demo"):
+        code, out, _ = moodlens(capsys, command, "--help")
+        assert code == 0 and "--record-video" in out and "faces" in out
+    code, _, err = moodlens(capsys, "demo", "--headless", "--record-video", "faces")
+    assert code == 2 and "--record DIR" in one_sentence(err)
+    code, _, err = moodlens(capsys, "demo", "--headless", "--record-video", "mkv")
+    assert code == 2 and "mkv" in err                              # argparse names the bad choice
+
+
+def test_record_video_faces_keeps_the_pipelines_face_features_and_no_video(tmp_path, checkpoint):
+    # Privacy mode over the bundled clip (a face throughout): no video file, face features only, and
+    # they are the pipeline's own (faces_from_pipeline), so MediaPipe does not run a second time.
+    folder = tmp_path / "private"
+    result = subprocess.run([*MOODLENS, "demo", "--headless", "--pace", "fast", "--backend", "eager",
+                             "--checkpoint", checkpoint, "--record", str(folder), "--record-video", "faces"],
+                            capture_output=True, text=True, timeout=300, env=ENV, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and f"recorded the session in {folder}" in result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(events) >= 3 and all(e["present"]["vision"] for e in events)
+    from moodlens.realtime.recording import open_session
+
+    session = open_session(folder)
+    assert session.closed_cleanly and len(session.windows) == len(events)
+    assert session.video_path is None and not (folder / "video.mp4").exists()
+    recording = session.info["config"]["recording"]
+    assert recording["video"] == "faces" and recording["faces_from_pipeline"] is True
+    faces = session.read_faces()
+    # The pipeline tracks faces at the featurizer's vision fps: about that many per second of clip.
+    fps = session.featurizer_config["vision_fps"]
+    assert 0.5 * fps * events[-1]["end"] <= len(faces) <= 1.5 * fps * 27.0
+    assert sum(f.face_present for f in faces) >= 0.8 * len(faces)
+
+
+def test_a_recorder_that_fills_the_disk_says_so_once_after_the_run_and_scoring_goes_on(tts, tmp_path, checkpoint):
+    import resource
+
+    parts = []
+    for text in ["I love this wonderful day.", "This is terrible and I hate it.", "The meeting is on Tuesday."]:
+        audio, _ = sf.read(str(tts(text)), dtype="float32")
+        parts += [audio, np.zeros(16000, np.float32)]
+    wav = tmp_path / "talk.wav"
+    sf.write(str(wav), np.concatenate(parts), 16000)
+    folder = tmp_path / "full"
+
+    def limit_file_size():             # a disk that fills after ~60 kB (about 2 s of recorded audio)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    result = subprocess.run([*MOODLENS, "run", str(wav), "--headless", "--pace", "fast", "--backend", "eager",
+                             "--checkpoint", checkpoint, "--record", str(folder)],
+                            capture_output=True, text=True, timeout=300, env=ENV, cwd=REPO,
+                            preexec_fn=limit_file_size)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(result.stdout.splitlines()) == 3                        # every sentence was still scored
+    err = " ".join(result.stderr.split())
+    assert err.count("Recording to") == 1, result.stderr              # once, not per failed write
+    assert "File too large" in err and "live scoring continues" in err
+    assert err.index("windows in") < err.index("Recording to")         # after the run's totals
+    assert "recorded the session in" not in err
+
+
+def test_a_folder_that_cannot_be_created_fails_quietly_until_the_run_reports_it(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from moodlens.realtime.commands.run import make_recorder
+    from moodlens.realtime.features.config import FeaturizerConfig
+    from moodlens.realtime.live_config import load_live_config
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    pipeline = SimpleNamespace(featurizer_config=FeaturizerConfig(), backend_name="eager", device="cpu")
+    recorder = make_recorder(blocker / "session", load_live_config(), None, pipeline, {}, realtime=True,
+                             video="none", on_error=lambda sentence: None)
+    try:
+        assert recorder.error and str(blocker / "session") in recorder.error
+        assert "live scoring continues" in recorder.error
+        assert recorder.options.video == "none"
+        assert capsys.readouterr().err == ""       # nothing printed under a dashboard
+    finally:
+        recorder.close()

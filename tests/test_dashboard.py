@@ -149,3 +149,60 @@ def test_summary_lists_every_window():
     for e in EVENTS:
         assert (e.text or "(no speech)") in out
     assert "+2.40" in out and "-2.20" in out
+
+
+def perceived_but_unscored(i, start, end, fused, text):
+    """What the scorer returns for a text-only checkpoint: audio and face perceived, scored null."""
+    e = event(i, start, end, fused, text, t=fused)
+    e.present.update(audio=True, vision=True)
+    return e
+
+
+@pytest.mark.parametrize("width,height", [(80, 24), (120, 40)])
+def test_untrained_branches_are_named_not_shown_as_absent(width, height):
+    events = [perceived_but_unscored(0, 0.5, 4.0, 2.3, "I love this."),
+              perceived_but_unscored(1, 5.0, 8.0, -2.5, "I hate this.")]
+    d = Dashboard("demo.mp4", backend="onnxruntime", device="cpu", stats=lambda: SNAP,
+                  untrained=("vision", "audio"))
+    for e in events:
+        d.add(e)
+    text = render_to_text(d, width, height)
+    lines = text.splitlines()
+    assert len(lines) == height and all(len(line) <= width for line in lines)
+    strips = {line[1]: line for line in lines if line[1:2] in "TAV" and line[2:4] == "  "}
+    assert "untrained in this checkpoint" in strips["A"] and "untrained in this checkpoint" in strips["V"]
+    assert "untrained" not in strips["T"] and any(ch in strips["T"] for ch in "▁▂▃▄▅▆▇█")
+    assert "A/V untrained" in text and "T -2.50" in text
+    # What was perceived is still said: a face and a voice were found, so never "no face" / "silence".
+    assert "✓ face" in text and "✓ voice" in text and "no face" not in text and "silence" not in text
+    # A checkpoint trained on every modality shows no such label.
+    full = render_to_text(dashboard(), width, height)
+    assert "untrained" not in full
+
+
+def test_untrained_branches_are_noted_under_the_summary():
+    d = Dashboard("demo.mp4", stats=lambda: SNAP, untrained=("audio", "vision"))
+    d.add(perceived_but_unscored(0, 0.5, 4.0, 2.3, "I love this."))
+    console = Console(width=120, record=True, file=None)
+    console.begin_capture()
+    console.print(d.summary())
+    out = console.end_capture()
+    assert "audio and vision: branches untrained in this checkpoint" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("width,height", [(80, 24), (120, 40)])
+def test_a_recorder_failure_is_shown_above_the_dashboard(width, height):
+    sentence = ("Recording to /data/sessions/today stopped while writing audio: No space left on device; "
+                "live scoring continues and what was recorded so far stays readable.")
+    failure: list[str] = []
+    d = dashboard()
+    d.alert = lambda: failure[0] if failure else None
+    before = render_to_text(d, width, height)
+    assert "Recording to" not in before                       # nothing shown until it fails
+    failure.append(sentence)
+    text = render_to_text(d, width, height)
+    lines = text.splitlines()
+    assert len(lines) == height and all(len(line) <= width for line in lines)
+    assert sentence in " ".join(line.strip() for line in lines[:4])   # the whole sentence, under the header
+    for needle in ("Sentiment over time", "Now", "Pipeline", "p95", "-0.40"):
+        assert needle in text, f"{needle!r} pushed off the screen at {width}x{height}"

@@ -2,6 +2,7 @@
 
     moodlens live                       # default camera and microphone
     moodlens live --camera 1 --mic "USB Audio" --backend onnxruntime --record sessions/today
+    moodlens live --record sessions/private --record-video faces   # face features, no picture kept
 
 A missing camera or microphone leaves that modality out (noted on the dashboard); with neither,
 the command says so in one sentence and exits with status 2.

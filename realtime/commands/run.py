@@ -3,6 +3,7 @@
     moodlens run talk.mp4                          # paced at real time on the dashboard
     moodlens run talk.mp4 --pace fast --headless --jsonl out.jsonl
     moodlens run talk.mp4 --record sessions/talk   # also record a session (replay/export later)
+    moodlens run talk.mp4 --record sessions/talk --record-video none   # audio and windows only
 
 `run_session` is shared with `moodlens demo` and `moodlens live`.
 """
