@@ -104,8 +104,10 @@ def check_event_dict(d: dict[str, Any], where: str = "event") -> None:
         score = scores[m]
         if not present[m] and score is not None:
             raise DataError(f"{where} has a {m} score although {m} is absent (it must be null).")
-        if present[m] and not isinstance(score, (int, float)):
-            raise DataError(f"{where} has {m} present but its score is {score!r}.")
+        # A present modality may still score null: its branch was never trained in this checkpoint.
+        if present[m] and score is not None and (not isinstance(score, (int, float)) or isinstance(score, bool)
+                                                 or not math.isfinite(score)):
+            raise DataError(f"{where} has {m} present but its score is {score!r}, not a number or null.")
     for k in LATENCY_KEYS:
         if not isinstance(latency[k], (int, float)) or latency[k] < 0:
             raise DataError(f"{where} has latency_ms.{k}={latency[k]!r}, expected a number >= 0.")

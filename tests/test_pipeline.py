@@ -137,7 +137,7 @@ def talk(tmp_path_factory, scorer, transcriber):
     return pipe, events, spans
 
 
-def test_one_window_per_sentence_with_faces(talk):
+def test_one_window_per_sentence_with_faces(talk, scorer):
     pipe, events, spans = talk
     assert len(events) == len(SENTENCES), [e.text for e in events]
     for event, (start, end), sentence in zip(events, spans, SENTENCES):
@@ -147,7 +147,9 @@ def test_one_window_per_sentence_with_faces(talk):
         heard = set(event.text.lower().replace(",", "").strip(".").split())
         assert len(words & heard) >= len(words) - 1, (sentence, event.text)
         assert event.present == {"text": True, "audio": True, "vision": True}
-        assert all(event.scores[m] is not None for m in ("text", "audio", "vision", "fused"))
+        # Present modalities score a number unless the checkpoint never trained that branch (null).
+        assert event.scores["fused"] is not None
+        assert all((event.scores[m] is not None) == (m in scorer.trained_modalities) for m in ("text", "audio", "vision"))
         assert event.latency_ms["asr"] > 0 and event.latency_ms["total"] >= event.latency_ms["model"]
         check_event_dict(event.to_dict())
     snap = pipe.stats.snapshot()
@@ -187,7 +189,7 @@ def test_file_without_audio_gives_vision_only_windows(tmp_path, scorer, transcri
     for e in events:
         assert e.present == {"text": False, "audio": False, "vision": True}
         assert e.text == "" and e.text_score is None and e.audio_score is None
-        assert e.vision_score is not None and np.isfinite(e.fused)
+        assert (e.vision_score is not None) == ("vision" in scorer.trained_modalities) and np.isfinite(e.fused)
         assert e.latency_ms["asr"] == 0
     assert events[0].start == pytest.approx(0.0, abs=0.15) and events[0].end == pytest.approx(3.0, abs=0.15)
 
@@ -432,7 +434,8 @@ def test_waiting_windows_are_scored_in_one_batch(tts, tmp_path, scorer):
     assert [e.present for e in events] == [{"text": True, "audio": True, "vision": True},
                                            {"text": False, "audio": True, "vision": False},
                                            {"text": True, "audio": True, "vision": False}]
-    assert events[1].text_score is None and events[1].vision_score is None and events[0].vision_score is not None
+    assert events[1].text_score is None and events[1].vision_score is None
+    assert (events[0].vision_score is not None) == ("vision" in scorer.trained_modalities)
     assert [e.latency_ms["asr"] for e in events] == [300.0, 250.0, 200.0]
     assert len({e.latency_ms["model"] for e in events}) == 1              # one model call for the batch
     # Each row is scored as it would be alone (padding in a batch changes nothing).
