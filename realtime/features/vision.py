@@ -19,7 +19,10 @@ frames it does not want. VIDEO mode needs strictly increasing millisecond timest
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 
 import numpy as np
 
@@ -118,7 +121,8 @@ class VisionFeaturizer:
             output_facial_transformation_matrixes=True,
         )
         try:
-            return vision.FaceLandmarker.create_from_options(options)
+            with _native_stderr_silenced():
+                return vision.FaceLandmarker.create_from_options(options)
         except (RuntimeError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise AssetError(f"The face landmarker model {self.model_path} could not be loaded ({first}).") from None
@@ -299,3 +303,24 @@ class VisionFeaturizer:
             self.close()
         except Exception:
             pass
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """MediaPipe's C++ graph start-up writes glog/TFLite chatter straight to fd 2 (no Python logging
+    and no environment variable turns it off), painting over the dashboard. Failures still surface
+    as the Python exception it raises."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (e.g. captured by a test harness)
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
