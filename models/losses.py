@@ -61,3 +61,33 @@ def _masked_mean(loss: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor
         return loss.mean()
     valid = valid.to(loss.dtype)
     return (loss * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+# ---- per-head labels ---------------------------------------------------------------------------
+# Training labels come in one of two shapes (the contract every model's `loss` accepts):
+#   (B,)   one sentiment label per sample, used by every head (MOSI/MOSEI: the papers' setting);
+#   (B, 4) one column per head in LABEL_HEADS order (CH-SIMS's label/label_T/label_A/label_V, or
+#          unimodal datasets such as RAVDESS voice or face stills). NaN means "unknown for this head":
+#          that sample's term is masked out of the head's loss, never zero-filled.
+LABEL_HEADS = ("fused", "text", "audio", "vision")
+
+
+def label_for(labels: torch.Tensor, head: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, known) for one head: values with unknown entries set to 0 (safe to compute with),
+    known a (B,) bool mask. A (B,) label tensor serves every head."""
+    if labels.dim() == 1:
+        column = labels
+    else:
+        column = labels[:, LABEL_HEADS.index(head)]
+    known = torch.isfinite(column)
+    return torch.where(known, column, torch.zeros_like(column)), known
+
+
+def masked_l1(prediction: torch.Tensor, target: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Mean |prediction - target| over the known rows (0 with a gradient path when none is known)."""
+    return _masked_mean((prediction - target).abs(), known)
+
+
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Mean (prediction - target)^2 over the known rows."""
+    return _masked_mean((prediction - target).pow(2), known)
