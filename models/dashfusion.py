@@ -1,23 +1,34 @@
 """DashFusion: Dual-stream Alignment with Hierarchical Bottleneck Fusion.
 
 Wen, Li, Zhou, Gao, Wen, Tao & Li, "DashFusion: Dual-stream Alignment with Hierarchical Bottleneck
-Fusion for Multimodal Sentiment Analysis", IEEE TNNLS 2025 (arXiv 2512.05515).
+Fusion for Multimodal Sentiment Analysis", IEEE TNNLS 2025 (arXiv 2512.05515). Equation numbers
+below are the paper's; docs/fidelity/dashfusion.md maps each one to this file.
 
 Read top to bottom:
-  1. unimodal encoders: text encoder projected to the common width d; Transformer encoders for
-     audio and vision (d = 128)
-  2. dual-stream alignment, temporal stream: cross-modal attention with text as query (eq. 4)
-  3. hierarchical bottleneck fusion: p = 8 bottleneck tokens, halved after every layer (eq. 6-8)
-  4. MLP on the first token of each stream + the pooled bottleneck (eq. 9)      <- inference ends here
-  5. training only (`loss`): semantic-stream alignment by NT-Xent with text as anchor (eq. 5),
-     supervised contrastive learning with hard-negative mining on unimodal and aligned features,
-     L = L_pred (MSE) + λ·L_con.
+  1. modality encoding (§III-B): text encoder projected to d = 128; audio and vision projected,
+     a learned first (CLS) token prepended, positions, post-LN Transformer layers (eq. 1-2) -> X_m
+  2. temporal alignment (§III-C1, eq. 3-4): H = X_t + CA(X_t, X_a) + CA(X_t, X_v)
+  3. hierarchical bottleneck fusion (§III-E), L layers:
+       eq. 6   B^l = Transformer-layer(H^{l-1})[0 : p / 2^{l-1}]     (H^0 = H of eq. 4)
+       eq. 7-8 H^l = LN(B^l + Σ_m CA(B^l, X_m^{l-1})), H^l = LN(H^l + FFN(H^l))
+       eq. 9   Z_m = LN(X_m^{l-1} + CA(X_m^{l-1}, H^l)), X_m^l = LN(Z_m + FFN(Z_m))
+  4. prediction (§III-F): MLP on [H^L first token; X_t^L, X_a^L, X_v^L first tokens]  <- inference ends
+  5. training only (`loss`): eq. 10 L_pred (MSE) + λ·eq. 11 L_con, where L_con unifies semantic
+     alignment (text anchor, same-video audio/vision positives, eq. 5) and supervised contrastive
+     learning with hard negatives (§III-D: 2 similar same-class positives, 2 similar + 2 dissimilar
+     other-class negatives) on X̄_t, X̄_a, X̄_v and H̄.
 
-Additions to the paper, both needed by moodlens:
-  - auxiliary unimodal heads (text/audio/vision scores, trained on the same label); the paper
-    only predicts the fused score.
-  - absence awareness: an absent modality's pooled/first-token feature is replaced by a learned
-    "absent" embedding, and its stream does not update the shared bottleneck tokens.
+Where the paper is silent the authors' code (github.com/ultramarineX/DashFusion, read for facts,
+not copied) decided: 8 heads, FFN width 2d, the CLS token of the audio/vision encoders, Multi-CA
+as one residual over the sum of the three CAs, the stream update reading the refined bottleneck,
+classes of the contrastive sampler = round(label). The sampler is per batch here, not over the
+whole dataset (see `contrastive_groups`); docs/fidelity/dashfusion.md lists every difference.
+
+Additions to the paper, needed by moodlens (they change nothing when every modality is present and
+`unimodal_weight` is 0, as in the paper configs):
+  - auxiliary unimodal heads on X̄_m (text/audio/vision scores); loss weight `unimodal_weight`.
+  - absence awareness: an absent modality's cross-modal attention terms (eq. 4, eq. 7-8) are
+    dropped, its first-token and pooled features are replaced by learned "absent" embeddings.
 """
 
 from __future__ import annotations
@@ -29,104 +40,197 @@ import torch.nn.functional as F
 from torch import nn
 
 from moodlens.models.base import SentimentModel
-from moodlens.models.batch import MultimodalBatch, SentimentOutput
+from moodlens.models.batch import MAX_SEQ_LEN, MultimodalBatch, SentimentOutput
 from moodlens.models.config import BaseModelConfig
-from moodlens.models.layers import MLP, CrossModalEncoder, TransformerEncoder, TransformerLayer, masked_mean
-from moodlens.models.losses import nt_xent
+from moodlens.models.layers import MultiHeadAttention, SinusoidalPositionalEncoding, masked_mean
+from moodlens.models.losses import label_for, masked_mse
 from moodlens.realtime.errors import ConfigError
 
 
 @dataclass
 class Config(BaseModelConfig):
-    """Values marked (paper) come from the paper; the others are ordinary choices (tune in the YAML)."""
+    """(paper) = §IV-D, (code) = the authors' src/config.py, (ours) = not stated anywhere."""
 
-    hidden: int = 128                  # common width d (paper: 128)
-    heads: int = 4
-    encoder_layers: int = 2            # audio/vision Transformer encoders
-    alignment_layers: int = 1          # cross-modal attention layers of the temporal stream (eq. 4)
-    bottleneck_tokens: int = 8         # p (paper: 8), halved after every fusion layer
-    fusion_layers: int = 3             # 8 -> 4 -> 2 bottleneck tokens
-    head_hidden: int = 128
+    hidden: int = 128                  # d of every encoder and of the fusion (paper)
+    heads: int = 8                     # (code) attention heads everywhere
+    ff_dim: int = 256                  # (code) FFN width 2d
+    encoder_layers: int = 1            # audio/vision Transformer layers (paper: 1 MOSI/SIMS, 3 MOSEI)
+    bottleneck_tokens: int = 8         # p (paper)
+    fusion_layers: int = 2             # L (paper: 2 MOSI/SIMS, 3 MOSEI); tokens p, p/2, ...
     # Loss (paper: λ = 0.2, τ = 0.5)
-    contrastive_weight: float = 0.2    # λ
-    temperature: float = 0.5           # τ
-    hard_negatives: int = 4            # hardest negatives kept per anchor in supervised contrast
-    neutral_margin: float = 0.0        # |y| <= margin is the neutral class of supervised contrast
-    unimodal_weight: float = 0.5       # auxiliary unimodal heads (our addition)
+    contrastive_weight: float = 0.2    # λ of eq. 12
+    temperature: float = 0.5           # τ of eq. 5
+    positives: int = 2                 # same-class positives per anchor (paper §III-D)
+    similar_negatives: int = 2         # other-class negatives most similar to the anchor (paper)
+    dissimilar_negatives: int = 2      # other-class negatives least similar to the anchor (paper)
+    unimodal_weight: float = 0.5       # auxiliary unimodal heads (ours; 0 in the paper configs)
 
 
 # ---- paper-specific blocks ---------------------------------------------------------------------
 
-class HierarchicalBottleneckFusion(nn.Module):
-    """Eq. 6-8. Layer l holds p_l = p / 2^l bottleneck tokens B^l. Each stream m runs a Transformer
-    layer over [X_m; B^l] (eq. 6); the bottleneck is the mean of the streams' updated bottleneck
-    tokens over present streams (eq. 7); it is then compressed to half as many tokens by averaging
-    neighbouring pairs (eq. 8). Information can cross modalities only through B."""
+class FeedForward(nn.Sequential):
+    """FFN of eq. 1, 7 and 9: two linear maps with a ReLU (the paper names ReLU, §III-E)."""
 
-    def __init__(self, dim: int, heads: int, tokens: int, layers: int, streams: int, dropout: float):
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+
+
+class PostLNLayer(nn.Module):
+    """Eq. 1 (self-attention) and eq. 9 (cross-attention with `context`), post-LN:
+    Z = LN(X + Attn(X, C)), out = LN(Z + FFN(Z))."""
+
+    def __init__(self, dim: int, heads: int, ff_dim: int, dropout: float):
         super().__init__()
-        if tokens % (2 ** (layers - 1)):
+        self.attn = MultiHeadAttention(dim, heads, dropout)
+        self.norm1 = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, ff_dim, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, mask=None, context=None, context_mask=None):
+        kv, kv_mask = (x, mask) if context is None else (context, context_mask)
+        z = self.norm1(x + self.drop(self.attn(x, kv, kv_mask)))
+        return self.norm2(z + self.drop(self.ff(z)))
+
+
+class SequenceEncoder(nn.Module):
+    """§III-B audio / vision encoder: Linear to d, a learned first token (CLS), sinusoidal
+    positions, `layers` post-LN Transformer layers. Returns (X_m, mask with the CLS slot)."""
+
+    def __init__(self, in_dim: int, dim: int, heads: int, ff_dim: int, layers: int, dropout: float):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, dim)
+        self.cls = nn.Parameter(torch.randn(dim) * 0.02)
+        self.pos = SinusoidalPositionalEncoding(dim, MAX_SEQ_LEN + 1)   # + the CLS slot
+        self.drop = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(PostLNLayer(dim, heads, ff_dim, dropout) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = x.shape[0]
+        x = torch.cat([self.cls.expand(b, 1, -1), self.proj(x)], 1)
+        mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=mask.device), mask], 1)
+        x = self.drop(self.pos(x))
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x, mask
+
+
+class TemporalAlignment(nn.Module):
+    """Eq. 4: H = X_t + CA(X_t, X_a) + CA(X_t, X_v). Text is the query of both (eq. 3).
+    Addition: a CA term of an absent modality is dropped (`present` (B, 3))."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.ca_audio = MultiHeadAttention(dim, heads, dropout)
+        self.ca_vision = MultiHeadAttention(dim, heads, dropout)
+
+    def forward(self, text, audio, audio_mask, vision, vision_mask, present):
+        a2t = self.ca_audio(text, audio, audio_mask)                               # X_{a->t}
+        v2t = self.ca_vision(text, vision, vision_mask)                            # X_{v->t}
+        zero = torch.zeros_like(a2t)
+        return (text + torch.where(present[:, 1].view(-1, 1, 1), a2t, zero)
+                + torch.where(present[:, 2].view(-1, 1, 1), v2t, zero))
+
+
+class MultiCA(nn.Module):
+    """Eq. 7-8: the bottleneck B queries every unimodal stream; H = LN(B + Σ_m CA(B, X_m)),
+    H = LN(H + FFN(H)). Eq. 8 written into eq. 7 literally counts B twice; the authors' code uses
+    one residual, as here. Addition: absent streams' CA terms are dropped."""
+
+    def __init__(self, dim: int, heads: int, ff_dim: int, dropout: float, streams: int = 3):
+        super().__init__()
+        self.ca = nn.ModuleList(MultiHeadAttention(dim, heads, dropout) for _ in range(streams))
+        self.norm1 = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, ff_dim, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, bottleneck, streams, masks, present):
+        gathered = torch.zeros_like(bottleneck)
+        for i, (ca, x, mask) in enumerate(zip(self.ca, streams, masks)):
+            term = ca(bottleneck, x, mask)                                         # CA(B^l, X_m^{l-1})
+            gathered = gathered + torch.where(present[:, i].view(-1, 1, 1), term, torch.zeros_like(term))
+        h = self.norm1(bottleneck + self.drop(gathered))                           # eq. 7 (with eq. 8)
+        return self.norm2(h + self.drop(self.ff(h)))
+
+
+class HierarchicalBottleneckFusion(nn.Module):
+    """Eq. 6-9 over `layers` layers; layer l keeps p / 2^{l-1} bottleneck tokens.
+
+    Layer 1 derives its bottleneck from H (text length, `h_mask`); later layers from the previous
+    layer's fused bottleneck H^{l-1}. H is zeroed at padded text positions and p zero (masked)
+    slots are appended before eq. 6, so "the first p tokens" exist for any sentence length and do
+    not depend on how much padding the batch has."""
+
+    def __init__(self, dim: int, heads: int, ff_dim: int, tokens: int, layers: int, dropout: float,
+                 streams: int = 3):
+        super().__init__()
+        if layers < 1 or tokens % (2 ** (layers - 1)):
             raise ConfigError(f"DashFusion config: {tokens} bottleneck_tokens cannot be halved over "
-                              f"{layers} fusion_layers; use a multiple of {2 ** (layers - 1)}.")
-        self.token_counts = [tokens // 2 ** i for i in range(layers)]   # tokens entering each layer
-        self.bottleneck = nn.Parameter(torch.randn(tokens, dim) * 0.02)  # B^0
-        self.layers = nn.ModuleList(
-            nn.ModuleList(TransformerLayer(dim, heads, dropout=dropout) for _ in range(streams))
-            for _ in range(layers))
-        self.norm = nn.LayerNorm(dim)
+                              f"{layers} fusion_layers; use a multiple of {2 ** max(layers - 1, 0)}.")
+        self.token_counts = [tokens // 2 ** i for i in range(layers)]   # p / 2^{l-1}, l = 1..L
+        self.bottleneck_layers = nn.ModuleList(PostLNLayer(dim, heads, ff_dim, dropout) for _ in range(layers))
+        self.multi_ca = nn.ModuleList(MultiCA(dim, heads, ff_dim, dropout, streams) for _ in range(layers))
+        self.stream_layers = nn.ModuleList(
+            nn.ModuleList(PostLNLayer(dim, heads, ff_dim, dropout) for _ in range(streams)) for _ in range(layers))
 
-    def forward(self, streams: list[torch.Tensor], masks: list[torch.Tensor], present: torch.Tensor,
-                return_history: bool = False):
-        """Returns (streams, bottleneck (B, p_last / 2, d)) and, when asked, the bottleneck before
-        every layer and after the last."""
-        b = streams[0].shape[0]
-        bottleneck = self.bottleneck.unsqueeze(0).expand(b, -1, -1)
-        weights = present.to(bottleneck.dtype)                                   # (B, streams)
-        denom = weights.sum(1).clamp_min(1.0)[:, None, None]
+    def forward(self, h: torch.Tensor, h_mask: torch.Tensor, streams: list[torch.Tensor],
+                masks: list[torch.Tensor], present: torch.Tensor, return_history: bool = False):
+        """Returns (H^L, [X_m^L]) and, when asked, the bottleneck B^l of every layer."""
+        b, _, d = h.shape
+        p = self.token_counts[0]
+        h = torch.where(h_mask.unsqueeze(-1), h, torch.zeros_like(h))
+        h = torch.cat([h, h.new_zeros(b, p, d)], 1)
+        mask = torch.cat([h_mask, torch.zeros(b, p, dtype=torch.bool, device=h.device)], 1)
         history = []
-        for layer_streams in self.layers:
+        for l, keep in enumerate(self.token_counts):
+            bottleneck = self.bottleneck_layers[l](h, mask)[:, :keep]               # eq. 6
             history.append(bottleneck)
-            p = bottleneck.shape[1]
-            ones = torch.ones(b, p, dtype=torch.bool, device=bottleneck.device)
-            updated = torch.zeros_like(bottleneck)
-            new_streams = []
-            for i, (layer, x, mask) in enumerate(zip(layer_streams, streams, masks)):
-                y = layer(torch.cat([x, bottleneck], 1), torch.cat([mask, ones], 1))        # eq. 6
-                new_streams.append(y[:, :-p])
-                updated = updated + y[:, -p:] * weights[:, i, None, None]
-            # eq. 7: average over present streams; with none present keep the previous tokens.
-            bottleneck = torch.where(weights.sum(1)[:, None, None] > 0, updated / denom, bottleneck)
-            bottleneck = bottleneck.reshape(b, p // 2, 2, -1).mean(2) if p > 1 else bottleneck  # eq. 8
-            streams = new_streams
-        streams = [self.norm(x) for x in streams]
-        bottleneck = self.norm(bottleneck)
+            h = self.multi_ca[l](bottleneck, streams, masks, present)              # eq. 7-8: H^l
+            mask = None
+            streams = [layer(x, m, context=h) for layer, x, m in zip(self.stream_layers[l], streams, masks)]  # eq. 9
         if return_history:
-            return streams, bottleneck, history + [bottleneck]
-        return streams, bottleneck
+            return h, streams, history
+        return h, streams
 
 
-def supervised_contrastive_hard(features: torch.Tensor, classes: torch.Tensor, temperature: float,
-                                hard_negatives: int, valid: torch.Tensor) -> torch.Tensor:
-    """Supervised contrast where each anchor keeps only its `hard_negatives` most similar
-    other-class samples in the denominator (hard-negative mining); same-class samples are positives."""
-    n = features.shape[0]
-    z = F.normalize(features, dim=-1)
-    sim = z @ z.T / temperature
-    eye = torch.eye(n, dtype=torch.bool, device=features.device)
-    pair_ok = valid.unsqueeze(0) & valid.unsqueeze(1) & ~eye
+# ---- eq. 5 / §III-D: contrastive groups and loss -----------------------------------------------
+
+def contrastive_groups(similarity: torch.Tensor, classes: torch.Tensor, valid: torch.Tensor,
+                       positives: int = 2, similar_negatives: int = 2, dissimilar_negatives: int = 2):
+    """§III-D sampler within a batch: for anchor i, `positives` same-class samples most similar to
+    i, `similar_negatives` other-class samples most similar and `dissimilar_negatives` least
+    similar. similarity (N, N), classes (N,), valid (N,) bool. Returns (positive, negative) (N, N)
+    bool pair masks. The paper draws them from the whole training set (ConFEDE's sampler, random
+    among the most similar); a batch holds fewer candidates, so the most similar are taken."""
+    n = similarity.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=similarity.device)
+    ok = valid.unsqueeze(0) & valid.unsqueeze(1) & ~eye
     same = classes.unsqueeze(0) == classes.unsqueeze(1)
-    positives = pair_ok & same
-    negatives = pair_ok & ~same
-    k = min(hard_negatives, n)
-    hardest = sim.masked_fill(~negatives, float("-inf")).topk(k, dim=1).indices
-    hard = torch.zeros_like(negatives).scatter_(1, hardest, True) & negatives
-    neg_inf = torch.full_like(sim, float("-inf"))
-    log_denominator = torch.logsumexp(torch.where(positives | hard, sim, neg_inf), dim=1, keepdim=True)
-    log_prob = torch.where(positives, sim - log_denominator, torch.zeros_like(sim))
-    counts = positives.sum(1)
-    usable = (counts > 0) & hard.any(1)
-    per_anchor = -log_prob.sum(1) / counts.clamp_min(1)
-    return torch.where(usable, per_anchor, torch.zeros_like(per_anchor)).sum() / usable.sum().clamp_min(1)
+
+    def pick(candidates, k, largest):
+        k = min(k, n)
+        if k == 0:
+            return torch.zeros_like(candidates)
+        fill = float("-inf") if largest else float("inf")
+        idx = similarity.masked_fill(~candidates, fill).topk(k, dim=1, largest=largest).indices
+        return torch.zeros_like(candidates).scatter_(1, idx, True) & candidates
+
+    positive = pick(ok & same, positives, True)
+    similar = pick(ok & ~same, similar_negatives, True)
+    dissimilar = pick(ok & ~same & ~similar, dissimilar_negatives, False)
+    return positive, similar | dissimilar
+
+
+def nt_xent_groups(anchor: torch.Tensor, candidates: torch.Tensor, positive: torch.Tensor,
+                   negative: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Eq. 5 per anchor: ℓ^i = Σ_{p ∈ P_i} -log( exp(s_ip/τ) / Σ_{k ∈ N_i ∪ P_i} exp(s_ik/τ) ).
+    anchor (N, D), candidates (M, D), positive/negative (N, M) bool. s = cosine (the authors' code;
+    the paper says "dot product of the encoded" features). Returns (N,) ℓ^i (0 without a positive)."""
+    sim = F.normalize(anchor, dim=-1) @ F.normalize(candidates, dim=-1).T / temperature
+    denominator = torch.logsumexp(sim.masked_fill(~(positive | negative), float("-inf")), dim=1, keepdim=True)
+    terms = torch.where(positive, denominator - sim, torch.zeros_like(sim))
+    return terms.sum(1)
 
 
 # ---- the model ---------------------------------------------------------------------------------
@@ -139,53 +243,50 @@ class Model(SentimentModel):
         super().__init__(config, load_text_weights)
         c = config
         d = c.hidden
-        # Unimodal encoders: text projected to d; audio/vision projected, positions, Transformer.
+        # §III-B: BERT output "scaled to match the feature dimension"; audio/vision encoders.
         self.text_proj = nn.Linear(c.text_dim, d)
-        self.audio_proj = nn.Linear(c.audio_dim, d)
-        self.vision_proj = nn.Linear(c.vision_dim, d)
-        self.audio_encoder = TransformerEncoder(d, c.heads, c.encoder_layers, dropout=c.dropout)
-        self.vision_encoder = TransformerEncoder(d, c.heads, c.encoder_layers, dropout=c.dropout)
-        # eq. 4: temporal alignment, text queries audio / vision.
-        self.align_audio = CrossModalEncoder(d, c.heads, c.alignment_layers, dropout=c.dropout)
-        self.align_vision = CrossModalEncoder(d, c.heads, c.alignment_layers, dropout=c.dropout)
-        # eq. 6-8
-        self.fusion = HierarchicalBottleneckFusion(d, c.heads, c.bottleneck_tokens, c.fusion_layers, 3, c.dropout)
-        # Learned stand-ins for an absent modality's pooled / first-token feature.
+        self.audio_encoder = SequenceEncoder(c.audio_dim, d, c.heads, c.ff_dim, c.encoder_layers, c.dropout)
+        self.vision_encoder = SequenceEncoder(c.vision_dim, d, c.heads, c.ff_dim, c.encoder_layers, c.dropout)
+        self.alignment = TemporalAlignment(d, c.heads, c.dropout)                 # eq. 4
+        self.fusion = HierarchicalBottleneckFusion(d, c.heads, c.ff_dim, c.bottleneck_tokens,   # eq. 6-9
+                                                   c.fusion_layers, c.dropout)
+        # §III-F: MLP with ReLU on [H^L[0]; X_t[0]; X_a[0]; X_v[0]] (hidden 2d, d as the authors' code).
+        self.head = nn.Sequential(nn.Linear(4 * d, 2 * d), nn.ReLU(), nn.Dropout(c.dropout),
+                                  nn.Linear(2 * d, d), nn.ReLU(), nn.Dropout(c.dropout), nn.Linear(d, 1))
+        # Additions: learned stand-ins for an absent modality, and auxiliary unimodal heads.
         self.absent_pooled = nn.Parameter(torch.zeros(3, d))
         self.absent_first = nn.Parameter(torch.zeros(3, d))
-        # eq. 9: MLP on [first tokens of the three streams; pooled bottleneck].
-        self.head = MLP(4 * d, c.head_hidden, 1, 2, c.dropout)
-        # Auxiliary unimodal heads (our addition).
-        self.unimodal_heads = nn.ModuleDict({m: MLP(d, c.head_hidden, 1, 2, c.dropout) for m in self.modalities})
+        self.unimodal_heads = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(c.dropout),
+                                                              nn.Linear(d, 1)) for m in self.modalities})
 
     def encode(self, text_ids, text_mask, audio, audio_mask, vision, vision_mask, present,
                return_history: bool = False):
-        """Everything the prediction and the losses need, as a dict of tensors (with the bottleneck
-        tokens entering each fusion layer under "history" when asked)."""
-        text = self.text_proj(self.text_encoder(text_ids, text_mask))
-        audio = self.audio_encoder(self.audio_proj(audio), audio_mask)
-        vision = self.vision_encoder(self.vision_proj(vision), vision_mask)
-        audio_aligned = self.align_audio(text, audio, audio_mask)                  # eq. 4: A' = CA(T, A)
-        vision_aligned = self.align_vision(text, vision, vision_mask)              # eq. 4: V' = CA(T, V)
-        streams, bottleneck, history = self.fusion([text, audio_aligned, vision_aligned],   # eq. 6-8
-                                                   [text_mask, text_mask, text_mask], present, return_history=True)
+        """Everything the prediction and the losses need, as a dict of tensors (with the
+        bottleneck B^l of every fusion layer under "history" when asked)."""
+        text = self.text_proj(self.text_encoder(text_ids, text_mask))                # X_t
+        audio, audio_mask = self.audio_encoder(audio, audio_mask)                    # X_a (CLS first)
+        vision, vision_mask = self.vision_encoder(vision, vision_mask)               # X_v (CLS first)
+        h = self.alignment(text, audio, audio_mask, vision, vision_mask, present)    # eq. 4
+        fused, streams, history = self.fusion(h, text_mask, [text, audio, vision],   # eq. 6-9
+                                              [text_mask, audio_mask, vision_mask], present, return_history=True)
 
-        def absent_aware(x, table):
-            return torch.stack([torch.where(present[:, i:i + 1], x[i], table[i].expand_as(x[i])) for i in range(3)])
+        def absent_aware(xs, table):
+            return torch.stack([torch.where(present[:, i:i + 1], x, table[i].expand_as(x)) for i, x in enumerate(xs)])
 
+        # X̄_m: time average of the unimodal features (eq. 5); H̄ likewise over the text positions.
         pooled = absent_aware([masked_mean(text, text_mask), masked_mean(audio, audio_mask),
                                masked_mean(vision, vision_mask)], self.absent_pooled)
-        aligned = [masked_mean(audio_aligned, text_mask), masked_mean(vision_aligned, text_mask)]
         first = absent_aware([s[:, 0] for s in streams], self.absent_first)
-        encoded = {"pooled": pooled, "aligned": aligned, "first": first, "bottleneck": bottleneck.mean(1)}
+        encoded = {"pooled": pooled, "h_pooled": masked_mean(h, text_mask), "first": first,
+                   "bottleneck": fused[:, 0]}
         if return_history:
             encoded["history"] = history
         return encoded
 
     def predict(self, enc: dict) -> SentimentOutput:
-        """Raw regression scores (the paper's linear MLP head); `encode_and_predict` bounds them."""
+        """Raw regression scores; `encode_and_predict` bounds them."""
         first = enc["first"]
-        fused = self.head(torch.cat([first[0], first[1], first[2], enc["bottleneck"]], -1)).squeeze(-1)  # eq. 9
+        fused = self.head(torch.cat([enc["bottleneck"], first[0], first[1], first[2]], -1)).squeeze(-1)
         unimodal = [self.unimodal_heads[m](enc["pooled"][i]).squeeze(-1) for i, m in enumerate(self.modalities)]
         return SentimentOutput(fused, *unimodal)
 
@@ -197,38 +298,69 @@ class Model(SentimentModel):
         return SentimentOutput(*(x.clamp(-r, r) for x in raw))
 
     # ---- training --------------------------------------------------------------------------
+    def contrastive_loss(self, enc: dict, labels: torch.Tensor, known: torch.Tensor,
+                         present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 11 L_con = mean_i ℓ^i with ℓ^i of eq. 5 over four anchor groups per sample: X̄_t,
+        X̄_v, X̄_a and H̄, each with its own sampled positives and negatives (§III-D); the text
+        anchor also has the same sample's X̄_a and X̄_v as positives (semantic alignment, §III-C2).
+        Returns (semantic part, supervised part); their sum is ℓ^i summed over groups."""
+        c = self.config
+        t, a, v = enc["pooled"][0], enc["pooled"][1], enc["pooled"][2]
+        h = enc["h_pooled"]
+        classes = torch.round(labels)                       # (code) class = rounded label
+        # The sampler's similarity: cosine of the concatenated pooled features (as the authors'
+        # data sampler), no gradient.
+        with torch.no_grad():
+            z = torch.cat([F.normalize(x, dim=-1) for x in (t, v, a)], -1)
+            similarity = F.normalize(z, dim=-1) @ F.normalize(z, dim=-1).T
+        on = [present[:, 0], present[:, 1], present[:, 2]]
+        eye = torch.eye(t.shape[0], dtype=torch.bool, device=t.device)
+        supervised = torch.zeros_like(t[:, 0])
+        text_pos = text_neg = None
+        for feats, valid in ((t, on[0]), (v, on[2]), (a, on[1]), (h, on[0])):
+            valid = valid & known
+            pos, neg = contrastive_groups(similarity, classes, valid, c.positives, c.similar_negatives,
+                                          c.dissimilar_negatives)
+            if feats is t:
+                text_pos, text_neg = pos, neg
+            else:
+                supervised = supervised + nt_xent_groups(feats, feats, pos, neg, c.temperature)
+        # Text group: candidates [X̄_t of other samples; X̄_a; X̄_v], positives = 2 sampled texts and
+        # the same sample's audio and vision, negatives = 4 sampled texts (all in one denominator).
+        cross_a = eye & (on[0] & on[1]).unsqueeze(1)
+        cross_v = eye & (on[0] & on[2]).unsqueeze(1)
+        none = torch.zeros_like(eye)
+        positive = torch.cat([text_pos, cross_a, cross_v], 1)
+        negative = torch.cat([text_neg, none, none], 1)
+        sims = F.normalize(t, dim=-1) @ F.normalize(torch.cat([t, a, v], 0), dim=-1).T / c.temperature
+        denominator = torch.logsumexp(sims.masked_fill(~(positive | negative), float("-inf")), 1, keepdim=True)
+        per_pair = torch.where(positive, denominator - sims, torch.zeros_like(sims))
+        n = t.shape[0]
+        semantic = per_pair[:, n:].sum(1)                    # text-audio, text-vision pairs
+        supervised = supervised + per_pair[:, :n].sum(1)     # text-text pairs
+        return semantic.mean(), supervised.mean()
+
     def loss(self, batch: MultimodalBatch, labels: torch.Tensor, **extras) -> dict[str, torch.Tensor]:
         c = self.config
         cleaned = self.clean_inputs(*batch.tensors())
         present = cleaned[-1]
-        labels = labels.to(torch.float32).reshape(-1)
+        labels = labels.to(torch.float32)
         enc = self.encode(*cleaned)
         out = self.predict(enc)
-        text_on, audio_on, vision_on = present[:, 0], present[:, 1], present[:, 2]
-        # eq. 5: semantic alignment, text anchor against the aligned audio / vision (NT-Xent).
-        semantic = (nt_xent(enc["pooled"][0], enc["aligned"][0], c.temperature, text_on & audio_on)
-                    + nt_xent(enc["pooled"][0], enc["aligned"][1], c.temperature, text_on & vision_on))
-        # Supervised contrast on unimodal and aligned features; classes negative / neutral / positive.
-        classes = torch.where(labels > c.neutral_margin, 1, torch.where(labels < -c.neutral_margin, -1, 0))
-        features = [(enc["pooled"][0], text_on), (enc["pooled"][1], audio_on), (enc["pooled"][2], vision_on),
-                    (enc["aligned"][0], text_on & audio_on), (enc["aligned"][1], text_on & vision_on)]
-        supervised = torch.stack([supervised_contrastive_hard(f, classes, c.temperature, c.hard_negatives, v)
-                                  for f, v in features]).mean()
-        prediction = F.mse_loss(out.fused, labels)                                  # L_pred
-        unimodal = sum(_masked_average((getattr(out, m) - labels).pow(2), present[:, i])
-                       for i, m in enumerate(self.modalities))
+        fused_label, fused_known = label_for(labels, "fused")
+        semantic, supervised = self.contrastive_loss(enc, fused_label, fused_known, present)
+        prediction = masked_mse(out.fused, fused_label, fused_known)                # eq. 10 L_pred
+        unimodal = out.fused.new_zeros(())
+        for i, m in enumerate(self.modalities):                                    # addition
+            target, known = label_for(labels, m)
+            unimodal = unimodal + masked_mse(getattr(out, m), target, known & present[:, i])
         terms = {"prediction": prediction, "semantic_alignment": semantic,
                  "supervised_contrastive": supervised, "unimodal": unimodal}
-        terms["total"] = (prediction + c.contrastive_weight * (semantic + supervised)  # L_pred + λ·L_con
+        terms["total"] = (prediction + c.contrastive_weight * (semantic + supervised)  # eq. 12
                           + c.unimodal_weight * unimodal)
         return terms
 
     def bottleneck_token_counts(self, batch: MultimodalBatch) -> list[int]:
-        """Bottleneck tokens entering each fusion layer, and leaving the last, measured on `batch`."""
+        """Bottleneck tokens of each fusion layer (eq. 6), measured on `batch`."""
         history = self.encode(*self.clean_inputs(*batch.tensors()), return_history=True)["history"]
-        return [int(h.shape[1]) for h in history]
-
-
-def _masked_average(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    weights = valid.to(values.dtype)
-    return (values * weights).sum() / weights.sum().clamp_min(1.0)
+        return [int(x.shape[1]) for x in history]
