@@ -310,10 +310,12 @@ class Model(SentimentModel):
         classes = torch.round(labels)                       # (code) class = rounded label
         # The sampler's similarity: cosine of the concatenated pooled features (as the authors'
         # data sampler), no gradient.
-        with torch.no_grad():
-            z = torch.cat([F.normalize(x, dim=-1) for x in (t, v, a)], -1)
-            similarity = F.normalize(z, dim=-1) @ F.normalize(z, dim=-1).T
+        # An absent modality's part is zeroed: its learned stand-in must not steer the sampler.
         on = [present[:, 0], present[:, 1], present[:, 2]]
+        with torch.no_grad():
+            z = torch.cat([F.normalize(x, dim=-1) * on[i].unsqueeze(1).to(x.dtype)
+                           for i, x in ((0, t), (2, v), (1, a))], -1)
+            similarity = F.normalize(z, dim=-1) @ F.normalize(z, dim=-1).T
         eye = torch.eye(t.shape[0], dtype=torch.bool, device=t.device)
         supervised = torch.zeros_like(t[:, 0])
         text_pos = text_neg = None

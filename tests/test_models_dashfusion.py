@@ -232,3 +232,32 @@ def test_paper_config_parses_into_valid_model_and_train_configs(name):
     if not Path(config.text_encoder).exists():
         with pytest.raises(AssetError, match="bert-base-"):
             build_model("dashfusion", train.model_overrides, load_text_weights=False)
+
+
+def test_auxiliary_unimodal_heads_give_per_modality_scores(model):
+    """Addition: each auxiliary head reads its own modality only; an absent one gives a constant."""
+    batch = model.example_inputs(3, seed=2)
+    with torch.no_grad():
+        out = model(*batch.tensors())
+        text_only = model(*batch.replace(present=torch.tensor([[True, False, False]] * 3)).tensors())
+    assert not torch.allclose(out.text, out.audio) and not torch.allclose(out.audio, out.vision)
+    assert torch.allclose(out.text, text_only.text)
+    assert torch.allclose(text_only.audio, text_only.audio[:1].expand(3))
+
+
+def test_loss_terms_never_count_an_absent_modality():
+    """Moving the learned 'absent audio' stand-in changes what an absent-audio row's audio head
+    says, but no loss term may count that row's audio (nor let it steer the sampler)."""
+    torch.manual_seed(0)
+    m = build_model("dashfusion", {"dropout": 0.0}).train()
+    batch = m.example_inputs(8, seed=8)
+    present = torch.ones(8, 3, dtype=torch.bool)
+    present[[0, 3, 6], 1] = False
+    batch = batch.replace(present=present)
+    labels = torch.tensor([-2.0, -1.8, 0.5, 0.7, 2.0, 2.2, -2.1, 0.4])
+    before = {k: v.detach() for k, v in m.loss(batch, labels).items()}
+    with torch.no_grad():
+        m.absent_pooled[1] += 3.0 * torch.randn_like(m.absent_pooled[1])
+    after = {k: v.detach() for k, v in m.loss(batch, labels).items()}
+    for term in ("unimodal", "supervised_contrastive", "semantic_alignment", "prediction", "total"):
+        assert torch.allclose(before[term], after[term], atol=1e-6), term
