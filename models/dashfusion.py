@@ -44,7 +44,7 @@ from moodlens.models.batch import MAX_SEQ_LEN, MultimodalBatch, SentimentOutput
 from moodlens.models.config import BaseModelConfig
 from moodlens.models.layers import MultiHeadAttention, SinusoidalPositionalEncoding, masked_mean
 from moodlens.models.losses import label_for, masked_mse
-from moodlens.realtime.errors import ConfigError
+from moodlens.core.errors import ConfigError
 
 
 @dataclass

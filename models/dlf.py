@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from moodlens.models.base import SentimentModel
-from moodlens.models.batch import MODALITIES, MultimodalBatch, SentimentOutput
+from moodlens.core.schema import MODALITIES
+from moodlens.models.batch import MultimodalBatch, SentimentOutput
 from moodlens.models.config import BaseModelConfig
 from moodlens.models.layers import Conv1dProjection, MultiHeadAttention, SinusoidalPositionalEncoding, masked_mean
 from moodlens.models.losses import label_for, masked_l1

@@ -16,7 +16,7 @@ from moodlens.models import build_model, load_config
 from moodlens.models.config import configs_root
 from moodlens.models.dashfusion import (Config, HierarchicalBottleneckFusion, TemporalAlignment,
                                         contrastive_groups, nt_xent_groups)
-from moodlens.realtime.errors import AssetError, ConfigError
+from moodlens.core.errors import AssetError, ConfigError
 
 PAPER_CONFIGS = ("dashfusion_paper_mosi.yaml", "dashfusion_paper_mosei.yaml", "dashfusion_paper_sims.yaml")
 

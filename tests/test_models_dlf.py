@@ -13,7 +13,7 @@ import torch
 from moodlens.models import build_model, load_config
 from moodlens.models.config import configs_root
 from moodlens.models.dlf import Config, triplet_margin_cosine
-from moodlens.realtime.errors import AssetError
+from moodlens.core.errors import AssetError
 
 LABELS = torch.tensor([2.0, -1.5, 0.5, -0.5])
 PAPER_CONFIGS = ("dlf_paper_mosi.yaml", "dlf_paper_mosei.yaml")
