@@ -1,4 +1,5 @@
-"""Arguments every command spells the same way, and what they turn into.
+"""Arguments the realtime commands spell the same way, and what they turn into (the spellings shared
+with every command, --json and --device, are in core/cli.py).
 
     --config FILE     the live config YAML (train: the training YAML; each command's --help says which)
     --backend NAME    scoring backend (auto, tensorrt, compile, onnxruntime, eager)
@@ -15,11 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from moodlens.core.cli import add_device_argument, add_json_argument, write_json  # noqa: F401  (one place for commands)
 from moodlens.core.schema import BACKEND_CHOICES
-
-DEVICE_HELP = "auto (default: CUDA when available), cpu or cuda[:N]"
-JSON_HELP = "print the result as JSON: bare --json writes to stdout, --json FILE to that file"
-
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default=None,
@@ -29,27 +27,6 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_argument(parser)
     parser.add_argument("--config", type=Path, default=None,
                         help="live config YAML (only the keys it changes; see configs/live/default.yaml)")
-
-
-def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default=None, metavar="DEVICE", help=DEVICE_HELP)
-
-
-def add_json_argument(parser: argparse.ArgumentParser, *, aliases: tuple[str, ...] = ()) -> None:
-    """`--json [FILE]` (bare: stdout). `aliases` keep an older spelling working (e.g. bench's --json-out)."""
-    parser.add_argument("--json", *aliases, dest="json", nargs="?", const="-", default=None, metavar="FILE",
-                        help=JSON_HELP)
-
-
-def write_json(text: str, target: str | None) -> None:
-    """Write a JSON document where `--json` asked: '-' = stdout, else the file."""
-    if target in (None, "-"):
-        sys.stdout.write(text.rstrip("\n") + "\n")
-        sys.stdout.flush()
-    else:
-        path = Path(target).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text.rstrip("\n") + "\n")
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, *, record: bool = True) -> None:
