@@ -45,7 +45,7 @@ from moodlens.models.batch import MultimodalBatch, SentimentOutput
 from moodlens.models.config import BaseModelConfig
 from moodlens.models.layers import MLP, TransformerEncoder, TransformerLayer, masked_mean
 from moodlens.models.losses import label_for, masked_l1, masked_mse
-from moodlens.realtime.errors import ConfigError
+from moodlens.core.errors import ConfigError
 
 MODALITIES = ("text", "vision", "audio")   # the paper's order T, V, A (eq. 19, 22)
 CONTRAST_LEVELS = ("both", "intra", "inter")

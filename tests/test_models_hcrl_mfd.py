@@ -404,7 +404,7 @@ def test_yaml_mirrors_the_config_defaults():
 
 
 def test_unknown_contrast_level_is_refused_in_one_sentence():
-    from moodlens.realtime.errors import ConfigError
+    from moodlens.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="contrast_levels must be one of both, intra, inter"):
         build_model("hcrl_mfd", {"contrast_levels": "cross"}, load_text_weights=False)
@@ -437,7 +437,7 @@ def test_paper_config_parses_into_valid_train_and_model_configs(dataset):
 
 
 def test_paper_config_names_the_missing_bert_in_one_sentence(tmp_path):
-    from moodlens.realtime.errors import MoodlensError
+    from moodlens.core.errors import MoodlensError
 
     with pytest.raises(MoodlensError) as err:
         build_model("hcrl_mfd", {"text_encoder": str(tmp_path / "bert-base-uncased")})

@@ -327,7 +327,7 @@ def test_early_stop_on_accuracy_picks_the_best_accuracy_epoch(tmp_path):
 
 
 def test_unknown_early_stop_metric_is_refused_in_one_sentence(tmp_path):
-    from moodlens.realtime.errors import ConfigError
+    from moodlens.core.errors import ConfigError
     from moodlens.train.trainer import Trainer
 
     with pytest.raises(ConfigError, match="early_stop_metric 'accuracy' is not a validation metric of mosi"):
