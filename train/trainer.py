@@ -524,15 +524,15 @@ class Trainer:
                 progress.advance(task)
                 continue
             batch, labels = batch.to(self.device), labels.to(self.device)
-            if aux_optimizer is not None:  # DAR's CLUB: estimator step on its own loss first
-                aux_optimizer.zero_grad(set_to_none=True)
+            train_batch, extras = model.training_batch(batch, labels, generator=hook_generator)
+            if aux_optimizer is not None:  # DAR's CLUB: estimator step on its own loss first, on the
+                aux_optimizer.zero_grad(set_to_none=True)  # batch the main step sees (the erased one)
                 with autocast(self.device, self.amp):
-                    aux_loss = model.auxiliary_loss(batch, labels)
+                    aux_loss = model.auxiliary_loss(train_batch, labels)
                 aux_loss.backward()
                 _sync_gradients(aux_params, self.dist)
                 aux_optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            train_batch, extras = model.training_batch(batch, labels, generator=hook_generator)
             with autocast(self.device, self.amp):
                 terms = model.loss(train_batch, labels, **extras)
             loss = terms["total"]
