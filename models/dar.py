@@ -211,7 +211,10 @@ class Model(SentimentModel):
     # ---- 1-2 -------------------------------------------------------------------------------
     def decouple(self, text_ids, text_mask, audio, audio_mask, vision, vision_mask):
         """Aligned input U¹_m (B, t, d) and the eq. 1 features H_m^com, H_m^spec (B, t, d) per modality."""
-        raw = {"text": self.text_encoder(text_ids, text_mask), "audio": audio, "vision": vision}
+        # padded text positions zeroed, as audio/vision padding is: the alignment convolution reads its
+        # neighbours, and the trainer's frozen-text cache leaves those positions zero anyway
+        text = self.text_encoder(text_ids, text_mask).masked_fill(~text_mask.unsqueeze(-1), 0.0)
+        raw = {"text": text, "audio": audio, "vision": vision}
         masks = {"text": text_mask, "audio": audio_mask, "vision": vision_mask}
         aligned = {m: self.align[m](raw[m], masks[m]) for m in MODALITIES}
         common = {m: self.common_encoder[m](aligned[m]) for m in MODALITIES}

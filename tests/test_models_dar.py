@@ -367,3 +367,17 @@ def test_alignment_gives_the_unified_length_and_width_for_any_input_length(model
             aligned, common, specific = model.decouple(*cleaned[:6])
         for m in MODALITIES:
             assert aligned[m].shape == common[m].shape == specific[m].shape == (2, t, d), (m, lt, la, lv)
+
+
+def test_training_text_cache_and_inference_see_the_same_text_features(model):
+    """The trainer's frozen-text cache leaves padded positions zero; the alignment convolution reads
+    neighbours, so the model zeroes them itself and cached (training) and plain (inference) scores agree."""
+    from moodlens.train.trainer import FrozenTextCache
+
+    model.eval()
+    batch = model.example_inputs(3, seed=8)
+    with torch.no_grad():
+        plain = model(*batch.tensors()).fused
+        with FrozenTextCache(model.text_encoder):
+            cached = model(*batch.tensors()).fused
+    assert torch.allclose(plain, cached, atol=1e-5)
