@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from moodlens.models.batch import MultimodalBatch
-from moodlens.realtime.errors import ConfigError
+from moodlens.core.errors import ConfigError
 from moodlens.train.data import Split
 from moodlens.train.protocols import erase_split, parse_rates
 
@@ -140,7 +140,7 @@ def test_trainer_reports_the_missing_rate_mean_over_seeds(tmp_path):
 def test_dar_paper_configs_parse_into_model_and_train_configs(dataset, rate):
     from moodlens.models import load_config
     from moodlens.models.config import configs_root
-    from moodlens.realtime.errors import AssetError
+    from moodlens.core.errors import AssetError
     from moodlens.train.trainer import load_train_config
 
     train = load_train_config(configs_root() / "train" / f"dar_paper_{dataset}.yaml")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from moodlens.models.dar import SPECIAL_TOKEN_IDS, UNK_TOKEN_ID, random_erasure
-from moodlens.realtime.errors import ConfigError
+from moodlens.core.errors import ConfigError
 
 DAR_RATES = "0.0:0.9:0.1"
 
