@@ -105,6 +105,9 @@ def main(args) -> int:
         table.add_column("x100", justify="right")
         for name in names:
             table.add_row(name, format_value(result[name]))
-    Console().print(title, highlight=False)
-    Console().print(table)
+    console = Console()
+    if "by_missing_rate" in result and not console.is_terminal:  # logs and pipes: room for the 12 columns
+        console = Console(width=max(console.width, 140))
+    console.print(title, highlight=False)
+    console.print(table)
     return 0
