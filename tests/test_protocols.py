@@ -156,3 +156,17 @@ def test_dar_paper_configs_parse_into_model_and_train_configs(dataset, rate):
 
     with pytest.raises(AssetError, match="path 'bert-base-uncased' does not exist"):
         build_model("dar", train.model_overrides)
+
+
+def test_missing_rate_sweep_json_to_a_file(capsys, tmp_path):
+    """`--json FILE` (the CLI convention): the same document in FILE, the table on stdout."""
+    from moodlens.train.commands import evaluate
+
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    out = tmp_path / "sweep.json"
+    args = parser.parse_args(["--data", "synthetic", "--missing-rates", "0,0.5", "--json", str(out), "--device", "cpu"])
+    assert evaluate.main(args) == 0
+    saved = json.loads(out.read_text())
+    assert [row["rate"] for row in saved["by_missing_rate"]] == [0.0, 0.5] and "mean" in saved
+    assert "mean" in capsys.readouterr().out  # the per-rate table, with its mean column

@@ -1,4 +1,4 @@
-"""`moodlens evaluate --checkpoint PATH|default --data PATH [--split test] [--json]`: MMSA's metrics.
+"""`moodlens evaluate --checkpoint PATH|default --data PATH [--split test] [--json [FILE]]`: MMSA's metrics.
 
 `--missing-rates 0.0:0.9:0.1` runs DAR's robustness protocol (train/protocols.py): each test input has
 that proportion of every modality erased (text -> [UNK], audio/vision frames -> zeros, seeded by
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from moodlens.core.cli import add_device_argument, add_json_argument, write_json
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="default", help="checkpoint file or 'default' (the shipped weights)")
@@ -18,13 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                           "a lone .tsv/.csv file is evaluated whatever its name")
     parser.add_argument("--labels", help="labels CSV for session folders")
     parser.add_argument("--metric", choices=["mosi", "mosei", "sims"], help="metric variant (default: from the data)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_device_argument(parser, default="auto")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--missing-rates", metavar="START:STOP:STEP",
                         help="erase that proportion of each test input per rate (DAR's protocol: 0.0:0.9:0.1) "
                              "and report every rate and the mean; also a comma list")
     parser.add_argument("--erasure-seed", type=int, default=0, help="seed of the --missing-rates erasure (default 0)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_json_argument(parser, help="the result as JSON: bare --json prints it on stdout (instead of the table), "
+                                   "--json FILE writes that file and prints the table")
 
 
 def evaluate(checkpoint: str, data_spec, split: str = "test", labels: str | None = None,
@@ -83,11 +86,16 @@ def main(args) -> int:
     from moodlens.train.metrics import format_value, json_safe, metric_names
 
     data = args.data[0] if len(args.data) == 1 else args.data
-    result = evaluate(args.checkpoint, data, args.split, args.labels, args.metric, args.device, args.batch_size,
+    from moodlens.train.trainer import resolve_device
+
+    device = str(resolve_device(args.device or "auto"))
+    result = evaluate(args.checkpoint, data, args.split, args.labels, args.metric, device, args.batch_size,
                       args.missing_rates, args.erasure_seed)
     if args.json:
-        print(json.dumps(json_safe(result), indent=2))
-        return 0
+        path = write_json(json.dumps(json_safe(result), indent=2), args.json)
+        if path is None:
+            return 0
+        Console(stderr=True).print(f"wrote {path}", highlight=False)
     names = metric_names(result["metric_variant"])
     title = (f"{result['model']} ({result['checkpoint']}) on {result['data']}: "
              f"{result['split']} split, {result['samples']} samples")
