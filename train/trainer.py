@@ -67,6 +67,7 @@ class TrainConfig:
     bucket_by_length: bool = True         # batches of similar length (less padding, same samples)
     cache_frozen_text: bool = True        # run the frozen lower text-encoder layers once per sentence
     init_from: str | None = None          # "default" or a checkpoint path: fine-tune from its weights
+    test_missing_rates: list = field(default_factory=list)  # DAR §4.2: test = mean over these erasure rates
 
 
 def load_train_config(path: str | Path | None = None, model: str | None = None,
@@ -92,6 +93,10 @@ def load_train_config(path: str | Path | None = None, model: str | None = None,
         raise ConfigError(f"{source}: 'seeds' must list at least one seed.")
     if not isinstance(config.model_overrides, dict):
         raise ConfigError(f"{source}: 'model_overrides' must be a mapping of model config keys.")
+    if config.test_missing_rates:  # a list or "START:STOP:STEP"
+        from moodlens.train.protocols import parse_rates
+
+        config.test_missing_rates = parse_rates(config.test_missing_rates)
     return config
 
 
@@ -403,6 +408,11 @@ class Trainer:
         tests = [{k: r.test[k] for k in names} for r in results]
         stats = mean_std(tests)
         summary: dict[str, Any] = {k: stats[k]["mean"] for k in names}
+        if all("by_missing_rate" in r.test for r in results):  # DAR's protocol: rows per rate, mean over seeds
+            from moodlens.train.protocols import mean_over_seeds
+
+            summary["test_protocol"] = f"mean over missing rates {self.config.test_missing_rates}"
+            summary["by_missing_rate"] = mean_over_seeds([r.test["by_missing_rate"] for r in results])
         summary.update({
             "std": {k: stats[k]["std"] for k in names},
             "report": {k: format_mean_std(stats[k]["mean"], stats[k]["std"]) for k in names},
@@ -499,6 +509,13 @@ class Trainer:
             if "test" in self.data.splits:
                 test, _ = evaluate_split(model, self.data.test, self.metric_dataset, c.eval_batch_size,
                                          self.device, self.amp)
+                if c.test_missing_rates:  # the reported test metrics become the mean over erasure rates
+                    from moodlens.train.protocols import evaluate_missing_rates
+
+                    sweep = evaluate_missing_rates(model, self.data.test, c.test_missing_rates, self.metric_dataset,
+                                                   c.eval_batch_size, self.device, self.amp)
+                    clean = {k: test[k] for k in metric_names(self.metric_dataset)}
+                    test = {**sweep["mean"], "clean": clean, "by_missing_rate": sweep["by_missing_rate"]}
         best_path = seed_dir / "best.pt"
         if self.dist.main:
             metrics = {**{k: test[k] for k in metric_names(self.metric_dataset)},
@@ -533,15 +550,15 @@ class Trainer:
                 progress.advance(task)
                 continue
             batch, labels = batch.to(self.device), labels.to(self.device)
-            if aux_optimizer is not None:  # DAR's CLUB: estimator step on its own loss first
-                aux_optimizer.zero_grad(set_to_none=True)
+            train_batch, extras = model.training_batch(batch, labels, generator=hook_generator)
+            if aux_optimizer is not None:  # DAR's CLUB: estimator step on its own loss first, on the
+                aux_optimizer.zero_grad(set_to_none=True)  # batch the main step sees (the erased one)
                 with autocast(self.device, self.amp):
-                    aux_loss = model.auxiliary_loss(batch, labels)
+                    aux_loss = model.auxiliary_loss(train_batch, labels)
                 aux_loss.backward()
                 _sync_gradients(aux_params, self.dist)
                 aux_optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            train_batch, extras = model.training_batch(batch, labels, generator=hook_generator)
             with autocast(self.device, self.amp):
                 terms = model.loss(train_batch, labels, **extras)
             loss = terms["total"]

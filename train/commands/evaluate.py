@@ -1,8 +1,15 @@
-"""`moodlens evaluate --checkpoint PATH|default --data PATH [--split test] [--json]`: MMSA's metrics."""
+"""`moodlens evaluate --checkpoint PATH|default --data PATH [--split test] [--json [FILE]]`: MMSA's metrics.
+
+`--missing-rates 0.0:0.9:0.1` runs DAR's robustness protocol (train/protocols.py): each test input has
+that proportion of every modality erased (text -> [UNK], audio/vision frames -> zeros, seeded by
+`--erasure-seed`), metrics are reported per rate and as the mean over rates (the JSON's
+`by_missing_rate` and `mean`; its top-level metrics are the mean)."""
 
 from __future__ import annotations
 
 import argparse
+
+from moodlens.core.cli import add_device_argument, add_json_argument, write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,19 +20,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                           "a lone .tsv/.csv file is evaluated whatever its name")
     parser.add_argument("--labels", help="labels CSV for session folders")
     parser.add_argument("--metric", choices=["mosi", "mosei", "sims"], help="metric variant (default: from the data)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_device_argument(parser, default="auto")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--missing-rates", metavar="START:STOP:STEP",
+                        help="erase that proportion of each test input per rate (DAR's protocol: 0.0:0.9:0.1) "
+                             "and report every rate and the mean; also a comma list")
+    parser.add_argument("--erasure-seed", type=int, default=0, help="seed of the --missing-rates erasure (default 0)")
+    add_json_argument(parser, help="the result as JSON: bare --json prints it on stdout (instead of the table), "
+                                   "--json FILE writes that file and prints the table")
 
 
 def evaluate(checkpoint: str, data_spec, split: str = "test", labels: str | None = None,
-             metric: str | None = None, device: str = "cpu", batch_size: int = 128) -> dict:
+             metric: str | None = None, device: str = "cpu", batch_size: int = 128,
+             missing_rates=None, erasure_seed: int = 0) -> dict:
     from moodlens.core.errors import DataError
     from moodlens.models.checkpoint import load_checkpoint
     from moodlens.train.data import DataOptions, load_dataset
     from moodlens.train.metrics import metric_names
     from moodlens.train.trainer import evaluate_split
 
+    if missing_rates is not None:  # a malformed rate list is refused before anything is loaded
+        from moodlens.train.protocols import parse_rates
+
+        missing_rates = parse_rates(missing_rates)
     loaded = load_checkpoint(checkpoint, device=device)
     mc = loaded.model.config
     data = load_dataset(data_spec, DataOptions(text_encoder=mc.text_encoder, text_max_len=mc.text_max_len,
@@ -47,12 +64,17 @@ def evaluate(checkpoint: str, data_spec, split: str = "test", labels: str | None
         FeaturizerConfig.from_dict(data.featurizer_config, source=f"featurizer config of {data.source}") \
             .check_compatible(loaded.featurizer_config, where=f"checkpoint {loaded.path}")
     variant = metric or data.metric_dataset
+    result = {"checkpoint": loaded.path, "model": loaded.model_name, "data": data.source, "split": chosen.name,
+              "samples": len(chosen), "metric_variant": variant}
+    if missing_rates is not None:
+        from moodlens.train.protocols import evaluate_missing_rates
+
+        sweep = evaluate_missing_rates(loaded.model, chosen, missing_rates, variant, batch_size, device,
+                                       seed=erasure_seed)
+        return {**result, **sweep["mean"], "by_missing_rate": sweep["by_missing_rate"], "mean": sweep["mean"],
+                "erasure_seed": erasure_seed}
     metrics, _ = evaluate_split(loaded.model, chosen, variant, batch_size, device)
-    return {
-        "checkpoint": loaded.path, "model": loaded.model_name, "data": data.source, "split": chosen.name,
-        "samples": len(chosen), "metric_variant": variant,
-        **{k: metrics[k] for k in metric_names(variant)},
-    }
+    return {**result, **{k: metrics[k] for k in metric_names(variant)}}
 
 
 def main(args) -> int:
@@ -64,18 +86,36 @@ def main(args) -> int:
     from moodlens.train.metrics import format_value, json_safe, metric_names
 
     data = args.data[0] if len(args.data) == 1 else args.data
-    result = evaluate(args.checkpoint, data, args.split, args.labels, args.metric, args.device, args.batch_size)
+    from moodlens.train.trainer import resolve_device
+
+    device = str(resolve_device(args.device or "auto"))
+    result = evaluate(args.checkpoint, data, args.split, args.labels, args.metric, device, args.batch_size,
+                      args.missing_rates, args.erasure_seed)
     if args.json:
-        print(json.dumps(json_safe(result), indent=2))
-        return 0
+        path = write_json(json.dumps(json_safe(result), indent=2), args.json)
+        if path is None:
+            return 0
+        Console(stderr=True).print(f"wrote {path}", highlight=False)
     names = metric_names(result["metric_variant"])
     title = (f"{result['model']} ({result['checkpoint']}) on {result['data']}: "
              f"{result['split']} split, {result['samples']} samples")
     table = Table()
     table.add_column("metric")
-    table.add_column("x100", justify="right")
-    for name in names:
-        table.add_row(name, format_value(result[name]))
-    Console().print(title, highlight=False)
-    Console().print(table)
+    if "by_missing_rate" in result:  # one column per missing rate, then the mean (DAR's Table 1 value)
+        title += f", x100 per missing rate (erasure seed {result['erasure_seed']})"
+        for row in result["by_missing_rate"]:
+            table.add_column(f"{row['rate']:g}", justify="right")
+        table.add_column("mean", justify="right")
+        for name in names:
+            table.add_row(name, *(format_value(row[name]) for row in result["by_missing_rate"]),
+                          format_value(result["mean"][name]))
+    else:
+        table.add_column("x100", justify="right")
+        for name in names:
+            table.add_row(name, format_value(result[name]))
+    console = Console()
+    if "by_missing_rate" in result and not console.is_terminal:  # logs and pipes: room for the 12 columns
+        console = Console(width=max(console.width, 140))
+    console.print(title, highlight=False)
+    console.print(table)
     return 0

@@ -94,6 +94,8 @@ def main(args) -> int:
         console.print(f"wrote {path}", highlight=False)
     title = (f"{config.model} on {summary['data']}: test split, "
              f"mean ± std over {len(summary['seeds'])} seed(s)")
+    if "by_missing_rate" in summary:  # DAR's protocol (test_missing_rates): rows per rate in metrics.json
+        title += f", each seed the mean over {len(summary['by_missing_rate'])} test missing rates"
     table = Table()
     table.add_column("metric")
     table.add_column("x100", justify="right")
