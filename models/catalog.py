@@ -15,7 +15,7 @@ PAPERS = {  # name -> (paper, one-line summary)
     "hcrl_mfd": ("HCRL-MFD", "hierarchical contrastive learning with multimodal feature decoupling"),
     "dashfusion": ("DashFusion", "dual-stream alignment with hierarchical bottleneck fusion"),
     "dlf": ("DLF", "disentangled features with a language-focused attractor"),
-    "dar": ("DAR", "random erasure, common/independent representations, CLUB dissimilarity"),
+    "dar": ("DAR", "common/independent decoupling, reconstruction of erased inputs (boot head), CLUB dissimilarity"),
     "tecafn": ("TeCaFN", "text-centred contrastive cross-sample attention fusion"),
 }
 
