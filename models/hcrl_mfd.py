@@ -29,7 +29,7 @@ from moodlens.models.base import SentimentModel
 from moodlens.models.batch import MultimodalBatch, SentimentOutput
 from moodlens.models.config import BaseModelConfig
 from moodlens.models.layers import MLP, TransformerEncoder, TransformerLayer, masked_mean
-from moodlens.models.losses import cosine_matrix, orthogonality
+from moodlens.models.losses import LABEL_HEADS, cosine_matrix, label_for, masked_l1, orthogonality
 
 
 @dataclass
@@ -190,7 +190,11 @@ class Model(SentimentModel):
     def loss(self, batch: MultimodalBatch, labels: torch.Tensor, **extras) -> dict[str, torch.Tensor]:
         c = self.config
         text_ids, text_mask, audio, audio_mask, vision, vision_mask, present = self.clean_inputs(*batch.tensors())
-        labels = labels.to(torch.float32).reshape(-1)
+        labels = labels.to(torch.float32)
+        labels = labels.reshape(-1) if labels.dim() == 1 or labels.shape[-1] != len(LABEL_HEADS) else labels
+        # Per-head labels (models/losses.py contract): (B,) serves every head; (B, 4) gives each head
+        # its own, NaN = unknown -> that sample's term of that head is masked out.
+        y = {head: label_for(labels, head) for head in LABEL_HEADS}
         hidden = self.encode_unimodal(text_ids, text_mask, audio, audio_mask, vision, vision_mask)
         masks = {"text": text_mask, "audio": audio_mask, "vision": vision_mask}
 
@@ -216,11 +220,11 @@ class Model(SentimentModel):
             pooled[m] = torch.where(valid.unsqueeze(1), core_shared[m], self.absent[i].expand_as(core_shared[m]))
 
         out = self.predict(pooled)
-        # eq. 9: L_U = Σ_m mean |ŷ_m - y| over samples where m is present.
-        unimodal = sum(_masked_average((getattr(out, m) - labels).abs(), present[:, i])
+        # eq. 9: L_U = Σ_m mean |ŷ_m - y_m| over samples where m is present and its label known.
+        unimodal = sum(masked_l1(getattr(out, m), y[m][0], y[m][1] & present[:, i])
                        for i, m in enumerate(self.modalities))
-        contrastive = self.hierarchical_contrastive(core_shared, labels, present)          # eq. 10-21
-        task = (out.fused - labels).abs().mean()                                            # eq. 24
+        contrastive = self.hierarchical_contrastive(core_shared, y, present)                 # eq. 10-21
+        task = masked_l1(out.fused, *y["fused"])                                            # eq. 24
         terms = {
             "task": task,
             "unimodal": unimodal,
@@ -235,23 +239,36 @@ class Model(SentimentModel):
                           + c.weight_contrastive * (terms["contrastive_intra"] + terms["contrastive_inter"]))
         return terms
 
-    def hierarchical_contrastive(self, features: dict, labels: torch.Tensor, present: torch.Tensor) -> dict:
+    def hierarchical_contrastive(self, features: dict, labels, present: torch.Tensor) -> dict:
         """Intra-modal level (same modality, other samples) and inter-modal level (other modality,
-        any sample incl. the same one): pairs by `select_pairs`, loss by eq. 21."""
+        any sample incl. the same one): pairs by `select_pairs`, loss by eq. 21.
+
+        `labels`: (B,) or the per-head dict {head: (values, known)} of `loss`. With per-head labels
+        the intra-modal level of modality m ranks pairs by m's own label (samples whose m label is
+        unknown take no part) and the inter-modal level by the fused label."""
         c = self.config
-        distance = (labels.unsqueeze(1) - labels.unsqueeze(0)).abs()                        # for eq. 11-12
+        if isinstance(labels, torch.Tensor):
+            labels = {head: label_for(labels, head) for head in LABEL_HEADS}
+
+        def distance(head):
+            values = labels[head][0]
+            return (values.unsqueeze(1) - values.unsqueeze(0)).abs()                          # for eq. 11-12
+
+        fused_distance, fused_known = distance("fused"), labels["fused"][1]
         intra, inter = [], []
         for i, m in enumerate(self.modalities):
             sim = cosine_matrix(features[m], features[m])                                     # eq. 13-14
-            pos, neg = select_pairs(sim, distance, c.label_threshold, c.top_k,
-                                    present[:, i], present[:, i], exclude_diagonal=True)      # eq. 15-16
+            valid = present[:, i] & labels[m][1]
+            pos, neg = select_pairs(sim, distance(m), c.label_threshold, c.top_k,
+                                    valid, valid, exclude_diagonal=True)                      # eq. 15-16
             intra.append(multi_positive_info_nce(sim, pos, neg, c.temperature))
             for j, n in enumerate(self.modalities):
                 if j == i:
                     continue
                 sim = cosine_matrix(features[m], features[n])                                 # eq. 17-18
-                pos, neg = select_pairs(sim, distance, c.label_threshold, c.top_k,
-                                        present[:, i], present[:, j], exclude_diagonal=False)  # eq. 19-20
+                pos, neg = select_pairs(sim, fused_distance, c.label_threshold, c.top_k,
+                                        present[:, i] & fused_known, present[:, j] & fused_known,
+                                        exclude_diagonal=False)                               # eq. 19-20
                 inter.append(multi_positive_info_nce(sim, pos, neg, c.temperature))
         return {"intra": torch.stack(intra).mean(), "inter": torch.stack(inter).mean()}
 

@@ -36,7 +36,8 @@ class Sample:
 
 
 class Featurizer:
-    def __init__(self, config: FeaturizerConfig | None = None, text_encoder_path: str | None = None):
+    def __init__(self, config: FeaturizerConfig | None = None, text_encoder_path: str | None = None,
+                 transcriber=None):
         self.config = config or FeaturizerConfig()
         self.text = TextFeaturizer(text_encoder_path, max_len=self.config.text_max_len)
         if self.text.identity != self.config.text_tokenizer_sha:
@@ -44,7 +45,19 @@ class Featurizer:
                 f"The text encoder at {self.text.folder} tokenizes differently (vocabulary {self.text.identity}) "
                 f"from the featurizer config ({self.config.text_encoder}, vocabulary "
                 f"{self.config.text_tokenizer_sha}); use the encoder the config names.")
-        self.audio = AudioFeaturizer(self.config)
+        if self.config.audio_features == "whisper_encoder":
+            from moodlens.realtime.features.config import whisper_identity
+            from moodlens.realtime.features.whisper_states import WhisperStatesFeaturizer
+
+            self.audio = WhisperStatesFeaturizer(self.config, transcriber)
+            if transcriber is not None:
+                found = whisper_identity(transcriber.model_source)
+                if found != self.config.audio_encoder_sha:
+                    raise ConfigError(f"The Whisper model {transcriber.model_source} (sha {found}) is not the one "
+                                      f"the featurizer config's audio features were made with "
+                                      f"(sha {self.config.audio_encoder_sha}).")
+        else:
+            self.audio = AudioFeaturizer(self.config)
         self._vision = None
 
     @property
@@ -60,13 +73,23 @@ class Featurizer:
         """Run the face tracker over frames in time order at the configured rate."""
         return [self.vision.process(f) for f in frames if self.vision.wants(f.t)]
 
+    @property
+    def wants_encoder_states(self) -> bool:
+        """True when the audio features are Whisper encoder states (pass a transcript's to `sample`)."""
+        return self.config.audio_features == "whisper_encoder"
+
     def sample(self, text: str, audio: np.ndarray | None, faces: list[FaceFeatures],
-               start: float = 0.0, end: float = 0.0) -> Sample:
+               start: float = 0.0, end: float = 0.0, audio_states: np.ndarray | None = None) -> Sample:
+        """`audio_states`: the Whisper encoder states of `audio` when already computed (a Transcript's
+        `encoder_states`); used only when the config's audio features are encoder states."""
         text = text or ""
         enc = self.text.encode([text])
         ids = enc.ids[0][enc.mask[0]]
-        audio_feats = self.audio.extract(np.asarray(audio, dtype=np.float32) if audio is not None
-                                         else np.zeros(0, np.float32))
+        audio = np.asarray(audio, dtype=np.float32) if audio is not None else np.zeros(0, np.float32)
+        if self.wants_encoder_states:
+            audio_feats = self.audio.extract(audio, states=audio_states)
+        else:
+            audio_feats = self.audio.extract(audio)
         dv = self.config.vision_dim
         vision = np.zeros((len(faces), dv), dtype=np.float32)
         vision_mask = np.zeros(len(faces), dtype=bool)

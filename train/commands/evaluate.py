@@ -47,11 +47,14 @@ def evaluate(checkpoint: str, data_spec, split: str = "test", labels: str | None
         FeaturizerConfig.from_dict(data.featurizer_config, source=f"featurizer config of {data.source}") \
             .check_compatible(loaded.featurizer_config, where=f"checkpoint {loaded.path}")
     variant = metric or data.metric_dataset
-    metrics, _ = evaluate_split(loaded.model, chosen, variant, batch_size, device)
+    metrics, preds = evaluate_split(loaded.model, chosen, variant, batch_size, device)
+    from moodlens.train.head_metrics import by_head
+
     return {
         "checkpoint": loaded.path, "model": loaded.model_name, "data": data.source, "split": chosen.name,
         "samples": len(chosen), "metric_variant": variant,
         **{k: metrics[k] for k in metric_names(variant)},
+        "by_head": by_head(preds, chosen, variant),
     }
 
 
