@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moodlens.realtime.asr import AsrOptions, Transcriber
-from moodlens.realtime.sources import MediaFileSource
-from moodlens.realtime.types import AudioChunk
-from moodlens.realtime.windows import SileroVad, UtteranceWindower, VadOptions
+from moodlens.realtime.perception.asr import AsrOptions, Transcriber
+from moodlens.realtime.capture.media import MediaFileSource
+from moodlens.core.types import AudioChunk
+from moodlens.realtime.perception.vad import SileroVad, UtteranceWindower, VadOptions
 
 SR = 16000
 TEXT = ("I really love this wonderful movie, the actors were brilliant "

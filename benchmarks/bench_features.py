@@ -69,8 +69,8 @@ def frames_640x480():
 
 
 def test_face_tracking_640x480_one_core(benchmark, frames_640x480):
-    from moodlens.realtime.features.config import FeaturizerConfig
-    from moodlens.realtime.features.vision import VisionFeaturizer
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
+    from moodlens.realtime.perception.features.vision import VisionFeaturizer
 
     tracker = VisionFeaturizer(FeaturizerConfig(vision_fps=1000.0))  # every frame
     clock = iter(range(10**9))
@@ -111,8 +111,8 @@ def espeak_speech(folder: Path, seconds: float = 10.0) -> np.ndarray:
 
 
 def test_audio_features_one_core(benchmark, tmp_path):
-    from moodlens.realtime.features.audio import AudioFeaturizer
-    from moodlens.realtime.features.config import FeaturizerConfig
+    from moodlens.realtime.perception.features.audio import AudioFeaturizer
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
 
     audio = espeak_speech(tmp_path, seconds=10.0)
     featurizer = AudioFeaturizer(FeaturizerConfig())

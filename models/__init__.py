@@ -12,7 +12,7 @@ import importlib
 from typing import Any
 
 from moodlens.models.batch import MultimodalBatch, SentimentOutput
-from moodlens.realtime.errors import ConfigError
+from moodlens.core.errors import ConfigError
 
 MODEL_NAMES = ("hcrl_mfd", "dashfusion", "dlf", "dar", "tecafn")
 

@@ -8,11 +8,11 @@ from typing import NamedTuple
 
 import torch
 
+from moodlens.core.schema import MODALITIES  # noqa: F401  (re-exported for the models)
+
 # Upper bounds used for torch.export dynamic shapes (positional tables are sized to match).
 MAX_TEXT_LEN = 512
 MAX_SEQ_LEN = 4096
-
-MODALITIES = ("text", "audio", "vision")
 
 
 class SentimentOutput(NamedTuple):

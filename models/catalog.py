@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from moodlens.models import MODEL_NAMES, build_model
-from moodlens.realtime.errors import ConfigError
+from moodlens.core.errors import ConfigError
 
 PAPERS = {  # name -> (paper, one-line summary)
     "hcrl_mfd": ("HCRL-MFD", "hierarchical contrastive learning with multimodal feature decoupling"),

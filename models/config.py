@@ -7,20 +7,15 @@ silently as defaults).
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 
-from moodlens.realtime.errors import ConfigError
+from moodlens.core.options import configs_root, fill_dataclass, read_yaml
+from moodlens.core.schema import LIVE_AUDIO_DIM, LIVE_VISION_DIM
 
 T = TypeVar("T")
-
-# Live featurizer dims (realtime/features): audio 40-d librosa frames, vision 64-d MediaPipe face.
-LIVE_AUDIO_DIM = 40
-LIVE_VISION_DIM = 64
 
 
 @dataclass
@@ -35,53 +30,6 @@ class BaseModelConfig:
     vision_dim: int = LIVE_VISION_DIM
     output_range: float = 3.0             # labels live in [-output_range, output_range]
     dropout: float = 0.1
-
-
-def configs_root() -> Path:
-    return Path(str(importlib.resources.files("moodlens.configs")))
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"Config file {path} does not exist.")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"Config file {path} is not valid YAML{where}.") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"Config file {path} must hold a mapping of keys to values.")
-    return data
-
-
-def fill_dataclass(cls: type[T], values: dict[str, Any], source: str) -> T:
-    """Build `cls` from `values`, refusing unknown keys and values of the wrong type."""
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown key '{unknown[0]}' for {cls.__name__} "
-            f"(known keys: {', '.join(sorted(known))})."
-        )
-    defaults = cls()
-    checked = {}
-    for key, value in values.items():
-        default = getattr(defaults, key)
-        if default is not None and value is not None:
-            if isinstance(default, bool) and not isinstance(value, bool):
-                raise ConfigError(f"{source}: key '{key}' must be true or false, got {value!r}.")
-            if isinstance(default, (int, float)) and not isinstance(default, bool):
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ConfigError(f"{source}: key '{key}' must be a number, got {value!r}.")
-                if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
-                    raise ConfigError(f"{source}: key '{key}' must be a whole number, got {value!r}.")
-                value = type(default)(value)
-            if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
-                value = type(default)(value)
-        checked[key] = value
-    return dataclasses.replace(defaults, **checked)
 
 
 def load_model_config(name: str, config_cls: type[T], overrides: dict[str, Any] | None = None,

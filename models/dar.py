@@ -36,7 +36,8 @@ from torch import nn
 from torch.func import functional_call
 
 from moodlens.models.base import SentimentModel
-from moodlens.models.batch import MODALITIES, MultimodalBatch, SentimentOutput
+from moodlens.core.schema import MODALITIES
+from moodlens.models.batch import MultimodalBatch, SentimentOutput
 from moodlens.models.config import BaseModelConfig
 from moodlens.models.layers import (MLP, Conv1dProjection, CrossModalEncoder, QueryPooling, TransformerEncoder,
                                     ensure_nonempty, masked_mean, scale_output)

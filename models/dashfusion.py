@@ -33,7 +33,7 @@ from moodlens.models.batch import MultimodalBatch, SentimentOutput
 from moodlens.models.config import BaseModelConfig
 from moodlens.models.layers import MLP, CrossModalEncoder, TransformerEncoder, TransformerLayer, masked_mean
 from moodlens.models.losses import nt_xent
-from moodlens.realtime.errors import ConfigError
+from moodlens.core.errors import ConfigError
 
 
 @dataclass

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from moodlens.models.base import SentimentModel
-from moodlens.models.batch import MODALITIES, MultimodalBatch, SentimentOutput
+from moodlens.core.schema import MODALITIES
+from moodlens.models.batch import MultimodalBatch, SentimentOutput
 from moodlens.models.config import BaseModelConfig
 from moodlens.models.layers import (MLP, Conv1dProjection, CrossModalEncoder, SinusoidalPositionalEncoding,
                                     TransformerEncoder,

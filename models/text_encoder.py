@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moodlens.realtime.assets import TEXT_ENCODER, resolve_path
-from moodlens.realtime.errors import AssetError
+from moodlens.core.assets import TEXT_ENCODER, resolve_path
+from moodlens.core.errors import AssetError
 
 
 class BertSelfAttention(nn.Module):

@@ -12,7 +12,7 @@ import sys
 
 from rich.console import Console
 
-from moodlens.realtime.errors import MoodlensError
+from moodlens.core.errors import MoodlensError
 
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "live": ("moodlens.realtime.commands.live", "Score webcam + microphone live on the dashboard."),
     "run": ("moodlens.realtime.commands.run", "Run the live pipeline over a media file (paced or as fast as possible)."),
     "bench": ("moodlens.realtime.commands.bench", "Benchmark model backends and the whole pipeline (latency, real-time factor)."),
-    "featurize": ("moodlens.realtime.commands.featurize", "Turn a media file or a raw-video dataset into MMSA-layout features."),
+    "featurize": ("moodlens.train.commands.featurize", "Turn a media file or a raw-video dataset into MMSA-layout features."),
     "replay": ("moodlens.realtime.commands.replay", "Replay a recorded session on the dashboard, or rescore it with a model."),
     "export": ("moodlens.realtime.commands.export", "Export a recorded session as csv, srt, json or an html report."),
     "models": ("moodlens.models.catalog", "List the model zoo with parameter counts and expected input dims."),

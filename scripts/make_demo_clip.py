@@ -134,7 +134,7 @@ def check_face(out: Path) -> int:
     from mediapipe.tasks.python import vision
     from mediapipe.tasks.python.core.base_options import BaseOptions
 
-    from moodlens.realtime.assets import FACE_LANDMARKER, resolve_path
+    from moodlens.core.assets import FACE_LANDMARKER, resolve_path
 
     options = vision.FaceLandmarkerOptions(
         base_options=BaseOptions(model_asset_path=str(resolve_path(FACE_LANDMARKER))), num_faces=1)

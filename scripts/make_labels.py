@@ -14,7 +14,7 @@ import sys
 
 
 def main(argv=None) -> int:
-    from moodlens.realtime.errors import MoodlensError
+    from moodlens.core.errors import MoodlensError
     from moodlens.train.unimodal_labels import MAKERS, load_valence_map
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

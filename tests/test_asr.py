@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from moodlens.realtime.errors import AssetError, ConfigError, DataError
-from moodlens.realtime.asr import AsrOptions, Transcriber
+from moodlens.core.errors import AssetError, ConfigError, DataError
+from moodlens.realtime.perception.asr import AsrOptions, Transcriber
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +94,9 @@ def test_bad_options_refused():
 
 def test_file_to_windows_to_words(transcriber, tts, tmp_path):
     """The three perception-A stages together: a media file streamed, cut by the VAD, transcribed."""
-    from moodlens.realtime.sources import MediaFileSource
-    from moodlens.realtime.types import AudioChunk
-    from moodlens.realtime.windows import UtteranceWindower, VadOptions
+    from moodlens.realtime.capture.media import MediaFileSource
+    from moodlens.core.types import AudioChunk
+    from moodlens.realtime.perception.vad import UtteranceWindower, VadOptions
 
     first, _ = sf.read(str(tts("The coffee here is absolutely delicious")), dtype="float32")
     second, _ = sf.read(str(tts("but the waiter was very rude to my friends")), dtype="float32")

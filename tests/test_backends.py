@@ -19,8 +19,8 @@ from moodlens.models.base import SentimentModel
 from moodlens.models.batch import MultimodalBatch, SentimentOutput
 from moodlens.models.config import BaseModelConfig
 from moodlens.models.layers import TransformerLayer, masked_mean
-from moodlens.realtime import backends as B
-from moodlens.realtime.errors import BackendError, ConfigError
+from moodlens.realtime.scoring import backends as B
+from moodlens.core.errors import BackendError, ConfigError
 
 
 # ---- a small model on the real contract -------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from moodlens.realtime.bench import percentiles
+from moodlens.realtime.app.bench import percentiles
 from moodlens.realtime.cli import main as cli_main
 
 BACKEND_KEYS = {"backend", "available", "reason", "device", "build_s", "builds", "max_abs_diff_vs_eager",

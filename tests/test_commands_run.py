@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from moodlens.realtime.events import check_event_dict
+from moodlens.realtime.engine.events import check_event_dict
 
 REPO = Path(__file__).resolve().parents[1]
 MOODLENS = [sys.executable, "-m", "moodlens.realtime.cli"]
@@ -101,12 +101,12 @@ def test_help_lists_the_options(capsys):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """The shipped default weights when present, else an untrained HCRL-MFD checkpoint written here."""
-    from moodlens.train.checkpoint import default_checkpoint_path, save_checkpoint
+    from moodlens.models.checkpoint import default_checkpoint_path, save_checkpoint
 
     if default_checkpoint_path().exists():
         return "default"
     from moodlens.models import build_model
-    from moodlens.realtime.features.config import FeaturizerConfig
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
 
     path = tmp_path_factory.mktemp("ckpt") / "untrained.pt"
     save_checkpoint(path, build_model("hcrl_mfd"), FeaturizerConfig().to_dict(), metrics={})
@@ -163,8 +163,8 @@ def test_ctrl_c_during_a_paced_run_exits_cleanly_within_a_second(tts, tmp_path, 
 
 
 def test_live_config_layers_a_user_file_over_the_defaults(tmp_path):
-    from moodlens.realtime.errors import ConfigError
-    from moodlens.realtime.live_config import load_live_config
+    from moodlens.core.errors import ConfigError
+    from moodlens.realtime.app.live_config import load_live_config
 
     default = load_live_config()
     assert default.engine.checkpoint == "default" and default.engine.backend == "auto"
@@ -192,10 +192,10 @@ def test_live_config_layers_a_user_file_over_the_defaults(tmp_path):
 
 def test_a_feature_override_that_changes_values_is_refused(tmp_path):
     from moodlens.models import build_model
-    from moodlens.realtime.errors import ConfigError
-    from moodlens.realtime.pipeline import Pipeline
-    from moodlens.realtime.scorer import Scorer
-    from moodlens.realtime.sources import MediaFileSource
+    from moodlens.core.errors import ConfigError
+    from moodlens.realtime.engine.pipeline import Pipeline
+    from moodlens.realtime.scoring.scorer import Scorer
+    from moodlens.realtime.capture.media import MediaFileSource
 
     scorer = Scorer.from_model(build_model("hcrl_mfd").eval(), None, backend="eager", quiet=True)
     wav = tmp_path / "a.wav"
@@ -230,7 +230,7 @@ def test_record_video_faces_keeps_the_pipelines_face_features_and_no_video(tmp_p
     assert "Traceback" not in result.stderr and f"recorded the session in {folder}" in result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(events) >= 3 and all(e["present"]["vision"] for e in events)
-    from moodlens.realtime.recording import open_session
+    from moodlens.realtime.sessions.reader import open_session
 
     session = open_session(folder)
     assert session.closed_cleanly and len(session.windows) == len(events)
@@ -275,9 +275,9 @@ def test_a_recorder_that_fills_the_disk_says_so_once_after_the_run_and_scoring_g
 def test_a_folder_that_cannot_be_created_fails_quietly_until_the_run_reports_it(tmp_path, capsys):
     from types import SimpleNamespace
 
-    from moodlens.realtime.commands.run import make_recorder
-    from moodlens.realtime.features.config import FeaturizerConfig
-    from moodlens.realtime.live_config import load_live_config
+    from moodlens.realtime.app.session import make_recorder
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
+    from moodlens.realtime.app.live_config import load_live_config
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from moodlens.realtime.dashboard import (Dashboard, TimelineChart, gauge, render_to_text, sentiment_rgb,
-                                         sentiment_style)
-from moodlens.realtime.events import WindowEvent
-from moodlens.realtime.pipeline import StatsSnapshot
+from moodlens.realtime.ui.dashboard import Dashboard, TimelineChart, gauge, render_to_text, sentiment_rgb, sentiment_style
+from moodlens.realtime.engine.events import WindowEvent
+from moodlens.realtime.engine.stats import StatsSnapshot
 
 
 def event(i, start, end, fused, text="", t=None, a=None, v=None):

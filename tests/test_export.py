@@ -29,7 +29,7 @@ def session_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def session(session_dir):
-    from moodlens.realtime.recording import open_session
+    from moodlens.realtime.sessions.reader import open_session
 
     s = open_session(session_dir)
     assert len(s.windows) == 12
@@ -96,7 +96,7 @@ def parse_srt(text: str) -> list[dict]:
 
 
 def test_srt_cues_carry_transcript_and_sentiment(session, session_dir, tmp_path):
-    from moodlens.realtime.export import export_session
+    from moodlens.realtime.sessions.export import export_session
 
     out = export_session(session_dir, "srt", tmp_path / "talk.srt")
     cues = parse_srt(out.read_text())
@@ -110,8 +110,8 @@ def test_srt_cues_carry_transcript_and_sentiment(session, session_dir, tmp_path)
 
 
 def test_json_holds_everything(session, session_dir, tmp_path):
-    from moodlens.realtime.events import check_event_dict
-    from moodlens.realtime.export import export_session
+    from moodlens.realtime.engine.events import check_event_dict
+    from moodlens.realtime.sessions.export import export_session
 
     doc = json.loads(export_session(session_dir, "json", tmp_path / "talk.json").read_text())
     assert doc["session"]["session_id"] == session.info["session_id"]
@@ -131,7 +131,7 @@ def test_json_holds_everything(session, session_dir, tmp_path):
 def test_html_report_is_self_contained_and_renders(session, session_dir, tmp_path):
     from PIL import Image
 
-    from moodlens.realtime.export import export_session
+    from moodlens.realtime.sessions.export import export_session
 
     out = export_session(session_dir, "html", tmp_path / "talk.html")
     page = out.read_text()

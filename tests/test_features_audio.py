@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from moodlens.realtime.errors import ConfigError, DataError
-from moodlens.realtime.features.audio import AudioFeaturizer, EGeMAPSExtractor, opensmile_available
-from moodlens.realtime.features.config import AUDIO_FEATURE_NAMES, FeaturizerConfig
+from moodlens.core.errors import ConfigError, DataError
+from moodlens.realtime.perception.features.audio import AudioFeaturizer, EGeMAPSExtractor, opensmile_available
+from moodlens.realtime.perception.features.config import AUDIO_FEATURE_NAMES, FeaturizerConfig
 
 F0 = AUDIO_FEATURE_NAMES.index("log_f0_hz")
 VOICING = AUDIO_FEATURE_NAMES.index("voicing")
@@ -94,7 +94,7 @@ def test_opensmile_extra_is_optional_and_refused_cleanly_when_absent():
 @pytest.mark.shared
 def test_real_clip_speech(shared_data, raw_featurizer):
     """Real (Mandarin) speech decoded from a shared clip: voiced frames with F0 in the human range."""
-    from moodlens.realtime.sources import read_media
+    from moodlens.realtime.capture.media import read_media
 
     clip = read_media(shared_data / "clips" / "zh_0008.mp4", video_fps=1)
     raw = raw_featurizer.extract(clip.audio)

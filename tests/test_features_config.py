@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from moodlens.models.config import LIVE_AUDIO_DIM, LIVE_VISION_DIM
-from moodlens.realtime.errors import ConfigError
-from moodlens.realtime.features.config import (AUDIO_FEATURE_NAMES, VISION_FEATURE_NAMES, FeaturizerConfig,
-                                               library_versions)
+from moodlens.core.schema import LIVE_AUDIO_DIM, LIVE_VISION_DIM
+from moodlens.core.errors import ConfigError
+from moodlens.realtime.perception.features.config import AUDIO_FEATURE_NAMES, VISION_FEATURE_NAMES, FeaturizerConfig, library_versions
 
 
 def test_dims_names_and_rates():

@@ -8,10 +8,10 @@ import soundfile as sf
 import torch
 
 from moodlens.models.batch import MultimodalBatch
-from moodlens.realtime.errors import ConfigError
-from moodlens.realtime.features.config import FeaturizerConfig
-from moodlens.realtime.features.featurizer import Featurizer
-from moodlens.realtime.types import FaceFeatures
+from moodlens.core.errors import ConfigError
+from moodlens.realtime.perception.features.config import FeaturizerConfig
+from moodlens.realtime.perception.features.featurizer import Featurizer
+from moodlens.core.types import FaceFeatures
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_config_tokenizer_mismatch_is_refused():
 def test_config_for_another_encoder_folder(tmp_path):
     import shutil
 
-    from moodlens.realtime.assets import TEXT_ENCODER, resolve_path
+    from moodlens.core.assets import TEXT_ENCODER, resolve_path
 
     other = tmp_path / "my-bert"
     other.mkdir()

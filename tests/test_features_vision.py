@@ -8,10 +8,10 @@ import av
 import numpy as np
 import pytest
 
-from moodlens.realtime.errors import DataError
-from moodlens.realtime.features.config import VISION_FEATURE_NAMES, FeaturizerConfig
-from moodlens.realtime.features.vision import VisionFeaturizer, head_pose
-from moodlens.realtime.types import VideoFrame
+from moodlens.core.errors import DataError
+from moodlens.realtime.perception.features.config import VISION_FEATURE_NAMES, FeaturizerConfig
+from moodlens.realtime.perception.features.vision import VisionFeaturizer, head_pose
+from moodlens.core.types import VideoFrame
 
 YAW, PITCH, ROLL, TZ = (VISION_FEATURE_NAMES.index(n) for n in
                         ("head_yaw_rad", "head_pitch_rad", "head_roll_rad", "head_tz_dm"))
@@ -99,7 +99,7 @@ def test_bad_frames_are_refused(tracker):
 
 
 def test_a_different_face_model_is_refused():
-    from moodlens.realtime.errors import ConfigError
+    from moodlens.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="face landmarker model"):
         VisionFeaturizer(FeaturizerConfig(vision_model_sha="0123456789abcdef"))

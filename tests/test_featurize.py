@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 
 from moodlens.realtime.cli import main as cli_main
-from moodlens.realtime.features.config import FeaturizerConfig
-from moodlens.realtime.featurize import FeaturizeOptions, featurize_file, featurize_raw_dataset
+from moodlens.realtime.perception.features.config import FeaturizerConfig
+from moodlens.train.datasets import FeaturizeOptions, featurize_file, featurize_raw_dataset
 
 FAST = FeaturizerConfig(vision_fps=5.0)
 
@@ -167,7 +167,7 @@ def test_raw_dataset_with_failures_and_resumable_cache(tmp_path, tts, capsys):
 
 
 def test_raw_dataset_bad_labels_are_refused(tmp_path):
-    from moodlens.realtime.errors import DataError
+    from moodlens.core.errors import DataError
 
     (tmp_path / "Raw").mkdir()
     (tmp_path / "label.csv").write_text("video_id,clip_id,text\nv,1,hi\n")
@@ -191,7 +191,7 @@ def test_file_without_video_or_without_audio(tmp_path, tts):
 
 
 def test_egemaps_extra_is_refused_cleanly_without_opensmile(tmp_path, capsys):
-    from moodlens.realtime.features.audio import opensmile_available
+    from moodlens.realtime.perception.features.audio import opensmile_available
 
     if opensmile_available():
         pytest.skip("opensmile is installed here; the refusal path cannot be exercised")
@@ -205,8 +205,8 @@ def test_egemaps_extra_is_refused_cleanly_without_opensmile(tmp_path, capsys):
 
 
 def test_extra_arrays_are_padded_with_lengths():
-    from moodlens.realtime.features.featurizer import Sample
-    from moodlens.realtime.featurize import samples_to_mmsa
+    from moodlens.realtime.perception.features.featurizer import Sample
+    from moodlens.train.datasets import samples_to_mmsa
 
     def sample(frames):
         s = Sample(text="hi", text_ids=np.array([101, 102]), audio=np.zeros((3, 40), np.float32),

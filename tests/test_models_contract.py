@@ -277,7 +277,7 @@ def test_models_command_refuses_an_unknown_name():
     import argparse
 
     from moodlens.models import catalog
-    from moodlens.realtime.errors import ConfigError
+    from moodlens.core.errors import ConfigError
 
     parser = argparse.ArgumentParser()
     catalog.add_arguments(parser)

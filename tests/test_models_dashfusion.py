@@ -12,7 +12,7 @@ import torch
 
 from moodlens.models import build_model, load_config
 from moodlens.models.dashfusion import Config, HierarchicalBottleneckFusion, supervised_contrastive_hard
-from moodlens.realtime.errors import ConfigError
+from moodlens.core.errors import ConfigError
 
 
 

@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from moodlens.realtime.events import check_event_dict
-from moodlens.realtime.pipeline import Pipeline, PipelineOptions, PipelineStats, WindowQueue, merge_windows
-from moodlens.realtime.types import Window
+from moodlens.realtime.engine.events import check_event_dict
+from moodlens.realtime.engine.pipeline import Pipeline, PipelineOptions
+from moodlens.realtime.engine.stats import PipelineStats
+from moodlens.realtime.engine.streams import WindowQueue, merge_windows
+from moodlens.core.types import Window
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "realtime" / "assets" / "demo.mp4"
@@ -94,8 +96,8 @@ def write_clip(path: Path, audio: np.ndarray | None, frames: list[np.ndarray] | 
 
 @pytest.fixture(scope="module")
 def transcriber():
-    from moodlens.realtime.asr import Transcriber
-    from moodlens.realtime.live_config import load_live_config
+    from moodlens.realtime.perception.asr import Transcriber
+    from moodlens.realtime.app.live_config import load_live_config
 
     return Transcriber(load_live_config().asr)      # as the commands run it (the shipped live config)
 
@@ -103,8 +105,8 @@ def transcriber():
 @pytest.fixture(scope="module")
 def scorer():
     """The shipped default weights when they exist, else an untrained model of the zoo (signs not checked)."""
-    from moodlens.realtime.scorer import Scorer
-    from moodlens.train.checkpoint import default_checkpoint_path
+    from moodlens.realtime.scoring.scorer import Scorer
+    from moodlens.models.checkpoint import default_checkpoint_path
 
     if default_checkpoint_path().exists():
         return Scorer("default", backend="eager")
@@ -114,7 +116,7 @@ def scorer():
 
 
 def run_file(path: Path, scorer, transcriber, realtime=False, pace="fast", sinks=(), **options):
-    from moodlens.realtime.sources import MediaFileSource
+    from moodlens.realtime.capture.media import MediaFileSource
 
     source = MediaFileSource(path, pace=pace, origin=0.0, max_size=320)
     pipe = Pipeline(source, scorer, PipelineOptions(realtime=realtime, **options), sinks=list(sinks),
@@ -159,7 +161,7 @@ def test_one_window_per_sentence_with_faces(talk, scorer):
 
 
 def test_fused_sign_matches_each_sentence_with_the_default_weights(talk):
-    from moodlens.train.checkpoint import default_checkpoint_path
+    from moodlens.models.checkpoint import default_checkpoint_path
 
     if not default_checkpoint_path().exists():
         pytest.skip("models/weights/default.pt (the train engineer's default weights) is not there yet")
@@ -195,7 +197,7 @@ def test_file_without_audio_gives_vision_only_windows(tmp_path, scorer, transcri
 
 
 def test_audio_only_file_and_jsonl_sink(tts, tmp_path, scorer, transcriber):
-    from moodlens.realtime.events import JsonlSink, read_jsonl
+    from moodlens.realtime.engine.events import JsonlSink, read_jsonl
 
     audio, _ = speech_track(tts, SENTENCES[:2])
     wav = tmp_path / "speech.wav"
@@ -214,8 +216,8 @@ def test_audio_only_file_and_jsonl_sink(tts, tmp_path, scorer, transcriber):
 
 
 def test_corrupt_and_missing_files_raise_media_error(tmp_path):
-    from moodlens.realtime.errors import MediaError
-    from moodlens.realtime.sources import MediaFileSource
+    from moodlens.core.errors import MediaError
+    from moodlens.realtime.capture.media import MediaFileSource
 
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
@@ -226,7 +228,7 @@ def test_corrupt_and_missing_files_raise_media_error(tmp_path):
 
 
 def test_stop_ends_every_stage_within_a_second(tts, tmp_path, scorer, transcriber):
-    from moodlens.realtime.sources import MediaFileSource
+    from moodlens.realtime.capture.media import MediaFileSource
 
     audio, _ = speech_track(tts, SENTENCES[:1] * 3)
     clip = write_clip(tmp_path / "long.mp4", audio, demo_frames(len(audio) / SR), fps=10)
@@ -287,7 +289,7 @@ def test_window_queue_waits_instead_of_merging_when_not_realtime():
 
 
 def test_merge_windows_keeps_faces_and_older_close_time():
-    from moodlens.realtime.types import FaceFeatures
+    from moodlens.core.types import FaceFeatures
 
     a, b = window(0, 0, 1, closed_at=5.0), window(1, 2, 3, closed_at=6.0)
     a.faces.append(FaceFeatures(t=0.5, values=None, face_present=False))
@@ -297,7 +299,7 @@ def test_merge_windows_keeps_faces_and_older_close_time():
 
 
 def test_pipeline_options_are_checked():
-    from moodlens.realtime.errors import ConfigError
+    from moodlens.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="asr_queue_size"):
         PipelineOptions(asr_queue_size=0).check()
@@ -335,7 +337,7 @@ class StandInCamera:
 
 
 def test_live_camera_without_microphone_scores_vision_windows_in_real_time(scorer, transcriber):
-    from moodlens.realtime.sources import LiveSource, WebcamSource
+    from moodlens.realtime.capture.devices import LiveSource, WebcamSource
 
     class Collector:   # a sink that keeps what it is given (the sink protocol, with the optional on_face)
         def __init__(self):
@@ -380,7 +382,7 @@ def test_live_camera_without_microphone_scores_vision_windows_in_real_time(score
 
 
 def test_frame_schedule_keeps_the_face_rate():
-    from moodlens.realtime.pipeline import FrameSchedule
+    from moodlens.realtime.engine.streams import FrameSchedule
 
     for fps_in, fps_out, expect in ((30, 15, 30), (25, 15, 30), (10, 15, 20), (60, 10, 20)):
         schedule = FrameSchedule(fps_out)
@@ -394,9 +396,9 @@ def test_frame_schedule_keeps_the_face_rate():
 
 
 def test_bundled_demo_clip_matches_its_sentence_list():
-    from moodlens.realtime.assets import DEMO_CLIP, resolve_path
-    from moodlens.realtime.sources import MediaFileSource
-    from moodlens.realtime.windows import split_utterances
+    from moodlens.core.assets import DEMO_CLIP, resolve_path
+    from moodlens.realtime.capture.media import MediaFileSource
+    from moodlens.realtime.perception.vad import split_utterances
 
     clip = resolve_path(DEMO_CLIP)
     manifest = json.loads(clip.with_suffix(".json").read_text())
@@ -414,9 +416,9 @@ def test_bundled_demo_clip_matches_its_sentence_list():
 
 
 def test_waiting_windows_are_scored_in_one_batch(tts, tmp_path, scorer):
-    from moodlens.realtime.pipeline import _Transcribed
-    from moodlens.realtime.sources import MediaFileSource
-    from moodlens.realtime.types import FaceFeatures
+    from moodlens.realtime.engine.pipeline import _Transcribed
+    from moodlens.realtime.capture.media import MediaFileSource
+    from moodlens.core.types import FaceFeatures
 
     speech, _ = sf.read(str(tts("I love this wonderful day.")), dtype="float32")
     wav = tmp_path / "a.wav"

@@ -45,8 +45,8 @@ def synthetic_items(seconds: float, t0: float = 5000.0, fps: float = 10.0, windo
                     size=(96, 128), seed: int = 0, images: list[np.ndarray] | None = None):
     """Stand-in for the camera, microphone and scorer: (kind, item) in pipeline order. `images`:
     real frames to show instead of the drawn ones."""
-    from moodlens.realtime.events import WindowEvent
-    from moodlens.realtime.types import AudioChunk, VideoFrame
+    from moodlens.realtime.engine.events import WindowEvent
+    from moodlens.core.types import AudioChunk, VideoFrame
 
     rng = np.random.default_rng(seed)
     n_chunks = int(seconds * 16000 / CHUNK)
@@ -84,7 +84,7 @@ def synthetic_items(seconds: float, t0: float = 5000.0, fps: float = 10.0, windo
 def record_synthetic(folder: Path, seconds: float, pace: float = 0.0, video: str = "mp4",
                      session_info: dict | None = None, close: bool = True, images=None):
     """Feed the recorder like the pipeline does. `pace` 1.0 = real time, 0 = as fast as possible."""
-    from moodlens.realtime.recording import RecordingOptions, SessionRecorder
+    from moodlens.realtime.sessions.writer import RecordingOptions, SessionRecorder
 
     info = session_info or {"checkpoint": "default", "config": {"window": "synthetic"},
                             "devices": {"camera": "synthetic stand-in", "microphone": "synthetic stand-in"}}
@@ -137,8 +137,8 @@ def assert_session_consistent(folder: Path, min_windows: int):
     """Every listed window has its audio and video, every file parses, the WAV is valid."""
     import soundfile as sf
 
-    from moodlens.realtime.events import check_event_dict
-    from moodlens.realtime.recording import open_session
+    from moodlens.realtime.engine.events import check_event_dict
+    from moodlens.realtime.sessions.reader import open_session
 
     session = open_session(folder)
     assert len(session.windows) >= min_windows
@@ -164,7 +164,7 @@ def assert_session_consistent(folder: Path, min_windows: int):
 # ---- tests ----------------------------------------------------------------------------------------
 
 def test_clean_recording_round_trip(tmp_path):
-    from moodlens.realtime.recording import open_session
+    from moodlens.realtime.sessions.reader import open_session
 
     folder = tmp_path / "session"
     recorder, events = record_synthetic(folder, seconds=3.1)
@@ -186,7 +186,7 @@ def test_clean_recording_round_trip(tmp_path):
     frames = list(session.iter_frames())
     assert 25 <= len(frames) <= 31 and frames[0].image.shape == (96, 128, 3)
     # A second recorder may not overwrite the folder.
-    from moodlens.realtime.errors import ConfigError
+    from moodlens.core.errors import ConfigError
     with pytest.raises(ConfigError, match="already holds a recorded session"):
         record_synthetic(folder, seconds=0.5)
     assert open_session(folder).windows == session.windows
@@ -203,7 +203,7 @@ def test_interrupted_recording_stays_readable(tmp_path, sig):
     folder = tmp_path / f"cut_{sig.name}"
     proc = start_recording_process(folder, seconds=30.0, pace=1.0)
     wait_for_windows(folder, 3, proc)
-    from moodlens.realtime.recording import open_session
+    from moodlens.realtime.sessions.reader import open_session
 
     live = open_session(folder)          # while it records: read as it stands, nothing repaired
     assert any("still being recorded" in note for note in live.notes) and len(live.windows) >= 3
@@ -220,15 +220,15 @@ def test_interrupted_recording_stays_readable(tmp_path, sig):
         assert any("not closed" in note for note in session.notes)
         assert session.info["state"] == "interrupted"   # marked on the first open after the crash
     # Still replayable: the windows come back as events in order, no waiting at speed 0.
-    from moodlens.realtime.replay import replay_events
+    from moodlens.realtime.sessions.replay import replay_events
 
     events = list(replay_events(session, speed=0))
     assert [e.id for e in events] == [w.id for w in session.windows]
 
 
 def test_torn_last_line_is_ignored_with_a_note(tmp_path):
-    from moodlens.realtime.errors import DataError
-    from moodlens.realtime.recording import open_session
+    from moodlens.core.errors import DataError
+    from moodlens.realtime.sessions.reader import open_session
 
     folder = tmp_path / "s"
     record_synthetic(folder, seconds=1.6, video="none")
@@ -246,7 +246,7 @@ def test_torn_last_line_is_ignored_with_a_note(tmp_path):
 
 
 def test_unwritable_folder_gives_a_sentence_and_the_pipeline_goes_on(tmp_path):
-    from moodlens.realtime.recording import RecordingOptions, SessionRecorder
+    from moodlens.realtime.sessions.writer import RecordingOptions, SessionRecorder
 
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
@@ -279,7 +279,7 @@ def test_disk_full_mid_recording(tmp_path):
     assert out.count("event ") == 8           # all windows were delivered; scoring went on
     assert "pipeline finished" in out
     assert "Recording to" in err and "File too large" in err and "live scoring continues" in err
-    from moodlens.realtime.recording import open_session
+    from moodlens.realtime.sessions.reader import open_session
 
     session = open_session(folder)
     assert session.info["state"] == "failed" and "File too large" in session.info["error"]
@@ -289,8 +289,9 @@ def test_disk_full_mid_recording(tmp_path):
 
 
 def test_dropped_audio_chunks_become_silence_so_times_still_match(tmp_path):
-    from moodlens.realtime.recording import RecordingOptions, SessionRecorder, open_session
-    from moodlens.realtime.types import AudioChunk
+    from moodlens.realtime.sessions.writer import RecordingOptions, SessionRecorder
+    from moodlens.realtime.sessions.reader import open_session
+    from moodlens.core.types import AudioChunk
 
     recorder = SessionRecorder(tmp_path / "gaps", {}, RecordingOptions(video="none"))
     rng = np.random.default_rng(1)
@@ -314,8 +315,9 @@ def test_dropped_audio_chunks_become_silence_so_times_still_match(tmp_path):
 
 def test_face_features_handed_over_by_the_pipeline(tmp_path):
     """Privacy mode without a second face tracker: the pipeline's own features go to faces.bin."""
-    from moodlens.realtime.recording import RecordingOptions, SessionRecorder, open_session
-    from moodlens.realtime.types import FaceFeatures
+    from moodlens.realtime.sessions.writer import RecordingOptions, SessionRecorder
+    from moodlens.realtime.sessions.reader import open_session
+    from moodlens.core.types import FaceFeatures
 
     recorder = SessionRecorder(tmp_path / "handed", {}, RecordingOptions(video="faces", faces_from_pipeline=True))
     rng = np.random.default_rng(3)

@@ -31,8 +31,8 @@ def synthetic_session(tmp_path_factory):
 
 
 def test_headless_replay_writes_the_recorded_windows(synthetic_session, tmp_path):
-    from moodlens.realtime.events import check_event_dict
-    from moodlens.realtime.recording import open_session
+    from moodlens.realtime.engine.events import check_event_dict
+    from moodlens.realtime.sessions.reader import open_session
 
     out = tmp_path / "replay.jsonl"
     code, err = run_cli("replay", str(synthetic_session), "--headless", "--jsonl", str(out))
@@ -47,8 +47,8 @@ def test_headless_replay_writes_the_recorded_windows(synthetic_session, tmp_path
 
 
 def test_replay_speed(synthetic_session):
-    from moodlens.realtime.recording import open_session
-    from moodlens.realtime.replay import replay_events
+    from moodlens.realtime.sessions.reader import open_session
+    from moodlens.realtime.sessions.replay import replay_events
 
     session = open_session(synthetic_session)
     last_due = session.windows[-1].end + session.windows[-1].latency_ms["total"] / 1000   # 3.115 s
@@ -64,9 +64,9 @@ def test_replay_speed(synthetic_session):
 
 
 def test_replay_dashboard_shows_the_recorded_windows(synthetic_session):
-    from moodlens.realtime.dashboard import Dashboard, render_to_text
-    from moodlens.realtime.recording import open_session
-    from moodlens.realtime.replay import ReplayClock, replay_events
+    from moodlens.realtime.ui.dashboard import Dashboard, render_to_text
+    from moodlens.realtime.sessions.reader import open_session
+    from moodlens.realtime.sessions.replay import ReplayClock, replay_events
 
     session = open_session(synthetic_session)
     clock = ReplayClock(session, speed=0)
@@ -90,9 +90,9 @@ def test_replay_dashboard_shows_the_recorded_windows(synthetic_session):
 def scorer():
     """Engine-A's Scorer with an untrained zoo model (the scores' signs are not what is tested)."""
     from moodlens.models import build_model
-    from moodlens.realtime.features.config import FeaturizerConfig
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
 
-    from moodlens.realtime.scorer import Scorer
+    from moodlens.realtime.scoring.scorer import Scorer
 
     return Scorer.from_model(build_model("hcrl_mfd").eval(), FeaturizerConfig().to_dict(), backend="eager",
                              quiet=True)
@@ -100,7 +100,7 @@ def scorer():
 
 @pytest.fixture(scope="module")
 def transcriber():
-    from moodlens.realtime.asr import AsrOptions, Transcriber
+    from moodlens.realtime.perception.asr import AsrOptions, Transcriber
 
     return Transcriber(AsrOptions(cpu_threads=2))
 
@@ -141,11 +141,12 @@ def talking_face_clip(path: Path, wav: Path, fps: int = 8) -> Path:
 
 
 def test_record_with_the_pipeline_then_rescore(tts, tmp_path, scorer, transcriber):
-    from moodlens.realtime.events import JsonlSink, read_jsonl
-    from moodlens.realtime.pipeline import Pipeline, PipelineOptions
-    from moodlens.realtime.recording import RecordingOptions, SessionRecorder, open_session
-    from moodlens.realtime.replay import rescore_pipeline
-    from moodlens.realtime.sources import MediaFileSource
+    from moodlens.realtime.engine.events import JsonlSink, read_jsonl
+    from moodlens.realtime.engine.pipeline import Pipeline, PipelineOptions
+    from moodlens.realtime.sessions.writer import RecordingOptions, SessionRecorder
+    from moodlens.realtime.sessions.reader import open_session
+    from moodlens.realtime.sessions.replay import rescore_pipeline
+    from moodlens.realtime.capture.media import MediaFileSource
 
     clip = talking_face_clip(tmp_path / "talk.mp4", tts("I really enjoyed the concert last night."))
     folder = tmp_path / "recorded"
@@ -178,12 +179,12 @@ def test_record_with_the_pipeline_then_rescore(tts, tmp_path, scorer, transcribe
 
 
 def test_rescore_needs_media(tmp_path):
-    from moodlens.realtime.errors import DataError
-    from moodlens.realtime.recording import open_session
-    from moodlens.realtime.replay import RecordedSource
+    from moodlens.core.errors import DataError
+    from moodlens.realtime.sessions.reader import open_session
+    from moodlens.realtime.sessions.replay import RecordedSource
 
     folder = tmp_path / "empty"
-    from moodlens.realtime.recording import SessionRecorder
+    from moodlens.realtime.sessions.writer import SessionRecorder
     SessionRecorder(folder, {}).close()
     with pytest.raises(DataError, match="neither recorded audio nor video"):
         RecordedSource(open_session(folder))

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from moodlens.models import build_model
-from moodlens.realtime import backends as B
-from moodlens.realtime.errors import ConfigError, DataError
-from moodlens.realtime.features.config import FeaturizerConfig
-from moodlens.realtime.scorer import Scorer
-from moodlens.train.checkpoint import save_checkpoint
+from moodlens.realtime.scoring import backends as B
+from moodlens.core.errors import ConfigError, DataError
+from moodlens.realtime.perception.features.config import FeaturizerConfig
+from moodlens.realtime.scoring.scorer import Scorer
+from moodlens.models.checkpoint import save_checkpoint
 from test_backends import make_tiny_model, ragged_batch
 
 

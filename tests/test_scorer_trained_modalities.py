@@ -4,8 +4,9 @@ the live score: those branches are fed as absent and their scores reported as nu
 import torch
 
 from moodlens.models import build_model
-from moodlens.realtime.scorer import Scorer
-from moodlens.train.checkpoint import load_checkpoint, save_checkpoint, live_featurizer_config
+from moodlens.realtime.scoring.scorer import Scorer
+from moodlens.models.checkpoint import load_checkpoint, save_checkpoint
+from moodlens.realtime.perception.features.config import live_featurizer_config
 
 
 def test_text_only_checkpoint_scores_audio_and_vision_as_untrained(tmp_path):

@@ -71,8 +71,8 @@ def _set(index, key, value):
     (_set(6, "split", "holdout"), "row 8: the split 'holdout' is not train, valid or test"),
 ])
 def test_bad_labels_name_the_row(two_sessions, tmp_path, edit, message):
-    from moodlens.realtime.errors import DataError
-    from moodlens.realtime.recording import open_session
+    from moodlens.core.errors import DataError
+    from moodlens.realtime.sessions.reader import open_session
     from moodlens.train.sessions import read_labels
 
     folders = [two_sessions / "monday", two_sessions / "tuesday"]
@@ -84,7 +84,7 @@ def test_bad_labels_name_the_row(two_sessions, tmp_path, edit, message):
 
 
 def test_labels_saved_by_a_spreadsheet_with_semicolons(two_sessions, tmp_path):
-    from moodlens.realtime.recording import open_session
+    from moodlens.realtime.sessions.reader import open_session
     from moodlens.train.sessions import read_labels
 
     labels = labelled_csv(tmp_path / "labels.csv", [two_sessions / "monday"], label_of=lambda i, row: f"{i - 2}")
@@ -108,9 +108,9 @@ def test_bad_labels_through_the_train_command(two_sessions, tmp_path):
 
 
 def test_session_dataset_features_match_the_recording(two_sessions, tmp_path):
-    from moodlens.realtime.features.config import FeaturizerConfig
-    from moodlens.realtime.features.featurizer import Featurizer
-    from moodlens.realtime.recording import open_session
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
+    from moodlens.realtime.perception.features.featurizer import Featurizer
+    from moodlens.realtime.sessions.reader import open_session
     from moodlens.train.data import load_dataset
 
     # Unlabelled rows (empty label) are skipped; the split column pins rows to a split.
@@ -155,8 +155,8 @@ def test_session_dataset_features_match_the_recording(two_sessions, tmp_path):
 def test_the_session_featurizer_config_is_used(tmp_path):
     """Features are made as the live model made them: a session recorded with 50 audio frames/s
     (hop 320) trains on 50 frames/s; sessions recorded with different features are not mixed."""
-    from moodlens.realtime.errors import ConfigError
-    from moodlens.realtime.features.config import FeaturizerConfig
+    from moodlens.core.errors import ConfigError
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
     from moodlens.train.sessions import load_session_dataset
 
     fine = FeaturizerConfig(audio_hop_length=320).to_dict()
@@ -170,7 +170,7 @@ def test_the_session_featurizer_config_is_used(tmp_path):
     assert all(abs(n - 0.5 * 50) <= 2 for n in frames), frames        # 0.5 s windows at 50 frames/s
     # The checkpoint trained on it carries that config (what the scorer checks live features against),
     # not the live default.
-    from moodlens.train.checkpoint import load_checkpoint
+    from moodlens.models.checkpoint import load_checkpoint
     from moodlens.train.trainer import Trainer, TrainConfig
 
     tiny = {"text_hidden": 8, "audio_hidden": 8, "vision_hidden": 8, "shared_dim": 8, "fusion_hidden": 8,
@@ -192,7 +192,7 @@ def test_faces_come_from_the_recorded_video_or_the_recorded_features(tmp_path):
     features to training, and they agree (up to video compression)."""
     from moodlens.train.sessions import load_session_dataset
 
-    from moodlens.realtime.recording import open_session
+    from moodlens.realtime.sessions.reader import open_session
 
     images = demo_face_frames(16)
     root = tmp_path / "faces"
@@ -230,11 +230,12 @@ def test_round_trip_record_export_label_train(tts, tmp_path):
     """The real pipeline records espeak-ng speech; the exported csv is labelled; `moodlens train`
     fine-tunes on it and writes a checkpoint that loads."""
     from moodlens.models import build_model
-    from moodlens.realtime.asr import AsrOptions, Transcriber
-    from moodlens.realtime.features.config import FeaturizerConfig
-    from moodlens.realtime.pipeline import Pipeline, PipelineOptions
-    from moodlens.realtime.recording import RecordingOptions, SessionRecorder, open_session
-    from moodlens.realtime.sources import MediaFileSource
+    from moodlens.realtime.perception.asr import AsrOptions, Transcriber
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
+    from moodlens.realtime.engine.pipeline import Pipeline, PipelineOptions
+    from moodlens.realtime.sessions.writer import RecordingOptions, SessionRecorder
+    from moodlens.realtime.sessions.reader import open_session
+    from moodlens.realtime.capture.media import MediaFileSource
 
     sentences = ["I love this.", "This is awful.", "What a great day.", "I hate waiting."]
     parts = [np.zeros(SR // 2, np.float32)]
@@ -244,7 +245,7 @@ def test_round_trip_record_export_label_train(tts, tmp_path):
     wav = tmp_path / "talk.wav"
     sf.write(str(wav), np.concatenate(parts), SR)
 
-    from moodlens.realtime.scorer import Scorer
+    from moodlens.realtime.scoring.scorer import Scorer
 
     scorer = Scorer.from_model(build_model("hcrl_mfd").eval(), FeaturizerConfig().to_dict(), backend="eager",
                                quiet=True)
@@ -270,7 +271,7 @@ def test_round_trip_record_export_label_train(tts, tmp_path):
     code, err = run_cli("train", "--model", "hcrl_mfd", "--data", str(folder), "--labels", str(labels),
                         "--epochs", "1", "--batch-size", "4", "--out", str(out), "--quiet")
     assert code == 0, err
-    from moodlens.train.checkpoint import load_checkpoint
+    from moodlens.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(out / "best.pt")
     assert loaded.model_name == "hcrl_mfd"
@@ -283,7 +284,7 @@ def test_round_trip_record_export_label_train(tts, tmp_path):
     assert code == 0, err
 
     # The fine-tuned model rescores the recorded media (the user's next step).
-    from moodlens.realtime.events import read_jsonl
+    from moodlens.realtime.engine.events import read_jsonl
 
     rescored = tmp_path / "rescored.jsonl"
     code, err = run_cli("replay", str(folder), "--rescore", "--checkpoint", str(out / "best.pt"),

@@ -13,18 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moodlens.realtime.errors import ConfigError, MediaError
-from moodlens.realtime.sources import (
-    DropOldestQueue,
-    LiveSource,
-    MediaFileSource,
-    MicrophoneSource,
-    StreamResampler,
-    SyntheticSource,
-    WebcamSource,
-    read_media,
-)
-from moodlens.realtime.types import AudioChunk, VideoFrame
+from moodlens.core.errors import ConfigError, MediaError
+from moodlens.realtime.capture.streams import DropOldestQueue
+from moodlens.realtime.capture.devices import LiveSource, MicrophoneSource, StreamResampler, WebcamSource
+from moodlens.realtime.capture.media import MediaFileSource, read_media
+from moodlens.realtime.capture.synthetic import SyntheticSource
+from moodlens.core.types import AudioChunk, VideoFrame
 
 
 def write_media(path: Path, seconds: float, video: bool = True, audio: bool = True, fps: int = 10,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from moodlens.realtime.errors import DataError
+from moodlens.core.errors import DataError
 from moodlens.train.data import DataOptions, load_dataset, make_synthetic
 
 
@@ -196,7 +196,7 @@ def test_data_yaml_and_bad_spec(tmp_path):
 
 def test_featurize_output_layout(tmp_path):
     """`moodlens featurize` writes the MMSA layout plus frame masks, present flags and meta."""
-    from moodlens.realtime.features.config import FeaturizerConfig
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
 
     n, ta, tv = 3, 6, 4
     ids = np.zeros((n, 3, 5), dtype=np.int64)
@@ -223,8 +223,8 @@ def test_featurize_output_layout(tmp_path):
 def test_checkpoint_carries_the_featurize_meta_and_the_modalities_present_in_train(tmp_path):
     """Trained on a featurize pickle, the checkpoint records the pickle's `meta` (not the live
     default) and only the modalities some training sample has present (vision never is here)."""
-    from moodlens.realtime.features.config import FeaturizerConfig
-    from moodlens.train.checkpoint import load_checkpoint
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
+    from moodlens.models.checkpoint import load_checkpoint
     from moodlens.train.trainer import Trainer, TrainConfig
 
     rng = np.random.default_rng(1)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from moodlens.train.checkpoint import default_checkpoint_path, load_checkpoint, read_checkpoint
+from moodlens.models.checkpoint import default_checkpoint_path, load_checkpoint, read_checkpoint
 from moodlens.train.data import DataOptions, text_split
 
 POSITIVE = [

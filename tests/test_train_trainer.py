@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from moodlens.realtime.cli import main as cli_main
-from moodlens.realtime.errors import ConfigError, DataError
-from moodlens.train.checkpoint import load_checkpoint
+from moodlens.core.errors import ConfigError, DataError
+from moodlens.models.checkpoint import load_checkpoint
 from moodlens.train.data import DataOptions, make_synthetic
 from moodlens.train.trainer import Trainer, TrainConfig, evaluate_split, load_train_config
 
@@ -166,7 +166,7 @@ def test_fused_model_beats_every_unimodal_head_on_synthetic(tmp_path):
 def test_restamp_featurizer_config_keeps_weights(trained, tmp_path):
     import shutil
 
-    from moodlens.train.checkpoint import restamp_featurizer_config
+    from moodlens.models.checkpoint import restamp_featurizer_config
 
     out, data, _, _ = trained
     copy = tmp_path / "copy.pt"

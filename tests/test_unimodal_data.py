@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from moodlens.realtime.errors import DataError
+from moodlens.core.errors import DataError
 from moodlens.train.unimodal_labels import (face_person, load_valence_map, make_faces_labels,
                                             make_ravdess_labels)
 
@@ -95,7 +95,7 @@ def demo_face_png(tmp_path_factory) -> Path:
     import av
     from PIL import Image
 
-    from moodlens.realtime.assets import DEMO_CLIP, resolve_path
+    from moodlens.core.assets import DEMO_CLIP, resolve_path
 
     with av.open(str(resolve_path(DEMO_CLIP, None))) as container:
         frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
@@ -126,8 +126,8 @@ def _raw_dataset(tmp_path: Path, tts, face_png: Path) -> tuple[Path, Path]:
 
 
 def test_featurize_audio_only_and_still_images(tmp_path, tts, demo_face_png):
-    from moodlens.realtime.featurize import FeaturizeOptions, featurize_raw_dataset
-    from moodlens.realtime.features.config import FeaturizerConfig
+    from moodlens.train.datasets import FeaturizeOptions, featurize_raw_dataset
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
     from moodlens.train.data import load_dataset
 
     raw, labels = _raw_dataset(tmp_path, tts, demo_face_png)
@@ -160,8 +160,8 @@ def test_still_window_matches_tracking_every_frame(demo_face_png):
     """The shortcut (track 3 frames, hold the rest) gives what tracking all 30 frames gives."""
     from PIL import Image
 
-    from moodlens.realtime.features.config import FeaturizerConfig
-    from moodlens.realtime.features.vision import VisionFeaturizer
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
+    from moodlens.realtime.perception.features.vision import VisionFeaturizer
 
     image = np.asarray(Image.open(demo_face_png).convert("RGB"))
     with VisionFeaturizer(FeaturizerConfig()) as vision:
@@ -189,9 +189,9 @@ def test_featurize_where_every_clip_fails_exits_nonzero(tmp_path, capsys):
 def test_transcription_shares_its_encoder_states(tts):
     import soundfile as sf
 
-    from moodlens.realtime.asr import AsrOptions, Transcriber
-    from moodlens.realtime.features.config import FeaturizerConfig
-    from moodlens.realtime.features.featurizer import Featurizer
+    from moodlens.realtime.perception.asr import AsrOptions, Transcriber
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
+    from moodlens.realtime.perception.features.featurizer import Featurizer
 
     audio, _ = sf.read(str(tts("This is a terrible and sad story")), dtype="float32")
     transcriber = Transcriber(AsrOptions(warmup=False))

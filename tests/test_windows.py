@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from moodlens.realtime.errors import ConfigError, DataError
-from moodlens.realtime.types import AudioChunk, FaceFeatures
-from moodlens.realtime.windows import SileroVad, UtteranceWindower, VadOptions, split_utterances
+from moodlens.core.errors import ConfigError, DataError
+from moodlens.core.types import AudioChunk, FaceFeatures
+from moodlens.realtime.perception.vad import SileroVad, UtteranceWindower, VadOptions, split_utterances
 
 SR = 16000
 SENTENCES = [
@@ -60,7 +60,7 @@ def test_streaming_probabilities_match_faster_whisper(three_sentences, monkeypat
     np.testing.assert_allclose(one_by_one, reference, atol=1e-5)
     assert one_by_one.max() > 0.9 and one_by_one[:20].max() < 0.2   # speech found, leading silence not
     # a whole clip in several ONNX calls (long files) carries state and context across them too
-    import moodlens.realtime.windows as windows_module
+    import moodlens.realtime.perception.vad as windows_module
 
     monkeypatch.setattr(windows_module, "VAD_BATCH_FRAMES", 7)
     np.testing.assert_allclose(vad.probabilities(audio), reference, atol=1e-5)

@@ -26,12 +26,10 @@ import numpy as np
 import torch
 
 from moodlens.models.batch import MAX_SEQ_LEN, MAX_TEXT_LEN, MultimodalBatch
-from moodlens.models.config import LIVE_AUDIO_DIM, LIVE_VISION_DIM
-from moodlens.realtime.errors import DataError
+from moodlens.core.schema import LIVE_AUDIO_DIM, LIVE_VISION_DIM
+from moodlens.core.errors import DataError
+from moodlens.core.schema import SPLIT_ALIASES, SPLITS
 
-SPLITS = ("train", "valid", "test")
-SPLIT_ALIASES = {"train": "train", "valid": "valid", "dev": "valid", "val": "valid", "validation": "valid",
-                 "test": "test"}
 
 
 @dataclass
@@ -203,7 +201,7 @@ def _load_data_yaml(path: Path, options: DataOptions) -> DatasetSplits:
     DataOptions keys, e.g. `metric_dataset: sims`."""
     import dataclasses
 
-    from moodlens.models.config import fill_dataclass, read_yaml
+    from moodlens.core.options import fill_dataclass, read_yaml
 
     values = read_yaml(path)
     if "datasets" in values:  # several datasets at once, with weights (train/mixture.py)
@@ -261,7 +259,7 @@ def read_text_rows(path: Path, split: str) -> tuple[list[str], np.ndarray]:
 
 
 def _tokenizer(options: DataOptions):
-    from moodlens.realtime.features.text import TextFeaturizer
+    from moodlens.realtime.perception.features.text import TextFeaturizer
 
     return TextFeaturizer(options.text_encoder, max_len=options.text_max_len)
 
@@ -404,7 +402,7 @@ def _encoder_vocab_size(text_encoder: str | None) -> int:
     """Vocabulary size of the configured encoder (config.json), 30522 (BERT uncased) if unreadable."""
     import json
 
-    from moodlens.realtime.assets import TEXT_ENCODER, resolve_path
+    from moodlens.core.assets import TEXT_ENCODER, resolve_path
 
     try:
         return int(json.loads((resolve_path(TEXT_ENCODER, text_encoder) / "config.json").read_text())["vocab_size"])

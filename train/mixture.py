@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from moodlens.models.batch import MultimodalBatch
-from moodlens.realtime.errors import DataError
+from moodlens.core.errors import DataError
 
 KEYS = ("path", "weight", "neutral_text", "name")
 COMPOSE_KEYS = ("train", "valid", "test", "seed", "p_audio", "p_vision")
@@ -287,7 +287,7 @@ def load_mixture(values: dict, path: Path, options):
             loaded[i] = load_dataset(spec, inner)
     configs = [d.featurizer_config for d in loaded.values() if d.featurizer_config]
     if configs:
-        from moodlens.realtime.features.config import FeaturizerConfig
+        from moodlens.realtime.perception.features.config import FeaturizerConfig
 
         first = FeaturizerConfig.from_dict(configs[0], source=f"featurizer config of {specs[0][0]}")
         for other in configs[1:]:

@@ -30,12 +30,11 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from moodlens.realtime.errors import ConfigError, DataError
-from moodlens.realtime.recording import RecordedSession, RecordedWindow, is_session_folder, open_session
+from moodlens.core.errors import ConfigError, DataError
+from moodlens.core.schema import SPLIT_ALIASES as SPLIT_NAMES
+from moodlens.realtime.sessions.reader import RecordedSession, RecordedWindow, is_session_folder, open_session
 
 LABEL_RANGE = 3.0
-SPLIT_NAMES = {"train": "train", "valid": "valid", "dev": "valid", "val": "valid", "validation": "valid",
-               "test": "test"}
 
 
 @dataclass
@@ -189,7 +188,7 @@ def assign_splits(items: list[LabelledWindow], valid_fraction: float, test_fract
 
 def session_featurizer_config(sessions: list[RecordedSession], text_max_len: int | None = None):
     """The featurizer config all sessions were recorded with (they must agree)."""
-    from moodlens.realtime.features.config import FeaturizerConfig
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
 
     configs = []
     for s in sessions:
@@ -219,7 +218,7 @@ def _faces_by_window(session: RecordedSession, windows: list[RecordedWindow], fe
         faces = session.read_faces()
     elif session.video_path is not None and windows:
         lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
-        from moodlens.realtime.features.vision import VisionFeaturizer
+        from moodlens.realtime.perception.features.vision import VisionFeaturizer
 
         vision = VisionFeaturizer(featurizer.config)   # one tracker per stream, frames in time order
         try:
@@ -240,7 +239,7 @@ def featurize_windows(items: list[LabelledWindow], config, text_encoder: str | N
     """Featurizer samples for the labelled windows, in the given order."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from moodlens.realtime.features.featurizer import Featurizer
+    from moodlens.realtime.perception.features.featurizer import Featurizer
 
     featurizer = Featurizer(config, text_encoder_path=text_encoder)
     samples: dict[int, object] = {}

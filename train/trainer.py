@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from moodlens.models.batch import MODALITIES, MultimodalBatch
-from moodlens.realtime.errors import ConfigError, DataError
-from moodlens.train.checkpoint import checkpoint_trained_modalities, live_featurizer_config, model_from_payload, \
-    read_checkpoint, save_checkpoint
+from moodlens.core.schema import MODALITIES
+from moodlens.models.batch import MultimodalBatch
+from moodlens.core.errors import ConfigError, DataError
+from moodlens.models.checkpoint import checkpoint_trained_modalities, model_from_payload, read_checkpoint, save_checkpoint
+from moodlens.realtime.perception.features.config import live_featurizer_config
 from moodlens.train.data import DataOptions, DatasetSplits, Split, load_dataset, trim
 from moodlens.train.metrics import format_mean_std, format_value, json_safe, mean_std, metric_names, \
     mmsa_regression_metrics
@@ -72,7 +73,7 @@ class TrainConfig:
 def load_train_config(path: str | Path | None = None, model: str | None = None,
                       overrides: dict | None = None) -> TrainConfig:
     """configs/train/<model>.yaml (or `path`) + overrides -> TrainConfig."""
-    from moodlens.models.config import configs_root, fill_dataclass, read_yaml
+    from moodlens.core.options import configs_root, fill_dataclass, read_yaml
 
     values: dict[str, Any] = {}
     source = "train config"
@@ -640,7 +641,7 @@ def _nan(d: dict) -> dict:
 def data_options_for(config: TrainConfig, labels: str | None = None) -> DataOptions:
     """Data options that match the model's text encoder and dims."""
     from moodlens.models import load_config, model_module
-    from moodlens.models.config import fill_dataclass
+    from moodlens.core.options import fill_dataclass
 
     if config.init_from:
         payload, path = read_init_checkpoint(config.init_from, config.model, config.model_config)

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from moodlens.realtime.errors import ConfigError, DataError
+from moodlens.core.errors import ConfigError, DataError
 
 DEFAULT_VALENCE = "emotion_valence_v1"
 COLUMNS = ("video_id", "clip_id", "text", "label", "label_T", "label_A", "label_V", "annotation", "mode", "group")
@@ -66,7 +66,7 @@ class ValenceMap:
 
 def load_valence_map(spec: str | Path | None = None) -> ValenceMap:
     """A mapping by name (configs/valence/<name>.yaml) or path."""
-    from moodlens.models.config import configs_root, read_yaml
+    from moodlens.core.options import configs_root, read_yaml
 
     spec = spec or DEFAULT_VALENCE
     path = Path(spec)

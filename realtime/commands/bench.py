@@ -11,7 +11,7 @@ import argparse
 
 from rich.console import Console
 
-from moodlens.realtime.errors import ConfigError
+from moodlens.core.errors import ConfigError
 
 
 def _int_list(text: str) -> list[int]:
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from moodlens.realtime.bench import BenchOptions, render, run_bench, save_plot, write_json
+    from moodlens.realtime.app.bench import BenchOptions, render, run_bench, save_plot, write_json
 
     if args.skip_model and args.skip_pipeline:
         raise ConfigError("--skip-model and --skip-pipeline together leave nothing to benchmark.")

@@ -20,15 +20,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def demo_clip_path():
-    from moodlens.realtime.assets import DEMO_CLIP, resolve_path
+    from moodlens.core.assets import DEMO_CLIP, resolve_path
 
     return resolve_path(DEMO_CLIP)
 
 
 def main(args: argparse.Namespace) -> int:
-    from moodlens.realtime.commands.run import apply_engine_arguments, finish, run_session
-    from moodlens.realtime.live_config import load_live_config
-    from moodlens.realtime.sources import MediaFileSource
+    from moodlens.realtime.commands.run import apply_engine_arguments, finish
+    from moodlens.realtime.app.session import run_session
+    from moodlens.realtime.app.live_config import load_live_config
+    from moodlens.realtime.capture.media import MediaFileSource
 
     config = load_live_config(args.config)
     apply_engine_arguments(config, args)

@@ -6,7 +6,7 @@ import argparse
 
 from rich.console import Console
 
-from moodlens.realtime.export import EXPORT_FORMATS
+from moodlens.realtime.sessions.export import EXPORT_FORMATS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,9 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from moodlens.realtime.errors import ConfigError
-    from moodlens.realtime.export import export_session
-    from moodlens.realtime.recording import open_session
+    from moodlens.core.errors import ConfigError
+    from moodlens.realtime.sessions.export import export_session
+    from moodlens.realtime.sessions.reader import open_session
 
     fmt = args.format or Path(args.out).suffix.lstrip(".").lower()
     if fmt not in EXPORT_FORMATS:

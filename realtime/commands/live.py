@@ -33,10 +33,11 @@ def parse_mic(value):
 
 
 def main(args: argparse.Namespace) -> int:
-    from moodlens.realtime.commands.run import apply_engine_arguments, finish, run_session
-    from moodlens.realtime.errors import MediaError
-    from moodlens.realtime.live_config import load_live_config
-    from moodlens.realtime.sources import LiveSource
+    from moodlens.realtime.commands.run import apply_engine_arguments, finish
+    from moodlens.realtime.app.session import run_session
+    from moodlens.core.errors import MediaError
+    from moodlens.realtime.app.live_config import load_live_config
+    from moodlens.realtime.capture.devices import LiveSource
 
     config = load_live_config(args.config)
     apply_engine_arguments(config, args)

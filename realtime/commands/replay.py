@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from moodlens.realtime.errors import ConfigError
-    from moodlens.realtime.recording import open_session
+    from moodlens.core.errors import ConfigError
+    from moodlens.realtime.sessions.reader import open_session
 
     err = Console(stderr=True)
     session = open_session(args.session)
@@ -59,13 +59,13 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _event_sinks(jsonl: str | None):
-    from moodlens.realtime.events import JsonlSink
+    from moodlens.realtime.engine.events import JsonlSink
 
     return [JsonlSink(jsonl)] if jsonl not in (None, "-") else []
 
 
 def _replay_recorded(session, args, speed: float, err: Console) -> int:
-    from moodlens.realtime.replay import ReplayClock, replay_events
+    from moodlens.realtime.sessions.replay import ReplayClock, replay_events
 
     sinks = _event_sinks(args.jsonl)
     label = f"replay {session.name}" + (f" ×{speed:g}" if speed not in (0, 1) else "")
@@ -83,7 +83,7 @@ def _replay_recorded(session, args, speed: float, err: Console) -> int:
                     sys.stdout.flush()
             err.print(f"{label}: {count} windows", highlight=False)
             return 0
-        from moodlens.realtime.dashboard import Dashboard
+        from moodlens.realtime.ui.dashboard import Dashboard
 
         backends = sorted({w.backend for w in session.windows if w.backend})
         devices = session.info.get("devices") or {}
@@ -115,11 +115,11 @@ def _replay_recorded(session, args, speed: float, err: Console) -> int:
 def _rescore(session, args, speed: float, err: Console) -> int:
     import dataclasses
 
-    from moodlens.realtime.commands.run import _run_dashboard, _run_headless, apply_engine_arguments, \
-        build_scorer, make_recorder
-    from moodlens.realtime.live_config import load_live_config
-    from moodlens.realtime.pipeline import Pipeline
-    from moodlens.realtime.replay import RecordedSource
+    from moodlens.realtime.app.session import build_scorer, make_recorder, run_dashboard, run_headless
+    from moodlens.realtime.commands.run import apply_engine_arguments
+    from moodlens.realtime.app.live_config import load_live_config
+    from moodlens.realtime.engine.pipeline import Pipeline
+    from moodlens.realtime.sessions.replay import RecordedSource
 
     config = load_live_config(args.config)
     apply_engine_arguments(config, args)
@@ -133,7 +133,7 @@ def _rescore(session, args, speed: float, err: Console) -> int:
         vision = source.vision_stand_in()
         if vision is not None and session.featurizer_config:
             # Recorded face features are only meaningful to a model whose featurizer computes the same.
-            from moodlens.realtime.features.config import FeaturizerConfig
+            from moodlens.realtime.perception.features.config import FeaturizerConfig
 
             live = scorer.featurizer_config
             live = FeaturizerConfig.from_dict(live) if isinstance(live, dict) else live
@@ -151,8 +151,8 @@ def _rescore(session, args, speed: float, err: Console) -> int:
             pipeline.sinks.append(recorder)
         label = f"rescore {session.name}"
         if args.headless or not Console().is_terminal:
-            return _run_headless(pipeline, label, err, to_stdout=args.jsonl == "-", fancy=not args.headless)
-        return _run_dashboard(pipeline, label, config, [])
+            return run_headless(pipeline, label, err, to_stdout=args.jsonl == "-", fancy=not args.headless)
+        return run_dashboard(pipeline, label, config, [])
     finally:
         if pipeline is not None:
             pipeline.stop()

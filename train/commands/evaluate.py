@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def evaluate(checkpoint: str, data_spec, split: str = "test", labels: str | None = None,
              metric: str | None = None, device: str = "cpu", batch_size: int = 128) -> dict:
-    from moodlens.realtime.errors import DataError
-    from moodlens.train.checkpoint import load_checkpoint
+    from moodlens.core.errors import DataError
+    from moodlens.models.checkpoint import load_checkpoint
     from moodlens.train.data import DataOptions, load_dataset
     from moodlens.train.metrics import metric_names
     from moodlens.train.trainer import evaluate_split
@@ -42,7 +42,7 @@ def evaluate(checkpoint: str, data_spec, split: str = "test", labels: str | None
                             f"checkpoint {loaded.path} expects {want}.")
     if data.featurizer_config and "schema_version" in loaded.featurizer_config:
         # features made by moodlens must be made the way the checkpoint's were
-        from moodlens.realtime.features.config import FeaturizerConfig
+        from moodlens.realtime.perception.features.config import FeaturizerConfig
 
         FeaturizerConfig.from_dict(data.featurizer_config, source=f"featurizer config of {data.source}") \
             .check_compatible(loaded.featurizer_config, where=f"checkpoint {loaded.path}")

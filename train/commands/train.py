@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def parse_overrides(pairs: list[str]) -> dict:
     import yaml
 
-    from moodlens.realtime.errors import ConfigError
+    from moodlens.core.errors import ConfigError
 
     out = {}
     for pair in pairs:

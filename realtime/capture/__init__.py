@@ -1,0 +1,1 @@
+"""Capture: timestamped sources (media files, webcam, microphone, synthetic) -> VideoFrame/AudioChunk."""

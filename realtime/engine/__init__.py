@@ -1,0 +1,1 @@
+"""Engine: the pipeline graph, its stream policies, statistics and the scored-window events."""

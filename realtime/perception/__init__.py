@@ -1,0 +1,1 @@
+"""Perception: voice activity (vad), speech to text (asr) and the featurizers (features/)."""

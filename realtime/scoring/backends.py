@@ -1,0 +1,621 @@
+"""Scoring backends behind one interface: eager PyTorch, torch.compile, ONNX Runtime, TensorRT.
+
+    backend = create_backend("auto", model, device="cpu")     # prints nothing; see `.reason`
+    out = backend(batch)                                      # SentimentOutput of CPU tensors
+
+Every backend takes a `MultimodalBatch` of any batch size and sequence lengths and returns the
+model's `SentimentOutput` on the CPU. Backends that build shape-specialised artifacts (compile,
+tensorrt) pad lengths up to a few buckets first (masks keep the result exact) so a window reuses
+an artifact built for an earlier one; `builds` counts how many artifacts were actually built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from moodlens.models.batch import MAX_SEQ_LEN, MAX_TEXT_LEN, MultimodalBatch, SentimentOutput
+from moodlens.core.options import configs_root, fill_dataclass, read_yaml
+from moodlens.core.errors import BackendError, ConfigError
+from moodlens.core.schema import BACKEND_CHOICES, BACKEND_NAMES  # noqa: F401  (BACKEND_CHOICES: public here too)
+
+TENSORRT_INSTALL = "pip install torch-tensorrt --extra-index-url https://pypi.nvidia.com"
+# Output names differ from the input names (ONNX forbids a name defined twice).
+OUTPUT_NAMES = ("score_fused", "score_text", "score_audio", "score_vision")
+
+
+# ---- options ---------------------------------------------------------------------------------
+@dataclass
+class Buckets:
+    batch: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    text: list[int] = field(default_factory=lambda: [16, 32, 64])
+    audio: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024])
+    vision: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256, 512])
+
+
+@dataclass
+class TypicalWindow:
+    seconds: float = 3.0
+    text_tokens: int = 20
+    audio_frames_per_second: float = 25.0
+    vision_frames_per_second: float = 15.0
+
+
+@dataclass
+class AutoOrder:
+    cuda: list[str] = field(default_factory=lambda: ["tensorrt", "compile", "onnxruntime", "eager"])
+    cpu: list[str] = field(default_factory=lambda: ["onnxruntime", "compile", "eager"])
+
+
+@dataclass
+class CompileOptions:
+    cuda_graphs: bool = True
+    freeze_weights_cpu: bool = True
+
+
+@dataclass
+class ShapeDims:
+    batch: int = 1
+    text: int = 2
+    audio: int = 2
+    vision: int = 2
+
+
+@dataclass
+class TensorRTOptions:
+    fp16: bool = True
+    min_shape: ShapeDims = field(default_factory=ShapeDims)
+    opt_shape: ShapeDims = field(default_factory=lambda: ShapeDims(1, 32, 128, 64))
+    max_shape: ShapeDims = field(default_factory=lambda: ShapeDims(64, 64, 1024, 512))
+    workspace_gb: float = 2.0
+
+
+@dataclass
+class OnnxRuntimeOptions:
+    opset: int = 18
+
+
+@dataclass
+class BackendOptions:
+    """configs/live/backends.yaml as a dataclass (see that file for what each key means)."""
+
+    cache_dir: str | None = None
+    cpu_threads: int = 1
+    buckets: Buckets = field(default_factory=Buckets)
+    typical_window: TypicalWindow = field(default_factory=TypicalWindow)
+    warmup_seconds: list[float] = field(default_factory=lambda: [3.0])
+    auto_order: AutoOrder = field(default_factory=AutoOrder)
+    compile: CompileOptions = field(default_factory=CompileOptions)
+    tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
+    onnxruntime: OnnxRuntimeOptions = field(default_factory=OnnxRuntimeOptions)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "BackendOptions":
+        path = Path(path) if path else configs_root() / "live" / "backends.yaml"
+        values = read_yaml(path) if path.exists() else {}
+        return cls.from_dict(values, str(path))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "backend options") -> "BackendOptions":
+        nested = {"buckets": Buckets, "typical_window": TypicalWindow, "auto_order": AutoOrder,
+                  "compile": CompileOptions, "tensorrt": TensorRTOptions, "onnxruntime": OnnxRuntimeOptions}
+        values = dict(values)
+        for key, sub_cls in nested.items():
+            if key in values:
+                sub = values[key]
+                if not isinstance(sub, dict):
+                    raise ConfigError(f"{source}: key '{key}' must be a mapping.")
+                if sub_cls is TensorRTOptions:
+                    sub = dict(sub)
+                    for shape_key in ("min_shape", "opt_shape", "max_shape"):
+                        if shape_key in sub:
+                            if not isinstance(sub[shape_key], dict):
+                                raise ConfigError(f"{source}: key 'tensorrt.{shape_key}' must be a mapping.")
+                            sub[shape_key] = fill_dataclass(ShapeDims, sub[shape_key], f"{source} (tensorrt.{shape_key})")
+                values[key] = fill_dataclass(sub_cls, sub, f"{source} ({key})")
+        options = fill_dataclass(cls, values, source)
+        options.validate(source)
+        return options
+
+    def validate(self, source: str = "backend options") -> None:
+        for f in fields(Buckets):
+            sizes = getattr(self.buckets, f.name)
+            if not sizes or any(not isinstance(s, int) or s < 1 for s in sizes) or sorted(sizes) != list(sizes):
+                raise ConfigError(f"{source}: buckets.{f.name} must be a rising list of positive whole numbers.")
+        for device in ("cuda", "cpu"):
+            for name in getattr(self.auto_order, device):
+                if name not in BACKEND_NAMES:
+                    raise ConfigError(f"{source}: auto_order.{device} names unknown backend '{name}' "
+                                      f"(known: {', '.join(BACKEND_NAMES)}).")
+        t = self.tensorrt
+        for f in fields(ShapeDims):
+            lo, opt, hi = (getattr(s, f.name) for s in (t.min_shape, t.opt_shape, t.max_shape))
+            if not 1 <= lo <= opt <= hi:
+                raise ConfigError(f"{source}: tensorrt {f.name} shapes must satisfy 1 <= min <= opt <= max "
+                                  f"(got {lo}, {opt}, {hi}).")
+
+    def resolved_cache_dir(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        env = os.environ.get("MOODLENS_CACHE_DIR")
+        if env:
+            return Path(env).expanduser()
+        return Path.home() / ".cache" / "moodlens" / "engines"
+
+
+# ---- shape bucketing -------------------------------------------------------------------------
+def bucket_size(n: int, sizes: list[int], limit: int) -> int:
+    """The smallest bucket >= n; past the last bucket, the next multiple of it (capped at `limit`)."""
+    for size in sizes:
+        if n <= size:
+            return min(size, limit)
+    last = sizes[-1]
+    return min(-(-n // last) * last, limit)
+
+
+def pad_to(t: torch.Tensor, dim: int, size: int, value=0) -> torch.Tensor:
+    n = t.shape[dim]
+    if n == size:
+        return t
+    if n > size:  # only past the model's positional limit: keep the first `size` steps
+        return t.narrow(dim, 0, size)
+    pad_shape = list(t.shape)
+    pad_shape[dim] = size - n
+    return torch.cat([t, torch.full(pad_shape, value, dtype=t.dtype, device=t.device)], dim=dim)
+
+
+def bucketed_shape(batch: MultimodalBatch, buckets: Buckets) -> tuple[int, int, int, int]:
+    return (bucket_size(batch.batch_size, buckets.batch, 1 << 30),
+            bucket_size(batch.text_ids.shape[1], buckets.text, MAX_TEXT_LEN),
+            bucket_size(batch.audio.shape[1], buckets.audio, MAX_SEQ_LEN),
+            bucket_size(batch.vision.shape[1], buckets.vision, MAX_SEQ_LEN))
+
+
+def pad_batch(batch: MultimodalBatch, shape: tuple[int, int, int, int]) -> MultimodalBatch:
+    """Pad `batch` to (B, Lt, La, Lv). Padded steps are masked out; padded rows repeat row 0
+    (a valid sample, so no all-empty row can produce NaN) and are dropped from the output."""
+    b, lt, la, lv = shape
+    padded = MultimodalBatch(
+        text_ids=pad_to(batch.text_ids, 1, lt),
+        text_mask=pad_to(batch.text_mask, 1, lt, False),
+        audio=pad_to(batch.audio, 1, la),
+        audio_mask=pad_to(batch.audio_mask, 1, la, False),
+        vision=pad_to(batch.vision, 1, lv),
+        vision_mask=pad_to(batch.vision_mask, 1, lv, False),
+        present=batch.present,
+    )
+    extra = b - batch.batch_size
+    if extra > 0:
+        rows = torch.zeros(extra, dtype=torch.long)
+        padded = MultimodalBatch.cat([padded, padded.index(rows)])
+    return padded
+
+
+def typical_batch(model: torch.nn.Module, batch_size: int, seconds: float, window: TypicalWindow,
+                  audio_fps: float | None = None, vision_fps: float | None = None, seed: int = 0) -> MultimodalBatch:
+    """A batch shaped like real utterance windows of `seconds`, all modalities present."""
+    audio_fps = audio_fps or window.audio_frames_per_second
+    vision_fps = vision_fps or window.vision_frames_per_second
+    tokens = max(2, round(window.text_tokens * seconds / max(window.seconds, 1e-6)))
+    batch = model.example_inputs(batch_size, text_len=min(tokens, MAX_TEXT_LEN),
+                                 audio_len=max(2, round(seconds * audio_fps)),
+                                 vision_len=max(2, round(seconds * vision_fps)), seed=seed)
+    # example_inputs makes ragged lengths; a typical live window is one full utterance per row.
+    full = MultimodalBatch(batch.text_ids, torch.ones_like(batch.text_mask), batch.audio,
+                           torch.ones_like(batch.audio_mask), batch.vision, torch.ones_like(batch.vision_mask),
+                           batch.present)
+    ids = torch.where(full.text_mask, full.text_ids, torch.full_like(full.text_ids, 1000))
+    return full.replace(text_ids=ids)
+
+
+# ---- model identity (cache keys) -------------------------------------------------------------
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over the model's class, config and every weight: the cache key for exported files."""
+    h = hashlib.sha256()
+    h.update(type(model).__module__.encode() + b"." + type(model).__qualname__.encode())
+    config = getattr(model, "config", None)
+    if config is not None:
+        try:
+            import dataclasses
+
+            h.update(json.dumps(dataclasses.asdict(config), sort_keys=True, default=str).encode())
+        except TypeError:
+            h.update(repr(config).encode())
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(torch.__version__.encode())
+    return h.hexdigest()[:20]
+
+
+MAX_CACHED_EXPORTS = 8  # each export is the size of the model (~100 MB for hcrl_mfd)
+
+
+def prune_cache(folder: Path, pattern: str, keep: int) -> None:
+    """Delete all but the `keep` most recently used files matching `pattern` in `folder`."""
+    files = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
+
+
+# ---- availability ----------------------------------------------------------------------------
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"Unknown device '{device}'; use cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError(f"Device '{device}' was asked for but no CUDA GPU is visible to PyTorch; use --device cpu.")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"Device '{device}' is not supported; use cpu or cuda.")
+    return device
+
+
+def availability(name: str, device: torch.device) -> tuple[bool, str]:
+    """(available, reason). When unavailable, `reason` completes 'unavailable: ...' with what to install."""
+    if name == "eager":
+        return True, "plain PyTorch always runs"
+    if name == "compile":
+        if device.type == "cpu":
+            compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+            if not compiler:
+                return False, "install a C++ compiler (e.g. `apt-get install g++`) for torch.compile's CPU code generator"
+            return True, f"torch.compile (inductor, C++ via {Path(compiler).name})"
+        if importlib.util.find_spec("triton") is None:
+            return False, "install triton (`pip install triton`) for torch.compile on CUDA"
+        return True, "torch.compile (inductor, triton kernels, CUDA graphs)"
+    if name == "onnxruntime":
+        if importlib.util.find_spec("onnxruntime") is None:
+            return False, "install ONNX Runtime (`pip install onnxruntime`, or onnxruntime-gpu for CUDA)"
+        if importlib.util.find_spec("onnxscript") is None:
+            return False, "install onnxscript (`pip install onnxscript`), which torch.onnx.export(dynamo=True) needs"
+        import onnxruntime as ort
+
+        if device.type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            return False, "install onnxruntime-gpu (`pip install onnxruntime-gpu`) for its CUDA execution provider"
+        provider = "CUDA" if device.type == "cuda" else "CPU"
+        return True, f"ONNX Runtime {ort.__version__} with the {provider} execution provider"
+    if name == "tensorrt":
+        if importlib.util.find_spec("torch_tensorrt") is None:
+            return False, (f"install torch-tensorrt (`{TENSORRT_INSTALL}`) on a machine with an NVIDIA GPU and CUDA")
+        if not torch.cuda.is_available():
+            return False, "install the CUDA build of PyTorch and run on a machine with an NVIDIA GPU (none is visible)"
+        if device.type != "cuda":
+            return False, "TensorRT runs only on CUDA; pass --device cuda"
+        return True, "torch-tensorrt (dynamo IR, FP16 engine)"
+    raise ConfigError(f"Unknown backend '{name}'; choose one of: {', '.join(BACKEND_CHOICES)}.")
+
+
+def unavailable_sentence(name: str, reason: str) -> str:
+    return f"The {name} backend is unavailable: {reason}."
+
+
+def choose_auto(device: torch.device, options: BackendOptions) -> tuple[str, str]:
+    """(backend name, one sentence explaining the choice) for `--backend auto`."""
+    order = options.auto_order.cuda if device.type == "cuda" else options.auto_order.cpu
+    skipped = []
+    for name in order:
+        ok, reason = availability(name, device)
+        if ok:
+            why = (f"auto chose {name} on {device.type}: it is the fastest available backend on {device.type} "
+                   f"(order {' > '.join(order)}, measured in docs/benchmarks.md)")
+            if skipped:
+                why += "; skipped " + "; ".join(skipped)
+            return name, why + "."
+        skipped.append(f"{name} (unavailable: {reason})")
+    return "eager", f"auto fell back to eager on {device.type}: " + "; ".join(skipped) + "."
+
+
+# ---- backends --------------------------------------------------------------------------------
+class Backend:
+    """Runs one model. Subclasses build their artifact in `__init__` or lazily per shape bucket."""
+
+    name = "base"
+    static_shapes = False  # True: inputs are padded to shape buckets before running
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, options: BackendOptions):
+        if device.type == "cpu" and options.cpu_threads > 0 and name_uses_torch_threads(self.name):
+            # Process-wide: a batch-1 window is too small to gain from more threads, and spinning
+            # worker threads collide with Whisper and the face tracker on a small CPU.
+            torch.set_num_threads(options.cpu_threads)
+        self.model = model.eval().to(device)
+        self.device = device
+        self.options = options
+        self.builds = 0            # artifacts built (compiled graphs, exports, engines)
+        self.build_seconds = 0.0
+        self.cache_hits = 0        # artifacts loaded from the disk cache instead of built
+        self.reason = ""           # why this backend was chosen (set by create_backend)
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: MultimodalBatch) -> SentimentOutput:
+        n = batch.batch_size
+        if self.static_shapes:
+            batch = pad_batch(batch, bucketed_shape(batch, self.options.buckets))
+        with self._lock:  # compiled artifacts and ORT sessions are used from one thread at a time
+            out = self.run(batch)
+        return SentimentOutput(*(t[:n] for t in out))
+
+    def run(self, batch: MultimodalBatch) -> SentimentOutput:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "device": str(self.device), "builds": self.builds,
+                "build_s": round(self.build_seconds, 3), "cache_hits": self.cache_hits}
+
+
+def name_uses_torch_threads(name: str) -> bool:
+    return name in ("eager", "compile")
+
+
+def _to_cpu(out) -> SentimentOutput:
+    return SentimentOutput(*(t.detach().float().cpu() for t in out))
+
+
+class EagerBackend(Backend):
+    name = "eager"
+
+    def run(self, batch):
+        with torch.inference_mode():
+            out = self.model(*batch.to(self.device).tensors())
+        return _to_cpu(out)
+
+
+class CompileBackend(Backend):
+    """torch.compile with static shapes per bucket; CUDA graphs on GPU, weight freezing on CPU.
+    A counting wrapper around inductor records each real graph build."""
+
+    name = "compile"
+    static_shapes = True
+
+    def __init__(self, model, device, options):
+        super().__init__(model, device, options)
+        import torch._dynamo
+
+        # One graph per bucket combination: let dynamo keep them all rather than fall back to eager.
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
+        if hasattr(torch._dynamo.config, "accumulated_cache_size_limit"):
+            torch._dynamo.config.accumulated_cache_size_limit = max(
+                torch._dynamo.config.accumulated_cache_size_limit, 1024)
+        patches: dict[str, Any] = {}
+        if device.type == "cuda" and options.compile.cuda_graphs:
+            patches["triton.cudagraphs"] = True
+        if device.type == "cpu" and options.compile.freeze_weights_cpu:
+            patches["freezing"] = True
+        self._patches = patches
+        self.compiled = torch.compile(self.model, backend=self._counting_inductor, dynamic=False, fullgraph=False)
+
+    def _counting_inductor(self, gm, example_inputs):
+        from torch._inductor.compile_fx import compile_fx
+
+        self.builds += 1
+        return compile_fx(gm, example_inputs, config_patches=dict(self._patches))
+
+    def run(self, batch):
+        start = time.perf_counter()
+        before = self.builds
+        with torch.no_grad():
+            out = self.compiled(*batch.to(self.device).tensors())
+            if self.device.type == "cuda":
+                # CUDA-graph outputs are overwritten by the next replay: copy them out now.
+                out = SentimentOutput(*(t.clone() for t in out))
+        if self.builds > before:
+            self.build_seconds += time.perf_counter() - start
+        return _to_cpu(out)
+
+
+class OnnxRuntimeBackend(Backend):
+    """ONNX exported with torch.onnx.export(dynamo=True) and dynamic batch/length dims, cached on
+    disk under the model's weight hash, run by ONNX Runtime (CPU or CUDA execution provider)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model, device, options):
+        super().__init__(model, device, options)
+        import onnxruntime as ort
+
+        self.path = self.export_path()
+        if self.path.exists():
+            self.cache_hits += 1
+            os.utime(self.path)  # most recently used: kept when the cache is pruned
+        else:
+            start = time.perf_counter()
+            self.export(self.path)
+            self.builds += 1
+            self.build_seconds += time.perf_counter() - start
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        if device.type == "cpu" and options.cpu_threads > 0:
+            so.intra_op_num_threads = options.cpu_threads
+            so.inter_op_num_threads = 1
+        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda"
+                     else ["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=providers)
+        except Exception as err:  # a corrupt cache file: one sentence, and the path to delete
+            detail = str(err).splitlines()[0][-160:] if str(err) else type(err).__name__
+            raise BackendError(f"ONNX Runtime could not load {self.path} ({detail}); "
+                               "delete that file to re-export it.") from None
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def export_path(self) -> Path:
+        import onnxruntime as ort
+
+        key = f"{model_fingerprint(self.model)}-opset{self.options.onnxruntime.opset}-ort{ort.__version__}"
+        name = getattr(self.model, "name", type(self.model).__name__)
+        return self.options.resolved_cache_dir() / f"{name}-{key}.onnx"
+
+    def export(self, path: Path) -> None:
+        import warnings
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Distinct lengths >= 3 so no dim is specialised to a constant during tracing.
+        example = self.model.example_inputs(3, text_len=9, audio_len=21, vision_len=13)
+        cpu_model = self.model.to("cpu")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.onnx")
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    cpu_model, example.to("cpu").tensors(), str(tmp), dynamo=True,
+                    dynamic_shapes=MultimodalBatch.dynamic_shapes(),
+                    input_names=list(MultimodalBatch.FIELDS), output_names=list(OUTPUT_NAMES),
+                    opset_version=self.options.onnxruntime.opset, external_data=False, verbose=False,
+                )
+            os.replace(tmp, path)  # atomic: a concurrent scorer never reads a half-written file
+            prune_cache(path.parent, "*.onnx", keep=MAX_CACHED_EXPORTS)
+        except Exception as err:
+            tmp.unlink(missing_ok=True)
+            for leftover in tmp.parent.glob(tmp.name + "*"):
+                leftover.unlink(missing_ok=True)
+            raise BackendError(f"Exporting {type(self.model).__name__} to ONNX failed "
+                               f"({type(err).__name__}: {str(err).splitlines()[0][:200]}).") from err
+        finally:
+            self.model.to(self.device)
+
+    def run(self, batch):
+        tensors = dict(zip(MultimodalBatch.FIELDS, batch.tensors()))
+        feeds = {name: tensors[name].detach().cpu().numpy() for name in self.input_names}
+        outs = self.session.run(list(OUTPUT_NAMES), feeds)
+        return SentimentOutput(*(torch.from_numpy(np.asarray(o, dtype=np.float32)) for o in outs))
+
+
+class TensorRTBackend(Backend):
+    """torch-tensorrt, dynamo IR, FP16: one engine with dynamic batch and sequence dims
+    (min/opt/max from configs/live/backends.yaml), saved with torch_tensorrt.save and reloaded
+    with torch.export.load. Coded against torch-tensorrt's documented API; it cannot be installed
+    on the CPU machines this project is developed on (see docs/benchmarks.md)."""
+
+    name = "tensorrt"
+
+    def __init__(self, model, device, options):
+        super().__init__(model, device, options)
+        import torch_tensorrt
+
+        self.trt = torch_tensorrt
+        self.path = self.engine_path()
+        if self.path.exists():
+            self.module = torch.export.load(str(self.path)).module()
+            self.cache_hits += 1
+        else:
+            start = time.perf_counter()
+            self.module = self.build(self.path)
+            self.builds += 1
+            self.build_seconds += time.perf_counter() - start
+
+    def engine_path(self) -> Path:
+        t = self.options.tensorrt
+        shapes = "-".join(f"{s.batch}x{s.text}x{s.audio}x{s.vision}" for s in (t.min_shape, t.opt_shape, t.max_shape))
+        gpu = torch.cuda.get_device_name(self.device).replace(" ", "_")
+        key = hashlib.sha256(f"{shapes}|{t.fp16}|{gpu}|{self.trt.__version__}".encode()).hexdigest()[:10]
+        name = getattr(self.model, "name", type(self.model).__name__)
+        return self.options.resolved_cache_dir() / f"{name}-{model_fingerprint(self.model)}-trt{key}.ep"
+
+    def build(self, path: Path):
+        import inspect
+
+        from torch.export import Dim
+
+        t = self.options.tensorrt
+        dims = {f.name: Dim(f"{f.name}_dim", min=getattr(t.min_shape, f.name), max=getattr(t.max_shape, f.name))
+                for f in fields(ShapeDims)}
+        b, lt, la, lv = dims["batch"], dims["text"], dims["audio"], dims["vision"]
+        dynamic = ({0: b, 1: lt}, {0: b, 1: lt}, {0: b, 1: la}, {0: b, 1: la}, {0: b, 1: lv}, {0: b, 1: lv}, {0: b})
+        opt = t.opt_shape
+        example = typical_batch(self.model, max(opt.batch, 2), 1.0, self.options.typical_window)
+        example = pad_batch(example, (max(opt.batch, 2), opt.text, opt.audio, opt.vision)).to(self.device)
+        exported = torch.export.export(self.model, example.tensors(), dynamic_shapes=dynamic)
+
+        def spec(shape_of, dtype, with_features: int | None = None):
+            def shape(s: ShapeDims):
+                dims_ = shape_of(s)
+                return dims_ + ((with_features,) if with_features else ())
+            return self.trt.Input(min_shape=shape(t.min_shape), opt_shape=shape(t.opt_shape),
+                                  max_shape=shape(t.max_shape), dtype=dtype)
+
+        cfg = self.model.config
+        inputs = [
+            spec(lambda s: (s.batch, s.text), torch.int64),
+            spec(lambda s: (s.batch, s.text), torch.bool),
+            spec(lambda s: (s.batch, s.audio), torch.float32, cfg.audio_dim),
+            spec(lambda s: (s.batch, s.audio), torch.bool),
+            spec(lambda s: (s.batch, s.vision), torch.float32, cfg.vision_dim),
+            spec(lambda s: (s.batch, s.vision), torch.bool),
+            self.trt.Input(min_shape=(t.min_shape.batch, 3), opt_shape=(t.opt_shape.batch, 3),
+                           max_shape=(t.max_shape.batch, 3), dtype=torch.bool),
+        ]
+        compile_params = inspect.signature(self.trt.dynamo.compile).parameters
+        kwargs: dict[str, Any] = {"min_block_size": 1, "truncate_double": True}
+        if "workspace_size" in compile_params:
+            kwargs["workspace_size"] = int(t.workspace_gb * (1 << 30))
+        if t.fp16:
+            if "enable_autocast" in compile_params:  # torch-tensorrt >= 2.10: rule-based autocast
+                kwargs.update(use_explicit_typing=True, enable_autocast=True, low_precision_type=torch.float16)
+            else:                                     # older releases: TensorRT's precision set
+                kwargs["enabled_precisions"] = {torch.float16, torch.float32}
+                if "use_explicit_typing" in compile_params:
+                    kwargs["use_explicit_typing"] = False
+        kwargs = {k: v for k, v in kwargs.items() if k in compile_params}
+        arg_key = "arg_inputs" if "arg_inputs" in compile_params else "inputs"
+        try:
+            trt_module = self.trt.dynamo.compile(exported, **{arg_key: inputs}, **kwargs)
+        except Exception as err:
+            raise BackendError(f"torch-tensorrt could not build an engine for {type(self.model).__name__} "
+                               f"({type(err).__name__}: {str(err).splitlines()[0][:200]}).") from err
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_params = inspect.signature(self.trt.save).parameters
+        save_key = "arg_inputs" if "arg_inputs" in save_params else "inputs"
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.ep")
+        self.trt.save(trt_module, str(tmp), **{save_key: list(example.tensors())})
+        os.replace(tmp, path)
+        return trt_module
+
+    def run(self, batch):
+        with torch.no_grad():
+            out = self.module(*batch.to(self.device).tensors())
+        return _to_cpu(out)
+
+
+BACKEND_CLASSES: dict[str, type[Backend]] = {
+    "eager": EagerBackend, "compile": CompileBackend, "onnxruntime": OnnxRuntimeBackend,
+    "tensorrt": TensorRTBackend,
+}
+
+
+def create_backend(name: str, model: torch.nn.Module, device: str | torch.device | None = None,
+                   options: BackendOptions | None = None) -> Backend:
+    """Build backend `name` ("auto" picks one and records why in `.reason`). An unavailable
+    backend raises BackendError with one sentence saying what to install."""
+    options = options or BackendOptions.load()
+    device = resolve_device(device)
+    if name == "auto":
+        name, reason = choose_auto(device, options)
+    elif name in BACKEND_CLASSES:
+        ok, why = availability(name, device)
+        if not ok:
+            raise BackendError(unavailable_sentence(name, why))
+        reason = f"{name} was asked for ({why})."
+    else:
+        raise ConfigError(f"Unknown backend '{name}'; choose one of: {', '.join(BACKEND_CHOICES)}.")
+    backend = BACKEND_CLASSES[name](model, device, options)
+    backend.reason = reason
+    return backend
+
+
+def available_backends(device: str | torch.device | None = None) -> dict[str, tuple[bool, str]]:
+    device = resolve_device(device)
+    return {name: availability(name, device) for name in BACKEND_NAMES}

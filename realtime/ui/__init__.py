@@ -1,0 +1,1 @@
+"""UI: the live dashboard (rich renderables)."""
