@@ -46,8 +46,8 @@ class Featurizer:
                 f"from the featurizer config ({self.config.text_encoder}, vocabulary "
                 f"{self.config.text_tokenizer_sha}); use the encoder the config names.")
         if self.config.audio_features == "whisper_encoder":
-            from moodlens.realtime.features.config import whisper_identity
-            from moodlens.realtime.features.whisper_states import WhisperStatesFeaturizer
+            from moodlens.realtime.perception.features.config import whisper_identity
+            from moodlens.realtime.perception.features.whisper_states import WhisperStatesFeaturizer
 
             self.audio = WhisperStatesFeaturizer(self.config, transcriber)
             if transcriber is not None:
