@@ -325,3 +325,36 @@ def test_real_label_files_never_share_a_speaker_or_face(shared_data, tmp_path):
             splits_of.setdefault(r["group"], set()).add(r["mode"])
         assert all(len(s) == 1 for s in splits_of.values())
         assert {r["mode"] for r in rows} == {"train", "valid", "test"}
+
+
+def test_training_on_a_mixture_supervises_each_head_and_records_modalities(tmp_path):
+    from moodlens.models.checkpoint import read_checkpoint
+    from moodlens.train.data import load_dataset
+    from moodlens.train.trainer import TrainConfig, Trainer, set_seed
+
+    _tiny_pickle(tmp_path / "voice.pkl", "voice", 12, 0)
+    _tiny_pickle(tmp_path / "face.pkl", "face", 12, 1)
+    (tmp_path / "text").mkdir()
+    for name in ("train", "dev", "test"):
+        (tmp_path / "text" / f"{name}.tsv").write_text("text\tlabel\nI LOVE IT\t2.5\nI HATE IT\t-2.8\nIT IS OK\t0.2\n")
+    (tmp_path / "mix.yaml").write_text(
+        f"datasets:\n  - {{path: {tmp_path / 'text'}, name: text}}\n"
+        f"  - {{path: {tmp_path / 'voice.pkl'}, neutral_text: true, name: voice}}\n"
+        f"  - {{path: {tmp_path / 'face.pkl'}, name: face}}\n"
+        "compose: {train: 16, valid: 4, test: 4}\n")
+    data = load_dataset(tmp_path / "mix.yaml")
+    config = TrainConfig(model="hcrl_mfd", epochs=1, batch_size=8, seeds=[1], num_threads=1,
+                         model_overrides={"text_encoder_trainable_layers": 0},
+                         freeze=["text_proj."])
+    trainer = Trainer(config, data, tmp_path / "run", show_progress=False)
+    set_seed(1, True)          # as train_seed does before building: the same initial weights
+    model = trainer.build_model()
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("text_proj.")}
+    summary = trainer.run()
+    assert summary["test_size"] == len(data.test)
+    payload, _ = read_checkpoint(str(tmp_path / "run" / "best.pt"))
+    assert payload["trained_modalities"] == ["text", "audio", "vision"]
+    assert payload["model_config"]["audio_dim"] == 6 and payload["model_config"]["vision_dim"] == 4
+    # frozen parameters did not move
+    for key, value in before.items():
+        assert torch.equal(payload["state_dict"][key].float(), value.float())
