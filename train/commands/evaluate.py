@@ -81,4 +81,11 @@ def main(args) -> int:
         table.add_row(name, format_value(result[name]))
     Console().print(title, highlight=False)
     Console().print(table)
+    heads = Table(title="by head (samples whose label for that head is known)")
+    for column in ("head", "samples", "Non0_acc_2", "balanced_acc_2", "MAE", "Corr"):
+        heads.add_column(column, justify="left" if column == "head" else "right")
+    for head, values in result.get("by_head", {}).items():
+        heads.add_row(head, str(values.get("samples", 0)),
+                      *(format_value(values[k]) if k in values else "-" for k in ("Non0_acc_2", "balanced_acc_2", "MAE", "Corr")))
+    Console().print(heads)
     return 0
