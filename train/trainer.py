@@ -218,6 +218,11 @@ def evaluate_split(model, split: Split, metric_dataset: str = "mosi", batch_size
     truth = split.labels.numpy()
     metrics = mmsa_regression_metrics(preds["fused"], truth, metric_dataset)
     metrics["loss"] = float(np.mean(np.abs(preds["fused"] - truth)))  # MMSA's validation loss (L1)
+    origin = getattr(split, "origin", None)
+    if origin is not None:  # a mixture (train/mixture.py): each dataset counts equally, whatever its size
+        origin = np.asarray(origin)
+        metrics["loss"] = float(np.mean([np.mean(np.abs(preds["fused"][origin == o] - truth[origin == o]))
+                                         for o in sorted(set(origin.tolist()))]))
     return metrics, preds
 
 
