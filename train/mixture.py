@@ -13,7 +13,10 @@ Labels are (N, 4) per head (models/losses.py: fused, text, audio, vision; NaN = 
 A dataset without per-modality columns (MOSI) gives its one label to every head it has.
 
 `weight` is how often a dataset's samples are drawn per training epoch (2 = each twice, 0.5 =
-a random half, drawn anew each epoch); evaluation always takes every sample once.
+a random half, drawn anew each epoch); evaluation always takes every sample once. `balance: true`
+spreads that weight so that positive and negative labels (of the head the dataset teaches) are
+drawn equally often, zero labels keeping their share: happy is 1 in 5 of RAVDESS's valenced clips and
+negative faces are scarce, and a head that sees mostly one sign learns to answer it.
 
 Composed samples (`compose`): no corpus here has text, voice and face with one label, so the
 fusion would never see all three present. A composed sample takes its text from one real sample,
@@ -40,7 +43,7 @@ import torch
 from moodlens.models.batch import MultimodalBatch
 from moodlens.core.errors import DataError
 
-KEYS = ("path", "weight", "neutral_text", "name")
+KEYS = ("path", "weight", "neutral_text", "name", "balance")
 COMPOSE_KEYS = ("train", "valid", "test", "seed", "p_audio", "p_vision")
 
 
@@ -195,6 +198,24 @@ class MixedSplit:
                           self.batch.vision_dim)
 
 
+def _balanced(part: Part, weight: float) -> np.ndarray:
+    """Per-row draws per epoch: `weight` on average, each label sign (+, -, 0) drawn equally often."""
+    head = part.head.numpy()
+    present = part.split.batch.present.numpy()
+    column = 0
+    for m, c in ((1, 2), (2, 3), (0, 1)):        # the head this dataset teaches: audio, vision, else text
+        if present[:, m].any() and np.isfinite(head[present[:, m], c]).all():
+            column = c
+            break
+    sign = np.sign(np.nan_to_num(head[:, column]))
+    rows = np.ones(len(sign))
+    nonzero = sign != 0
+    signs = [c for c in (-1.0, 1.0) if (sign == c).any()]
+    for c in signs:                                # zero labels keep their share; + and - split the rest
+        rows[sign == c] = nonzero.sum() / (len(signs) * (sign == c).sum())
+    return weight * rows * len(rows) / rows.sum()
+
+
 def _compose(name: str, parts: list[Part], count: int, rng: np.random.Generator, valence, p_audio: float,
              p_vision: float) -> tuple[np.ndarray, torch.Tensor]:
     """`count` composed rows (refs, (count, 4) labels); see the module docstring for the rule."""
@@ -268,7 +289,7 @@ def load_mixture(values: dict, path: Path, options):
         if not weight >= 0:
             raise DataError(f"Data config {path}: datasets entry {i + 1} has a negative weight.")
         specs.append((str(entry["path"]), weight, bool(entry.get("neutral_text", False)),
-                      str(entry.get("name") or Path(str(entry["path"])).stem)))
+                      str(entry.get("name") or Path(str(entry["path"])).stem), bool(entry.get("balance", False))))
     # Feature files first: text-only datasets then get the same (absent) audio/vision widths.
     loaded: dict[int, object] = {}
     for i, (spec, *_rest) in enumerate(specs):
@@ -303,7 +324,7 @@ def load_mixture(values: dict, path: Path, options):
     splits = {}
     for split_name in ("train", "valid", "test"):
         parts, refs, labels, origin, weights = [], [], [], [], []
-        for i, (spec, weight, neutral_text, name) in enumerate(specs):
+        for i, (spec, weight, neutral_text, name, balance) in enumerate(specs):
             data = loaded[i]
             if split_name not in data.splits:
                 continue
@@ -315,7 +336,7 @@ def load_mixture(values: dict, path: Path, options):
             refs.append(np.stack([np.stack([np.full(n, p), rows], 1)] * 3, 1))
             labels.append(part.head)
             origin += [name] * n
-            weights.append(np.full(n, weight))
+            weights.append(_balanced(part, weight) if balance and split_name == "train" else np.full(n, weight))
         if not parts:
             continue
         count = int(compose.get(split_name, 0))

@@ -49,8 +49,11 @@ class Featurizer:
             from moodlens.realtime.perception.features.config import whisper_identity
             from moodlens.realtime.perception.features.whisper_states import WhisperStatesFeaturizer
 
+            # Share a real Transcriber's model; a stand-in without encoder states gets its own.
+            if transcriber is not None and not hasattr(transcriber, "encoder_states"):
+                transcriber = None
             self.audio = WhisperStatesFeaturizer(self.config, transcriber)
-            if transcriber is not None:
+            if transcriber is not None and hasattr(transcriber, "model_source"):
                 found = whisper_identity(transcriber.model_source)
                 if found != self.config.audio_encoder_sha:
                     raise ConfigError(f"The Whisper model {transcriber.model_source} (sha {found}) is not the one "
