@@ -4,17 +4,32 @@ Wang, Li & Jiang, "Hierarchical Contrastive Representation Learning Guided by Mu
 Decomposition for Multimodal Sentiment Analysis", Computers, Materials & Continua 88(2), 2026.
 
 Read top to bottom:
-  1. unimodal encoders: text encoder (eq. 1), positional-encoded Transformers for vision and audio (eq. 2-3)
+  1. feature extraction: text encoder (eq. 1); positional encodings + Transformer for vision and audio (eq. 2-3)
   2. multimodal feature decoupling: per-modality core-sentiment and redundant encoders (eq. 4-5)
-  3. unimodal predictors on the core features (eq. 8)
-  4. concatenation + MLP fusion (eq. 22-23)                                   <- inference ends here
-  5. training only (`loss`): reconstruction (eq. 6), orthogonality (eq. 7), unimodal loss (eq. 9),
-     hierarchical contrastive learning (eq. 10-21), MAE (eq. 24), total (eq. 25)
+  3. unimodal predictors MLP_m on the (pooled) core features (eq. 8)
+  4. F^C = Concat(H_T^C, H_V^C, H_A^C) -> MLP (eq. 22-23)                    <- inference ends here
+  5. training only (`loss`): L_R = ||H^0 - (H^C + H^R)||^2, additive, no decoder (eq. 6);
+     L_O = ||(H^C)^T H^R||_F^2 (eq. 7); L_U = 1/3 sum_m MSE (eq. 9); L_D (eq. 10);
+     one unified contrastive loss over intra- and inter-modal pairs (eq. 11-21); L_P = MAE (eq. 24);
+     L_overall = L_D + L_CL + L_P (eq. 25)
 
-The inference path runs the core-sentiment encoders only; the redundant encoders and decoders
-exist for the decoupling losses. Absent modalities: the pooled core feature of an absent modality
-is replaced by a learned "absent" embedding before the predictors and the fusion MLP, so a model
-trained on text-only data behaves the same when audio/vision are absent live.
+The inference path runs the core-sentiment encoders only (§4.8: HCRL is dropped at inference).
+docs/fidelity/hcrl_mfd.md maps every equation to the code below and lists what the paper leaves open.
+
+Choices the paper leaves open (ours, written down): pooling (masked mean over real frames), L_R as a
+per-element mean (the text says MSE), L_O on each sample's frame matrices with unit-normalised rows divided
+by L^2 (the scale is free, λ_O is not given), the contrastive space (a training-only projection `to_shared`
+of the pooled core features: eq. 13/15 take cosines across modalities whose widths differ, 768/128/64), δ, τ,
+λ_R/λ_O/λ_U, layer and head counts.
+
+Project additions (not in the paper, which assumes complete modalities, §5):
+  - absent modality: its pooled core feature is replaced by a learned per-modality "absent" vector before
+    the predictors and the fusion MLP, and it is left out of every loss term;
+  - per-head labels: `loss` takes (B,) labels or (B, 4) fused/text/audio/vision columns (models.losses);
+    each unimodal head is supervised by its own column, unknown entries are masked;
+  - `text_hidden` > 0 projects the text encoder output (MiniLM 384 -> 128 for the live model);
+    `text_hidden: 0` keeps the encoder width, the paper's d_T = 768 with BERT-base;
+  - scores are clamped to the label range at inference (the paper's regression is unbounded).
 """
 
 from __future__ import annotations
@@ -29,38 +44,43 @@ from moodlens.models.base import SentimentModel
 from moodlens.models.batch import MultimodalBatch, SentimentOutput
 from moodlens.models.config import BaseModelConfig
 from moodlens.models.layers import MLP, TransformerEncoder, TransformerLayer, masked_mean
-from moodlens.models.losses import LABEL_HEADS, cosine_matrix, label_for, masked_l1, orthogonality
+from moodlens.models.losses import label_for, masked_l1, masked_mse
+from moodlens.core.errors import ConfigError
+
+MODALITIES = ("text", "vision", "audio")   # the paper's order T, V, A (eq. 19, 22)
+CONTRAST_LEVELS = ("both", "intra", "inter")
 
 
 @dataclass
 class Config(BaseModelConfig):
-    """Values marked (paper) come from the paper; the others were not available to us when this
-    was written and are ordinary choices for MOSI-sized data: tune them in the YAML."""
+    """(paper) = stated in the paper; everything else is our choice (the paper gives no value)."""
 
-    # Widths: d_V = 128 and d_A = 64 (paper); the text stream is projected to d_T.
-    text_hidden: int = 128          # d_T
-    audio_hidden: int = 64          # d_A
-    vision_hidden: int = 128        # d_V
-    shared_dim: int = 128           # common space of the pooled core features (fusion + contrast)
+    # Widths of H_m^0 (eq. 1-3): d_V = 128, d_A = 64 (paper). d_T = 768 is BERT-base's own width (paper):
+    # text_hidden 0 keeps the encoder width; > 0 projects to it (ours: MiniLM 384 -> 128 for the live model).
+    text_hidden: int = 128
+    audio_hidden: int = 64          # d_A (paper)
+    vision_hidden: int = 128        # d_V (paper)
+    shared_dim: int = 128           # width of the training-only contrastive projection (eq. 13/15 need one width)
     heads: int = 4
     encoder_layers: int = 2         # vision/audio Transformer encoders (eq. 2-3)
     decouple_layers: int = 2        # cascaded Transformer layers of each core/redundant encoder (eq. 4-5)
-    fusion_hidden: int = 128        # MLP of eq. 22-23
+    fusion_hidden: int = 128        # hidden width of the fusion MLP (eq. 23) and of each MLP_m (eq. 8)
     # Hierarchical contrastive learning (eq. 11-21)
-    label_threshold: float = 0.5    # δ: |y_i - y_j| <= δ makes j a positive candidate for i
-    top_k: int = 2                  # k (paper): k most similar positives, k least similar negatives
-    temperature: float = 0.1        # τ of eq. 21
-    # Loss weights of eq. 25
-    weight_unimodal: float = 0.1
-    weight_reconstruction: float = 0.1
-    weight_orthogonality: float = 0.1
-    weight_contrastive: float = 0.1
+    label_threshold: float = 0.5    # δ of eq. 11-12 (not given in the paper)
+    top_k: int = 2                  # k (paper, §3.5 and Table 7)
+    temperature: float = 0.1        # τ of eq. 21 (not given in the paper)
+    contrast_levels: str = "both"   # both (paper) | intra | inter: the Table 6 variants
+    # Weights. λ_U, λ_R, λ_O of eq. 10 are not given in the paper; L_CL and L_P have weight 1 (eq. 25).
+    weight_unimodal: float = 0.1       # λ_U
+    weight_reconstruction: float = 0.1  # λ_R
+    weight_orthogonality: float = 0.1   # λ_O
+    weight_contrastive: float = 1.0     # weight of L_CL (eq. 25: 1)
 
 
 # ---- paper-specific blocks ---------------------------------------------------------------------
 
 class CascadedEncoder(nn.Module):
-    """Cascaded Transformer layers (eq. 4-5): H_C = E_C(H) for core, H_R = E_R(H) for redundant features."""
+    """Cascaded Transformer layers (eq. 4-5): H^C = E^C(H^0) for core, H^R = E^R(H^0) for redundant features."""
 
     def __init__(self, dim: int, heads: int, layers: int, dropout: float):
         super().__init__()
@@ -73,116 +93,191 @@ class CascadedEncoder(nn.Module):
         return self.norm(x)
 
 
+def reconstruction_loss(h0: torch.Tensor, h_core: torch.Tensor, h_redundant: torch.Tensor,
+                        frames: torch.Tensor) -> torch.Tensor:
+    """Eq. 6: L_R = 1/N Σ_i ||H^0 - (H^C + H^R)||², additive (no decoder): zero exactly when the two
+    decoupled parts sum to H^0. Per sample the squared error is averaged over its real frames and
+    the feature width (the paper calls it MSE), then over the samples that have any real frame."""
+    error = (h0 - (h_core + h_redundant)).pow(2).mean(-1)           # (B, L)
+    w = frames.to(error.dtype)
+    count = w.sum(1)
+    per_sample = (error * w).sum(1) / count.clamp_min(1.0)
+    return _masked_average(per_sample, count > 0)
+
+
+def orthogonality_loss(h_core: torch.Tensor, h_redundant: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Eq. 7: L_O = ||(H^C)^T H^R||_F² on each sample's (frames x width) matrices, averaged over samples.
+
+    Ours (the paper prints no scale): rows are unit-normalised and the norm is divided by L_i², so the
+    term lies in [0, 1] and cannot be lowered by shrinking the features. ||C^T R||_F² equals
+    Σ_{t,s} (c_t·c_s)(r_t·r_s); the cheaper of the two forms is computed."""
+    w = frames.to(h_core.dtype).unsqueeze(-1)
+    c = F.normalize(h_core, dim=-1) * w
+    r = F.normalize(h_redundant, dim=-1) * w
+    if c.shape[1] < c.shape[2]:     # frames < width: L x L Gram matrices
+        value = ((c @ c.transpose(1, 2)) * (r @ r.transpose(1, 2))).sum((1, 2))
+    else:                           # d x d cross-correlation
+        value = (c.transpose(1, 2) @ r).pow(2).sum((1, 2))
+    count = frames.to(h_core.dtype).sum(1)
+    return _masked_average(value / count.clamp_min(1.0).pow(2), count > 0)
+
+
 def select_pairs(similarity: torch.Tensor, label_distance: torch.Tensor, delta: float, k: int,
                  valid_rows: torch.Tensor | None = None, valid_cols: torch.Tensor | None = None,
                  exclude_diagonal: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positive and negative pairs of the hierarchical contrastive loss (eq. 11-20).
+    """Top-k / bottom-k selection within one ranking matrix (eq. 11-20).
 
-    Candidates by label (eq. 11-12): j is a positive candidate of anchor i when |y_i - y_j| <= δ,
-    a negative candidate otherwise. Ranking by cosine similarity (eq. 13-20): the k most similar
-    positive candidates are the positives (top-k), the k least similar negative candidates the
-    negatives (bottom-k). Fewer candidates than k -> all of them.
-
-    similarity, label_distance: (N, M). Returns two (N, M) bool masks (positives, negatives).
+    Candidates by label (eq. 11-12): b is a positive candidate of anchor a when |y_a - y_b| <= δ, a
+    negative candidate otherwise, a ≠ b. Ranking by cosine similarity (eq. 14, 16): the k most similar
+    positive candidates are the positives (top-k), the k least similar negative candidates the negatives
+    (bottom-k). Fewer candidates than k -> all of them. Works on (..., N, M): the last dim is ranked.
+    Returns two bool masks of the same shape (positives, negatives).
     """
-    n, m = similarity.shape
-    allowed = torch.ones(n, m, dtype=torch.bool, device=similarity.device)
+    n, m = similarity.shape[-2:]
+    allowed = torch.ones_like(similarity, dtype=torch.bool)
     if valid_rows is not None:
-        allowed &= valid_rows.unsqueeze(1)
+        allowed = allowed & valid_rows.unsqueeze(-1)
     if valid_cols is not None:
-        allowed &= valid_cols.unsqueeze(0)
+        allowed = allowed & valid_cols.unsqueeze(-2)
     if exclude_diagonal:
-        allowed &= ~torch.eye(n, m, dtype=torch.bool, device=similarity.device)
-    positive_candidates = allowed & (label_distance <= delta)          # eq. 11
-    negative_candidates = allowed & (label_distance > delta)           # eq. 12
-    return (_top_k_mask(similarity, positive_candidates, k),            # top-k positives
-            _top_k_mask(-similarity, negative_candidates, k))           # bottom-k negatives
+        allowed = allowed & ~torch.eye(n, m, dtype=torch.bool, device=similarity.device)
+    return _select_within(similarity, label_distance, allowed, delta, k)
 
 
 def _top_k_mask(scores: torch.Tensor, candidates: torch.Tensor, k: int) -> torch.Tensor:
-    k = min(k, scores.shape[1])
+    k = min(k, scores.shape[-1])
     masked = scores.masked_fill(~candidates, float("-inf"))
-    chosen = masked.topk(k, dim=1).indices
-    mask = torch.zeros_like(candidates).scatter_(1, chosen, True)
+    chosen = masked.topk(k, dim=-1).indices
+    mask = torch.zeros_like(candidates).scatter_(-1, chosen, True)
     return mask & candidates  # rows with fewer than k candidates picked some -inf entries: drop them
 
 
-def multi_positive_info_nce(similarity: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
-                            temperature: float) -> torch.Tensor:
-    """Eq. 21: -log( Σ_pos exp(s/τ) / Σ_{pos ∪ neg} exp(s/τ) ), averaged over anchors that have
-    at least one positive and one negative (anchors without either carry no contrast)."""
+def hierarchical_pairs(similarity: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor,
+                       present: torch.Tensor, delta: float, k: int, levels: str = "both"
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """P^a and N^a of the unified loss (eq. 17-20) over all 3B features at once.
+
+    Rows and columns index (modality, sample) as modality-major blocks of B, in MODALITIES order.
+    similarity (3B, 3B) cosine (eq. 13, 15); labels (3B,) the label each feature is compared by;
+    labelled (3B,) that label is known; present (3B,) the modality is present for that sample.
+    Within every (m1, m2) block the top-k / bottom-k are chosen per anchor among other samples
+    (eq. 17-18 for m1 = m2, eq. 19-20 for m1 ≠ m2); then the same-sample cross-modal pairs
+    (T^a, V^a), (T^a, A^a), (V^a, A^a) are positives always (the "∪" of eq. 19), in both directions.
+    """
+    if levels not in CONTRAST_LEVELS:
+        raise ValueError(f"contrast_levels must be one of {', '.join(CONTRAST_LEVELS)}, got {levels!r}")
+    total = similarity.shape[0]
+    b = total // len(MODALITIES)
+    device = similarity.device
+    modality = torch.arange(len(MODALITIES), device=device).repeat_interleave(b)
+    sample = torch.arange(b, device=device).repeat(len(MODALITIES))
+    same_modality = modality[:, None] == modality[None, :]
+    same_sample = sample[:, None] == sample[None, :]
+    valid = present & labelled
+    distance = (labels[:, None] - labels[None, :]).abs()
+
+    def blocks(x):   # (3B, 3B) -> (3B, 3, B): the last dim ranks the samples of one modality
+        return x.reshape(total, len(MODALITIES), b)
+
+    allowed = blocks(valid[:, None] & valid[None, :] & ~same_sample)       # a ≠ b (eq. 11-12)
+    pos, neg = _select_within(blocks(similarity), blocks(distance), allowed, delta, k)
+    pos, neg = pos.reshape(total, total), neg.reshape(total, total)
+    pos = pos | (same_sample & ~same_modality & present[:, None] & present[None, :])   # eq. 19, the "∪"
+    if levels == "intra":
+        pos, neg = pos & same_modality, neg & same_modality
+    elif levels == "inter":
+        pos, neg = pos & ~same_modality, neg & ~same_modality
+    return pos, neg
+
+
+def _select_within(similarity, distance, allowed, delta, k):
+    positive_candidates = allowed & (distance <= delta)                   # eq. 11
+    negative_candidates = allowed & (distance > delta)                    # eq. 12
+    return (_top_k_mask(similarity, positive_candidates, k),               # top-k positives (eq. 17, 19)
+            _top_k_mask(-similarity, negative_candidates, k))              # bottom-k negatives (eq. 18, 20)
+
+
+def unified_contrastive_loss(similarity: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
+                             temperature: float) -> torch.Tensor:
+    """Eq. 21: -log( exp(sim(α,β)/τ) / Σ_{(α,γ) ∈ P^a ∪ N^a} exp(sim(α,γ)/τ) ), one term per positive
+    pair (α, β); averaged over each anchor's positives, then over the anchors that have a positive
+    (how the printed 1/N Σ_i averages is ambiguous; this is SupCon's L_out reading)."""
     logits = similarity / temperature
     neg_inf = torch.full_like(logits, float("-inf"))
-    log_pos = torch.logsumexp(torch.where(positives, logits, neg_inf), dim=1)
-    log_all = torch.logsumexp(torch.where(positives | negatives, logits, neg_inf), dim=1)
-    usable = positives.any(1) & negatives.any(1)
-    per_anchor = torch.where(usable, log_all - log_pos, torch.zeros_like(log_all))
-    return per_anchor.sum() / usable.sum().clamp_min(1)
+    log_denominator = torch.logsumexp(torch.where(positives | negatives, logits, neg_inf), dim=1, keepdim=True)
+    log_prob = torch.where(positives, logits - log_denominator, torch.zeros_like(logits))
+    counts = positives.sum(1)
+    per_anchor = -log_prob.sum(1) / counts.clamp_min(1)
+    usable = counts > 0
+    return _masked_average(per_anchor, usable)
 
 
 # ---- the model ---------------------------------------------------------------------------------
 
 class Model(SentimentModel):
     name = "hcrl_mfd"
-    modalities = ("text", "audio", "vision")
+    modalities = ("text", "audio", "vision")   # the SentimentOutput / `present` order of the contract
 
     def __init__(self, config: Config, load_text_weights: bool = True):
         super().__init__(config, load_text_weights)
         c = config
-        widths = {"text": c.text_hidden, "audio": c.audio_hidden, "vision": c.vision_hidden}
+        if c.contrast_levels not in CONTRAST_LEVELS:
+            raise ConfigError(f"hcrl_mfd: contrast_levels must be one of {', '.join(CONTRAST_LEVELS)}, "
+                              f"got {c.contrast_levels!r}.")
+        text_width = c.text_hidden if c.text_hidden > 0 else c.text_dim
+        widths = {"text": text_width, "vision": c.vision_hidden, "audio": c.audio_hidden}
         self.widths = widths
-        # eq. 1-3: unimodal encoders. Text: pretrained encoder + projection; audio/vision: projection,
-        # sinusoidal positions, Transformer encoder.
-        self.text_proj = nn.Linear(c.text_dim, c.text_hidden)
+        # eq. 1-3: H_m^0. Text: the pretrained encoder (+ an optional projection, ours); vision/audio: a
+        # linear map to d_m, sinusoidal positions, then a Transformer encoder.
+        self.text_proj = nn.Linear(c.text_dim, c.text_hidden) if c.text_hidden > 0 else nn.Identity()
         self.audio_proj = nn.Linear(c.audio_dim, c.audio_hidden)
         self.vision_proj = nn.Linear(c.vision_dim, c.vision_hidden)
         self.audio_encoder = TransformerEncoder(c.audio_hidden, c.heads, c.encoder_layers, dropout=c.dropout)
         self.vision_encoder = TransformerEncoder(c.vision_hidden, c.heads, c.encoder_layers, dropout=c.dropout)
-        # eq. 4-5: core-sentiment (E_C) and redundant (E_R) encoders per modality.
+        # eq. 4-5: core-sentiment (E^C) and redundant (E^R) encoders per modality.
         self.core = nn.ModuleDict({m: CascadedEncoder(w, c.heads, c.decouple_layers, c.dropout)
                                    for m, w in widths.items()})
         self.redundant = nn.ModuleDict({m: CascadedEncoder(w, c.heads, c.decouple_layers, c.dropout)
-                                        for m, w in widths.items()})
-        # eq. 6: decoders reconstruct H_m from [H_C; H_R] (training only).
-        self.decoder = nn.ModuleDict({m: nn.Linear(2 * w, w) for m, w in widths.items()})
-        # Pooled core features into the shared space (fusion input and contrastive space).
+                                        for m, w in widths.items()})   # training only
+        # Training only (ours): pooled core features into one width for the cosines of eq. 13/15.
         self.to_shared = nn.ModuleDict({m: nn.Linear(w, c.shared_dim) for m, w in widths.items()})
-        # Stands in for the pooled core feature of an absent modality.
-        self.absent = nn.Parameter(torch.zeros(3, c.shared_dim))
-        # eq. 8: unimodal predictors; eq. 22-23: fusion MLP over the concatenation.
-        self.unimodal_heads = nn.ModuleDict({m: MLP(c.shared_dim, c.shared_dim, 1, 2, c.dropout)
-                                             for m in self.modalities})
-        self.fusion = MLP(3 * c.shared_dim, c.fusion_hidden, 1, 3, c.dropout)
+        # Addition: stands in for the pooled core feature of an absent modality.
+        self.absent = nn.ParameterDict({m: nn.Parameter(torch.zeros(w)) for m, w in widths.items()})
+        # eq. 8: unshared MLP_m per modality; eq. 22-23: MLP over Concat(H_T^C, H_V^C, H_A^C).
+        self.unimodal_heads = nn.ModuleDict({m: MLP(w, c.fusion_hidden, 1, 2, c.dropout) for m, w in widths.items()})
+        self.fusion = MLP(sum(widths.values()), c.fusion_hidden, 1, 3, c.dropout)
 
     # ---- eq. 1-3 ---------------------------------------------------------------------------
-    def encode_unimodal(self, text_ids, text_mask, audio, audio_mask, vision, vision_mask):
-        h_text = self.text_proj(self.text_encoder(text_ids, text_mask))                    # eq. 1
-        h_audio = self.audio_encoder(self.audio_proj(audio), audio_mask)                  # eq. 2
-        h_vision = self.vision_encoder(self.vision_proj(vision), vision_mask)             # eq. 3
-        return {"text": h_text, "audio": h_audio, "vision": h_vision}
+    def encode_unimodal(self, text_ids, text_mask, audio, audio_mask, vision, vision_mask) -> dict:
+        return {
+            "text": self.text_proj(self.text_encoder(text_ids, text_mask)),                  # eq. 1
+            "vision": self.vision_encoder(self.vision_proj(vision), vision_mask),            # eq. 2
+            "audio": self.audio_encoder(self.audio_proj(audio), audio_mask),                 # eq. 3
+        }
 
-    def pooled_core(self, hidden: dict, masks: dict, present: torch.Tensor) -> dict:
-        """eq. 4 then mean-pool and project into the shared space; absent -> learned embedding."""
+    def pool(self, core: dict, masks: dict, present: torch.Tensor) -> dict:
+        """Masked mean over real frames of H_m^C; an absent modality -> its learned embedding."""
         pooled = {}
-        for i, m in enumerate(self.modalities):
-            core = masked_mean(self.core[m](hidden[m], masks[m]), masks[m])
-            shared = self.to_shared[m](core)
-            pooled[m] = torch.where(present[:, i:i + 1], shared, self.absent[i].expand_as(shared))
+        for m in MODALITIES:
+            i = self.modalities.index(m)
+            x = masked_mean(core[m], masks[m])
+            pooled[m] = torch.where(present[:, i:i + 1], x, self.absent[m].expand_as(x))
         return pooled
 
     def predict(self, pooled: dict) -> SentimentOutput:
-        """Raw regression scores (the paper's linear heads); `encode_and_predict` bounds them."""
-        unimodal = [self.unimodal_heads[m](pooled[m]).squeeze(-1) for m in self.modalities]           # eq. 8
-        fused = self.fusion(torch.cat([pooled[m] for m in self.modalities], dim=-1)).squeeze(-1)       # eq. 22-23
-        return SentimentOutput(fused, *unimodal)
+        """Raw regression scores; `encode_and_predict` bounds them."""
+        unimodal = {m: self.unimodal_heads[m](pooled[m]).squeeze(-1) for m in MODALITIES}        # eq. 8
+        fused = self.fusion(torch.cat([pooled[m] for m in MODALITIES], dim=-1)).squeeze(-1)      # eq. 22-23
+        return SentimentOutput(fused, unimodal["text"], unimodal["audio"], unimodal["vision"])
 
     def encode_and_predict(self, text_ids, text_mask, audio, audio_mask, vision, vision_mask,
                            present) -> SentimentOutput:
         hidden = self.encode_unimodal(text_ids, text_mask, audio, audio_mask, vision, vision_mask)
         masks = {"text": text_mask, "audio": audio_mask, "vision": vision_mask}
-        raw = self.predict(self.pooled_core(hidden, masks, present))
+        core = {m: self.core[m](hidden[m], masks[m]) for m in MODALITIES}                        # eq. 4
+        raw = self.predict(self.pool(core, masks, present))
         # Clamped at inference only: training sees the unbounded linear score, so an overshoot
-        # never meets a zero gradient (a tanh head can saturate and stick).
+        # never meets a zero gradient.
         r = self.config.output_range
         return SentimentOutput(*(x.clamp(-r, r) for x in raw))
 
@@ -191,88 +286,78 @@ class Model(SentimentModel):
         c = self.config
         text_ids, text_mask, audio, audio_mask, vision, vision_mask, present = self.clean_inputs(*batch.tensors())
         labels = labels.to(torch.float32)
-        labels = labels.reshape(-1) if labels.dim() == 1 or labels.shape[-1] != len(LABEL_HEADS) else labels
-        # Per-head labels (models/losses.py contract): (B,) serves every head; (B, 4) gives each head
-        # its own, NaN = unknown -> that sample's term of that head is masked out.
-        y = {head: label_for(labels, head) for head in LABEL_HEADS}
         hidden = self.encode_unimodal(text_ids, text_mask, audio, audio_mask, vision, vision_mask)
         masks = {"text": text_mask, "audio": audio_mask, "vision": vision_mask}
 
-        reconstruction, orthogonal = [], []
-        pooled, core_shared = {}, {}
-        for i, m in enumerate(self.modalities):
-            valid = present[:, i]
-            h_core = self.core[m](hidden[m], masks[m])                                       # eq. 4
-            h_redundant = self.redundant[m](hidden[m], masks[m])                              # eq. 5
-            # eq. 6: L_R = ||D([H_C; H_R]) - H||^2 over real frames of present samples; the target is
-            # detached so the decoupling cannot shrink the encoder output to make reconstruction trivial.
-            recon = self.decoder[m](torch.cat([h_core, h_redundant], -1))
-            frame_err = (recon - hidden[m].detach()).pow(2).mean(-1)
-            frame_ok = masks[m] & valid.unsqueeze(1)
-            reconstruction.append(_masked_average(frame_err, frame_ok))
-            # eq. 7: L_O = ||(H_C)^T H_R||_F^2 on the pooled, unit-normalised core and redundant features
-            # (rows of samples without the modality zeroed).
-            c_pool = masked_mean(h_core, masks[m])
-            r_pool = masked_mean(h_redundant, masks[m])
-            keep = valid.unsqueeze(1).to(c_pool.dtype)
-            orthogonal.append(orthogonality(F.normalize(c_pool, dim=-1) * keep, F.normalize(r_pool, dim=-1) * keep))
-            core_shared[m] = self.to_shared[m](c_pool)
-            pooled[m] = torch.where(valid.unsqueeze(1), core_shared[m], self.absent[i].expand_as(core_shared[m]))
-
+        core, recon, ortho, has = {}, [], [], []
+        for m in MODALITIES:
+            on = present[:, self.modalities.index(m)]
+            frames = masks[m] & on.unsqueeze(1)                                                   # real frames
+            core[m] = self.core[m](hidden[m], masks[m])                                           # eq. 4
+            redundant = self.redundant[m](hidden[m], masks[m])                                    # eq. 5
+            recon.append(reconstruction_loss(hidden[m], core[m], redundant, frames))              # eq. 6
+            ortho.append(orthogonality_loss(core[m], redundant, frames))                          # eq. 7
+            has.append(on.any())
+        pooled = self.pool(core, masks, present)
         out = self.predict(pooled)
-        # eq. 9: L_U = Σ_m mean |ŷ_m - y_m| over samples where m is present and its label known.
-        unimodal = sum(masked_l1(getattr(out, m), y[m][0], y[m][1] & present[:, i])
-                       for i, m in enumerate(self.modalities))
-        contrastive = self.hierarchical_contrastive(core_shared, y, present)                 # eq. 10-21
-        task = masked_l1(out.fused, *y["fused"])                                            # eq. 24
+
+        # eq. 9: L_U = 1/3 Σ_m MSE(ŷ_m, y_m), each head on its own label column (a (B,) label serves all),
+        # over the samples where the modality is present and its label known. Modalities with no such
+        # sample in the batch are left out of the mean (with all three supervised this is eq. 9 exactly).
+        unimodal, supervised = [], []
+        for m in MODALITIES:
+            y, known = label_for(labels, m)
+            rows = known & present[:, self.modalities.index(m)]
+            unimodal.append(masked_mse(getattr(out, m), y, rows))
+            supervised.append(rows.any())
+        y_fused, known_fused = label_for(labels, "fused")
+        task = masked_l1(out.fused, y_fused, known_fused)                                         # eq. 24 (L_P)
+        contrastive = self.hierarchical_contrastive(pooled, labels, present)                      # eq. 11-21
+
         terms = {
             "task": task,
-            "unimodal": unimodal,
-            "reconstruction": torch.stack(reconstruction).sum(),
-            "orthogonality": torch.stack(orthogonal).sum(),
-            "contrastive_intra": contrastive["intra"],
-            "contrastive_inter": contrastive["inter"],
+            "unimodal": _mean_over(unimodal, supervised),
+            "reconstruction": _mean_over(recon, has),
+            "orthogonality": _mean_over(ortho, has),
+            "contrastive": contrastive,
         }
-        terms["total"] = (task + c.weight_unimodal * terms["unimodal"]                       # eq. 25
-                          + c.weight_reconstruction * terms["reconstruction"]
-                          + c.weight_orthogonality * terms["orthogonality"]
-                          + c.weight_contrastive * (terms["contrastive_intra"] + terms["contrastive_inter"]))
+        decoupling = (c.weight_unimodal * terms["unimodal"] + c.weight_reconstruction * terms["reconstruction"]
+                      + c.weight_orthogonality * terms["orthogonality"])                          # eq. 10 (L_D)
+        terms["total"] = decoupling + c.weight_contrastive * contrastive + task                   # eq. 25
         return terms
 
-    def hierarchical_contrastive(self, features: dict, labels, present: torch.Tensor) -> dict:
-        """Intra-modal level (same modality, other samples) and inter-modal level (other modality,
-        any sample incl. the same one): pairs by `select_pairs`, loss by eq. 21.
-
-        `labels`: (B,) or the per-head dict {head: (values, known)} of `loss`. With per-head labels
-        the intra-modal level of modality m ranks pairs by m's own label (samples whose m label is
-        unknown take no part) and the inter-modal level by the fused label."""
+    def hierarchical_contrastive(self, pooled: dict, labels: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """One unified L_CL (eq. 21) over the intra- and inter-modal pairs (eq. 17-20) of the pooled core
+        features, compared in the shared projection. A feature is compared by its modality's own label
+        column where known, else by the fused label (a (B,) label serves all); a feature whose modality is
+        absent or whose label is unknown takes part in no label-selected pair."""
         c = self.config
-        if isinstance(labels, torch.Tensor):
-            labels = {head: label_for(labels, head) for head in LABEL_HEADS}
+        z = torch.cat([F.normalize(self.to_shared[m](pooled[m]), dim=-1) for m in MODALITIES], 0)
+        similarity = z @ z.T                                                                      # eq. 13, 15
+        y_fused, known_fused = label_for(labels, "fused")
+        values, labelled, on = [], [], []
+        for m in MODALITIES:
+            y, known = label_for(labels, m)
+            values.append(torch.where(known, y, y_fused))
+            labelled.append(known | known_fused)
+            on.append(present[:, self.modalities.index(m)])
+        pos, neg = hierarchical_pairs(similarity, torch.cat(values), torch.cat(labelled), torch.cat(on),
+                                      c.label_threshold, c.top_k, c.contrast_levels)
+        return unified_contrastive_loss(similarity, pos, neg, c.temperature)
 
-        def distance(head):
-            values = labels[head][0]
-            return (values.unsqueeze(1) - values.unsqueeze(0)).abs()                          # for eq. 11-12
-
-        fused_distance, fused_known = distance("fused"), labels["fused"][1]
-        intra, inter = [], []
-        for i, m in enumerate(self.modalities):
-            sim = cosine_matrix(features[m], features[m])                                     # eq. 13-14
-            valid = present[:, i] & labels[m][1]
-            pos, neg = select_pairs(sim, distance(m), c.label_threshold, c.top_k,
-                                    valid, valid, exclude_diagonal=True)                      # eq. 15-16
-            intra.append(multi_positive_info_nce(sim, pos, neg, c.temperature))
-            for j, n in enumerate(self.modalities):
-                if j == i:
-                    continue
-                sim = cosine_matrix(features[m], features[n])                                 # eq. 17-18
-                pos, neg = select_pairs(sim, fused_distance, c.label_threshold, c.top_k,
-                                        present[:, i] & fused_known, present[:, j] & fused_known,
-                                        exclude_diagonal=False)                               # eq. 19-20
-                inter.append(multi_positive_info_nce(sim, pos, neg, c.temperature))
-        return {"intra": torch.stack(intra).mean(), "inter": torch.stack(inter).mean()}
+    def inference_modules(self) -> list[nn.Module]:
+        """The modules the inference path runs (§4.8: the redundant encoders and the contrastive
+        projection are training only): what docs/fidelity/hcrl_mfd.md counts."""
+        return [self.text_encoder, self.text_proj, self.audio_proj, self.vision_proj, self.audio_encoder,
+                self.vision_encoder, self.core, self.unimodal_heads, self.fusion]
 
 
 def _masked_average(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     weights = valid.to(values.dtype)
     return (values * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def _mean_over(terms: list[torch.Tensor], used: list[torch.Tensor]) -> torch.Tensor:
+    """Mean of the per-modality terms whose modality took part (a term with none is 0 and left out)."""
+    weights = torch.stack(used).to(terms[0].dtype)
+    return (torch.stack(terms) * weights).sum() / weights.sum().clamp_min(1.0)

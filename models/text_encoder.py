@@ -35,6 +35,21 @@ def _no_dropout(config) -> None:
             setattr(config, key, 0.0)
 
 
+def _quietly(load, *args, **kwargs):
+    """transformers draws a progress bar and logs load reports on stderr: the dashboard owns the terminal."""
+    from transformers.utils import logging as hf_logging
+
+    bar, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        return load(*args, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
 def _layer_list(model: nn.Module, count: int) -> tuple[str, nn.ModuleList]:
     """The encoder's stack of transformer layers (encoder.layer for BERT-likes, transformer.layer
     for DistilBERT...): the first ModuleList with one entry per hidden layer."""
@@ -69,7 +84,7 @@ class TextEncoder(nn.Module):
             if load_weights:
                 if not any((folder / f).exists() for f in ("model.safetensors", "pytorch_model.bin")):
                     raise AssetError(f"The text encoder folder {folder} has no model.safetensors or pytorch_model.bin.")
-                model = AutoModel.from_pretrained(folder, config=config, local_files_only=True)
+                model = _quietly(AutoModel.from_pretrained, folder, config=config, local_files_only=True)
             else:
                 model = AutoModel.from_config(config)
         except (OSError, ValueError) as err:

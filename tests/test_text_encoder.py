@@ -131,3 +131,10 @@ def test_a_tokenizer_without_tokenizer_json_loads_through_autotokenizer(tmp_path
     enc = featurizer.encode(["hi the"])
     ids = enc.ids[0][enc.mask[0]].tolist()
     assert ids[0] == 0 and ids[-1] == 2 and symbols.index("hi") in ids and symbols.index("Ġthe") in ids
+
+
+def test_loading_prints_nothing(capfd):
+    """transformers' progress bar and load report would paint over the dashboard."""
+    TextEncoder(None)
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""

@@ -132,13 +132,13 @@ class ClipFeaturizer:
 
     def window_sample(self, audio: np.ndarray, faces: list[FaceFeatures], start: float, end: float,
                       text: str | None):
-        lo, hi = int(round(start * AUDIO_SAMPLE_RATE)), int(round(end * AUDIO_SAMPLE_RATE))
-        clip_audio = audio[max(lo, 0):max(hi, 0)]
-        inside = [f for f in faces if start <= f.t < end]
+        from moodlens.realtime.perception.features.featurizer import span_audio
+
+        clip_audio = span_audio(audio, start, end)
         states = None
         if text is None:
             text, states = self.transcribe(clip_audio, keep_states=self.featurizer.wants_encoder_states)
-        sample = self.featurizer.sample(text, clip_audio, inside, start=start, end=end, audio_states=states)
+        sample = self.featurizer.span_sample(text, audio, faces, start, end, audio_start=0.0, audio_states=states)
         if self.egemaps is not None:
             sample.extras["audio_egemaps"] = (self.egemaps.extract(clip_audio) if len(clip_audio)
                                               else np.zeros((0, 25), np.float32))

@@ -4,7 +4,8 @@
 - the model's training hooks: `training_batch` before `loss`; `auxiliary_parameters` get their own
   Adam and are stepped on `auxiliary_loss` before each main step (DAR's CLUB), and are left out
   of the main optimizer;
-- early stopping on validation loss (MAE of the fused output, as MMSA selects for regression);
+- early stopping on validation loss (MAE of the fused output, as MMSA selects for regression), or on the
+  validation metric named by `early_stop_metric` (TeCaFN's paper stops on accuracy);
 - per-seed folders with best.pt, last.pt (resume), log.csv and metrics.json; DIR/best.pt is the seed
   with the lowest validation loss, DIR/metrics.json holds test metrics as mean (and std) over seeds;
 - deterministic mode, rich progress bars, DDP under torchrun (WORLD_SIZE set), bf16 autocast on CUDA.
@@ -54,6 +55,8 @@ class TrainConfig:
     text_weight_decay: float = 0.0
     grad_clip: float = 0.0                # max grad norm; 0 = off
     early_stop: int = 8                   # epochs without validation improvement before stopping (MMSA)
+    early_stop_metric: str = "loss"       # validation metric watched by early stop and best-epoch choice:
+    #                                       "loss" (MAE, MMSA) or a metric name, e.g. Non0_acc_2 (TeCaFN §4.4)
     seeds: list = field(default_factory=lambda: [1111])
     deterministic: bool = True
     amp: bool = True                      # bf16 autocast, CUDA only
@@ -309,6 +312,10 @@ class Trainer:
         self.metric_dataset = config.data_metric or data.metric_dataset
         if config.num_threads > 0:
             torch.set_num_threads(config.num_threads)
+        allowed = ("loss",) + tuple(metric_names(self.metric_dataset))
+        if config.early_stop_metric not in allowed:
+            raise ConfigError(f"early_stop_metric '{config.early_stop_metric}' is not a validation metric of "
+                              f"{self.metric_dataset}; choose one of: {', '.join(allowed)}.")
         for needed in ("train", "valid"):
             if needed not in data.splits:
                 raise DataError(f"{data.source} has no '{needed}' split; training needs train and valid "
@@ -456,8 +463,8 @@ class Trainer:
             start_epoch, best_loss = state["epoch"] + 1, state["best_loss"]
             best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
             best_state = state.get("best_state")
-            self.console.print(f"seed {seed}: resuming after epoch {state['epoch']} (best valid loss "
-                               f"{best_loss:.4f} at epoch {best_epoch})")
+            self.console.print(f"seed {seed}: resuming after epoch {state['epoch']} (best valid "
+                               f"{c.early_stop_metric} at epoch {best_epoch})")
         if self.dist.main:
             seed_dir.mkdir(parents=True, exist_ok=True)
         log_path = seed_dir / "log.csv"
@@ -474,9 +481,10 @@ class Trainer:
                                                progress, f"epoch {epoch}")
                 valid, _ = evaluate_split(model, self.data.valid, self.metric_dataset, c.eval_batch_size,
                                           self.device, self.amp)
-                improved = valid["loss"] < best_loss - 1e-6
+                score = _selection_score(valid, c.early_stop_metric)   # lower is better
+                improved = score < best_loss - 1e-6
                 if improved:
-                    best_loss, best_epoch, bad_epochs = valid["loss"], epoch, 0
+                    best_loss, best_epoch, bad_epochs = score, epoch, 0
                     best_state = {k: v.detach().cpu().clone() for k, v in model.checkpoint_state().items()}
                 else:
                     bad_epochs += 1
@@ -497,7 +505,7 @@ class Trainer:
                                        f"valid MAE {valid['loss']:.4f}, Non0_acc_2 {valid.get('Non0_acc_2', 0):.4f}"
                                        f"{' (best)' if improved else ''}, {seconds:.0f} s")
                 progress.update(epoch_task, advance=1,
-                                description=f"seed {seed} epochs (valid MAE {valid['loss']:.3f}, best {best_loss:.3f})")
+                                description=f"seed {seed} epochs (valid MAE {valid['loss']:.3f}, best epoch {best_epoch})")
         if best_state is None:
             raise DataError(f"Training on {self.data.source} ran no epoch (epochs={c.epochs}).")
         model.load_checkpoint_state(best_state)
@@ -631,6 +639,15 @@ def freeze_parameters(model, prefixes: list) -> None:
     for name, param in model.named_parameters():
         if name.startswith(tuple(prefixes)):
             param.requires_grad = False
+
+
+def _selection_score(valid: dict, metric: str) -> float:
+    """The early-stop / best-epoch score, lower is better: the loss and MAE as they are, accuracies,
+    F1 and Corr negated."""
+    value = float(valid[metric])
+    if math.isnan(value):
+        return math.inf
+    return value if metric in ("loss", "MAE") else -value
 
 
 def _config_dict(config: TrainConfig) -> dict:
