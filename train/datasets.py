@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from moodlens.core.errors import ConfigError, DataError, MoodlensError
+from moodlens.core.options import Options
 from moodlens.core.schema import SPLIT_ALIASES as SPLIT_NAMES
 from moodlens.realtime.perception.features.config import FeaturizerConfig
 from moodlens.core.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures, VideoFrame
@@ -50,7 +51,7 @@ CACHE_FORMAT = "moodlens-featurize-clip/1"
 
 
 @dataclass
-class FeaturizeOptions:
+class FeaturizeOptions(Options):
     text_source: str = "auto"          # auto: label text when present else ASR; asr: always ASR; label: never ASR
     workers: int = 1                   # worker processes for raw datasets (1 = in this process)
     max_frame_size: int | None = None  # downscale frames whose longer side exceeds this before tracking
@@ -98,7 +99,8 @@ class ClipFeaturizer:
         if self._transcriber is None:
             from moodlens.realtime.perception.asr import AsrOptions, Transcriber
 
-            self._transcriber = Transcriber(AsrOptions.from_dict({"warmup": False, **self.options.asr}))
+            self._transcriber = Transcriber(AsrOptions.from_dict({"warmup": False, **self.options.asr},
+                                                                 "featurize asr options"))
         return self._transcriber
 
     def decode(self, path: Path, on_progress=None) -> tuple[np.ndarray, list[FaceFeatures], float, bool, bool]:
@@ -245,7 +247,7 @@ def featurize_file(path: str | Path, out: str | Path | None = None, config: Feat
     out = _check_out(out) if out is not None else None
     config = config or FeaturizerConfig()
     options = options or FeaturizeOptions()
-    vad_options = VadOptions.from_dict(options.vad)
+    vad_options = VadOptions.from_dict(options.vad, "featurize vad options")
     worker = ClipFeaturizer(config, options)
     try:
         samples = []
