@@ -351,7 +351,8 @@ def _load_pickle(path: Path, options: DataOptions) -> DatasetSplits:
         raise DataError(f"{path} has only empty splits.")
     metric = options.metric_dataset
     if metric is None:
-        is_sims = "sims" in path.name.lower() or any(s.extra_labels for s in splits.values())
+        is_sims = "sims" in path.name.lower() or any(s.extra_labels and not s.has_head_labels for s in splits.values())
+        # (per-modality labels with unknowns are unimodal corpora on MOSI's scale, not CH-SIMS)
         metric = "sims" if is_sims else "mosi"
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else None
     return DatasetSplits(str(path), kind, splits, int(audio_dim), int(vision_dim), metric, featurizer_config=meta)
