@@ -139,7 +139,8 @@ def test_raw_dataset_with_failures_and_resumable_cache(tmp_path, tts, capsys):
     assert "weather" in data["train"]["raw_text"][1].lower()             # ASR where the label had none
     assert data["train"]["regression_labels"].tolist() == [2.0, -1.0]
     assert data["train"]["regression_labels_A"].tolist() == [1.0, -0.5]
-    assert "regression_labels_V" not in data["train"]                   # empty column
+    # an empty column means "unknown for that head": NaN, never left out (the loader would fall back to label)
+    assert np.isnan(data["train"]["regression_labels_V"]).all()
     assert data["valid"]["audio"].shape[2] == 40 and data["test"]["vision"].shape[2] == 64
     assert data["test"]["id"] == ["vid_b/0002"]
     for split in ("train", "valid", "test"):

@@ -62,6 +62,23 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def has_head_labels(self) -> bool:
+        """True when some per-modality label is unknown (NaN): unimodal corpora and mixtures, whose
+        heads must be supervised separately. Complete CH-SIMS labels keep the papers' setting (the
+        one label per sample every model was written for)."""
+        return any(bool(torch.isnan(v).any()) for v in self.extra_labels.values())
+
+    def head_labels(self) -> torch.Tensor:
+        """(N, 4) labels in models/losses.py LABEL_HEADS order (fused, text, audio, vision); a head
+        without its own label column takes the sample's label; NaN = unknown for that head."""
+        columns = [self.labels] + [self.extra_labels.get(m, self.labels) for m in ("T", "A", "V")]
+        return torch.stack([c.float() for c in columns], 1)
+
+    def training_labels(self) -> torch.Tensor:
+        """What the models' `loss` gets: (N, 4) per-head labels when the split has them, else (N,)."""
+        return self.head_labels() if self.has_head_labels else self.labels
+
     def lengths(self) -> torch.Tensor:
         """Longest real sequence of each sample over the three modalities (for length bucketing)."""
         b = self.batch
@@ -92,8 +109,9 @@ class Split:
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
                 rank: int = 0, world_size: int = 1, bucket: bool = False
                 ) -> Iterator[tuple[MultimodalBatch, torch.Tensor]]:
+        labels = self.training_labels()
         for idx in self.batch_order(batch_size, shuffle, generator, rank, world_size, bucket):
-            yield trim(self.batch.index(idx)), self.labels[idx]
+            yield trim(self.batch.index(idx)), labels[idx]
 
     def num_batches(self, batch_size: int, world_size: int = 1) -> int:
         per_rank = -(-len(self) // world_size)
@@ -186,6 +204,10 @@ def _load_data_yaml(path: Path, options: DataOptions) -> DatasetSplits:
     from moodlens.core.options import fill_dataclass, read_yaml
 
     values = read_yaml(path)
+    if "datasets" in values:  # several datasets at once, with weights (train/mixture.py)
+        from moodlens.train.mixture import load_mixture
+
+        return load_mixture(values, path, options)
     if "path" not in values:
         raise DataError(f"Data config {path} lacks key 'path'.")
     spec = values.pop("path")
@@ -329,7 +351,8 @@ def _load_pickle(path: Path, options: DataOptions) -> DatasetSplits:
         raise DataError(f"{path} has only empty splits.")
     metric = options.metric_dataset
     if metric is None:
-        is_sims = "sims" in path.name.lower() or any(s.extra_labels for s in splits.values())
+        is_sims = "sims" in path.name.lower() or any(s.extra_labels and not s.has_head_labels for s in splits.values())
+        # (per-modality labels with unknowns are unimodal corpora on MOSI's scale, not CH-SIMS)
         metric = "sims" if is_sims else "mosi"
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else None
     return DatasetSplits(str(path), kind, splits, int(audio_dim), int(vision_dim), metric, featurizer_config=meta)
@@ -484,9 +507,10 @@ def mmsa_split(raw: dict, split: str, source: str, options: DataOptions, tokeniz
         key = f"regression_labels_{m}"
         if key in raw:
             values = np.asarray(raw[key], dtype=np.float32).reshape(-1)
-            if values.shape[0] != n or not np.all(np.isfinite(values)):
-                raise DataError(f"{source} split '{split}' key '{key}' has the wrong length or holds NaN/inf.")
-            extra[m] = torch.from_numpy(values)
+            # NaN = unknown for that head (a unimodal corpus, or a clip without that label); inf is an error
+            if values.shape[0] != n or np.isinf(values).any():
+                raise DataError(f"{source} split '{split}' key '{key}' has the wrong length or holds inf.")
+            extra[m] = torch.from_numpy(values)   # an all-NaN column still says "unknown", never "use label"
     ids_list = [str(i) for i in raw.get("id", [f"{split}_{i}" for i in range(n)])]
     raw_text = [str(t) for t in raw.get("raw_text", [])]
     return Split(split, batch, torch.from_numpy(labels), ids=ids_list, raw_text=raw_text, extra_labels=extra)

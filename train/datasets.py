@@ -44,7 +44,9 @@ from moodlens.realtime.perception.features.config import FeaturizerConfig
 from moodlens.core.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures, VideoFrame
 
 TEXT_SOURCES = ("auto", "asr", "label")
-MEDIA_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".m4v", ".wav", ".mp3", ".flac")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+MEDIA_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".m4v", ".wav", ".mp3", ".flac") + IMAGE_SUFFIXES
+STILL_TRACKED_FRAMES = 3   # frames of a still run through the tracker; the rest of the window repeats the last
 CACHE_FORMAT = "moodlens-featurize-clip/1"
 
 
@@ -57,6 +59,7 @@ class FeaturizeOptions(Options):
     progress: bool = True              # rich progress bar
     text_encoder: str | None = None    # BERT-style encoder folder for the token ids (None = all-MiniLM-L6-v2)
     egemaps: bool = False              # add openSMILE eGeMAPSv02 LLDs (non-commercial licence; optional)
+    still_window_s: float = 2.0        # a still image is featurized as this long a window of one held face
     vad: dict = field(default_factory=dict)   # VadOptions overrides (file mode)
     asr: dict = field(default_factory=dict)   # AsrOptions overrides
 
@@ -66,6 +69,8 @@ class FeaturizeOptions(Options):
                               f"not '{self.text_source}'.")
         if self.workers < 1:
             raise ConfigError(f"The number of featurize workers must be at least 1, not {self.workers}.")
+        if not 0 < self.still_window_s <= 60:
+            raise ConfigError(f"still_window_s must be in (0, 60] seconds, not {self.still_window_s}.")
         if self.max_frame_size is not None and self.max_frame_size < 64:
             raise ConfigError(f"max_frame_size must be at least 64 pixels, not {self.max_frame_size}.")
 
@@ -79,8 +84,10 @@ class ClipFeaturizer:
 
         self.config = config
         self.options = options
-        self.featurizer = Featurizer(config, text_encoder_path=options.text_encoder)
         self._transcriber = None
+        # Whisper-state audio features share the transcriber's model (one encoder run per clip).
+        shared = self.transcriber if config.audio_features == "whisper_encoder" else None
+        self.featurizer = Featurizer(config, text_encoder_path=options.text_encoder, transcriber=shared)
         self.egemaps = None
         if options.egemaps:
             from moodlens.realtime.perception.features.audio import EGeMAPSExtractor
@@ -92,7 +99,8 @@ class ClipFeaturizer:
         if self._transcriber is None:
             from moodlens.realtime.perception.asr import AsrOptions, Transcriber
 
-            self._transcriber = Transcriber(AsrOptions.from_dict(self.options.asr, "featurize asr options"))
+            self._transcriber = Transcriber(AsrOptions.from_dict({"warmup": False, **self.options.asr},
+                                                                 "featurize asr options"))
         return self._transcriber
 
     def decode(self, path: Path, on_progress=None) -> tuple[np.ndarray, list[FaceFeatures], float, bool, bool]:
@@ -117,23 +125,55 @@ class ClipFeaturizer:
             duration = max(source.duration or 0.0, len(samples) / AUDIO_SAMPLE_RATE)
             return samples, faces, duration, source.has_audio, source.has_video
 
-    def transcribe(self, audio: np.ndarray) -> str:
+    def transcribe(self, audio: np.ndarray, keep_states: bool = False) -> tuple[str, np.ndarray | None]:
+        """Text of the audio (and, when asked, Whisper's encoder states of the same call)."""
         if len(audio) == 0:
-            return ""
-        return self.transcriber.transcribe(audio).text.strip()
+            return "", None
+        transcript = self.transcriber.transcribe(audio, keep_encoder_states=keep_states)
+        return transcript.text.strip(), transcript.encoder_states
 
     def window_sample(self, audio: np.ndarray, faces: list[FaceFeatures], start: float, end: float,
                       text: str | None):
         from moodlens.realtime.perception.features.featurizer import span_audio
 
         clip_audio = span_audio(audio, start, end)
+        states = None
         if text is None:
-            text = self.transcribe(clip_audio)
-        sample = self.featurizer.span_sample(text, audio, faces, start, end, audio_start=0.0)
+            text, states = self.transcribe(clip_audio, keep_states=self.featurizer.wants_encoder_states)
+        sample = self.featurizer.span_sample(text, audio, faces, start, end, audio_start=0.0, audio_states=states)
         if self.egemaps is not None:
             sample.extras["audio_egemaps"] = (self.egemaps.extract(clip_audio) if len(clip_audio)
                                               else np.zeros((0, 25), np.float32))
         return sample
+
+    def still_faces(self, path: Path) -> list[FaceFeatures]:
+        """A still image as the live tracker sees that face held still for `still_window_s`: frames at
+        the config's rate; the first STILL_TRACKED_FRAMES go through the tracker (VIDEO mode, as
+        live), the rest repeat the last result (tracking an unchanging frame returns the same values:
+        checked, max difference 0 over 15 frames on a muxspace and a CK+ face)."""
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:
+                rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            raise DataError(f"The image {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}).") from None
+        if rgb.ndim != 3 or min(rgb.shape[:2]) < 8:
+            raise DataError(f"The image {path} is too small ({rgb.shape[1]}x{rgb.shape[0]}) to hold a face.")
+        fps = self.config.vision_fps
+        frames = max(1, int(round(self.options.still_window_s * fps)))
+        vision = self.featurizer.vision
+        vision.reset()
+        faces = [vision.process_image(rgb, k / fps) for k in range(min(frames, STILL_TRACKED_FRAMES))]
+        last = faces[-1]
+        faces += [FaceFeatures(t=k / fps, values=None if last.values is None else last.values.copy(),
+                               face_present=last.face_present) for k in range(len(faces), frames)]
+        return faces
+
+    def still_sample(self, path: Path):
+        """Vision present (the held face), audio and text absent."""
+        faces = self.still_faces(path)
+        return self.featurizer.sample("", None, faces, start=0.0, end=self.options.still_window_s)
 
     def close(self):
         self.featurizer.close()
@@ -241,6 +281,7 @@ def featurize_file(path: str | Path, out: str | Path | None = None, config: Feat
 @dataclass
 class ClipJob:
     key: str                 # "<video_id>/<clip_id>"
+    row: int                 # line of label.csv (the header is line 1)
     video_id: str
     clip_id: str
     path: str | None         # None when the clip file was not found
@@ -284,15 +325,18 @@ def read_label_csv(labels: Path, raw_dir: Path, options: FeaturizeOptions) -> tu
         elif label is None:
             reason = f"line {line} of {labels.name} has no numeric label"
         elif path is None:
-            reason = f"no media file {video_id}/{clip_id}.* under {raw_dir}"
+            reason = f"line {line} of {labels.name}: no media file {video_id}/{clip_id}.* under {raw_dir}"
         seen.add(key)
         if reason:
             refused.append((video_id, clip_id, str(path or ""), reason))
             continue
         text = (row.get("text") or "").strip()
         use_text = None if options.text_source == "asr" or (not text and options.text_source == "auto") else text
-        labels_tav = {m: _float(row.get(f"label_{m}")) for m in ("T", "A", "V")}
-        jobs.append(ClipJob(key, video_id, clip_id, str(path), use_text, label, labels_tav,
+        # A label_T/_A/_V column that exists but is empty for this clip means "unknown for that head" (NaN);
+        # a column the csv lacks altogether is left out of the output.
+        labels_tav = {m: (_float(row.get(f"label_{m}")) if f"label_{m}" in columns else None) for m in ("T", "A", "V")}
+        labels_tav = {m: (math.nan if v is None and f"label_{m}" in columns else v) for m, v in labels_tav.items()}
+        jobs.append(ClipJob(key, line, video_id, clip_id, str(path), use_text, label, labels_tav,
                             (row.get("annotation") or "").strip(), split))
     return jobs, refused
 
@@ -326,7 +370,8 @@ def _cache_name(key: str) -> str:
 def _fingerprint(job: ClipJob, config: FeaturizerConfig, options: FeaturizeOptions) -> str:
     stat = os.stat(job.path)
     identity = {"config": config.to_dict(), "text": job.text, "asr": options.asr,
-                "max_frame_size": options.max_frame_size, "egemaps": options.egemaps, "file": [job.path, stat.st_size, stat.st_mtime_ns]}
+                "max_frame_size": options.max_frame_size, "egemaps": options.egemaps,
+                "still_window_s": options.still_window_s, "file": [job.path, stat.st_size, stat.st_mtime_ns]}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -351,8 +396,13 @@ def _worker_init(config_dict: dict, options_dict: dict) -> None:
 def _run_clip(job: ClipJob, cache_dir: str | None, fingerprint: str) -> tuple[str, dict | None, str | None]:
     """Featurize one whole clip in a worker; returns (key, sample dict, error sentence)."""
     try:
-        audio, faces, duration, _, _ = _WORKER.decode(Path(job.path))
-        sample = _WORKER.window_sample(audio, faces, 0.0, duration, job.text)
+        if Path(job.path).suffix.lower() in IMAGE_SUFFIXES:
+            sample = _WORKER.still_sample(Path(job.path))
+        else:
+            audio, faces, duration, has_audio, has_video = _WORKER.decode(Path(job.path))
+            if not has_audio and not has_video:
+                raise DataError(f"{job.path} holds neither an audio nor a video stream.")
+            sample = _WORKER.window_sample(audio, faces, 0.0, duration, job.text)
         values = _sample_to_dict(sample)
         if cache_dir:
             _write_pickle({"format": CACHE_FORMAT, "fingerprint": fingerprint, "sample": values},
@@ -413,7 +463,8 @@ def featurize_raw_dataset(raw_dir: str | Path, labels: str | Path, out: str | Pa
         try:
             fingerprint = _fingerprint(job, config, options)
         except OSError as err:  # the file vanished or became unreadable since label.csv was read
-            failed.append((job.video_id, job.clip_id, job.path, f"cannot read {job.path} ({err.strerror})"))
+            failed.append((job.video_id, job.clip_id, job.path,
+                           f"line {job.row} of {labels.name}: cannot read {job.path} ({err.strerror})"))
             jobs.remove(job)
             continue
         cached = _read_cache(cache_dir / _cache_name(job.key), fingerprint) if options.cache else None
@@ -437,9 +488,8 @@ def featurize_raw_dataset(raw_dir: str | Path, labels: str | Path, out: str | Pa
             progress.advance(task)
 
     by_key = {job.key: job for job in jobs}
-    failed += [(by_key[k].video_id, by_key[k].clip_id, by_key[k].path, reason) for k, reason in errors.items()]
-    data = _dataset_dict(jobs, results, config)
-    _write_pickle(data, out)
+    failed += [(by_key[k].video_id, by_key[k].clip_id, by_key[k].path,
+                f"line {by_key[k].row} of {labels.name} ({by_key[k].path}): {reason}") for k, reason in errors.items()]
     failed_path = out.with_name(out.stem + ".failed.csv")
     if failed:
         with failed_path.open("w", newline="") as f:
@@ -448,6 +498,12 @@ def featurize_raw_dataset(raw_dir: str | Path, labels: str | Path, out: str | Pa
             writer.writerows(failed)
     elif failed_path.exists():
         failed_path.unlink()  # a stale list from an earlier run would mislead
+    if not results:
+        first = failed[0][3] if failed else "no rows"
+        raise DataError(f"None of the {rows} clips of {labels} could be featurized (the first: {first}); "
+                        f"every failure is listed in {failed_path}.")
+    data = _dataset_dict(jobs, results, config)
+    _write_pickle(data, out)
     return RawDatasetReport(out=out, clips=rows,
                             computed=len(pending) - len(errors), cached=cached_count, failed=failed,
                             failed_path=failed_path if failed else None,
@@ -500,10 +556,10 @@ def _dataset_dict(jobs: list[ClipJob], results: dict[str, dict], config: Featuri
         samples = [_sample_from_dict(results[j.key]) for j in chosen]
         part = samples_to_mmsa(samples, [j.key for j in chosen], config)
         part["regression_labels"] = np.array([j.label for j in chosen], np.float32)
-        for m in ("T", "A", "V"):
+        for m in ("T", "A", "V"):  # per-modality labels (CH-SIMS layout); NaN = unknown for that head
             values = [j.labels_tav.get(m) for j in chosen]
-            if chosen and all(v is not None for v in values):
-                part[f"regression_labels_{m}"] = np.array(values, np.float32)
+            if chosen and any(v is not None for v in values):
+                part[f"regression_labels_{m}"] = np.array([np.nan if v is None else v for v in values], np.float32)
         part["annotations"] = [j.annotation for j in chosen]
         if chosen:
             data[split] = part

@@ -68,6 +68,10 @@ class TrainConfig:
     cache_frozen_text: bool = True        # run the frozen lower text-encoder layers once per sentence
     init_from: str | None = None          # "default" or a checkpoint path: fine-tune from its weights
     test_missing_rates: list = field(default_factory=list)  # DAR §4.2: test = mean over these erasure rates
+    # Part of the weights from another checkpoint of the same model: {"from": path|"default",
+    # "prefixes": [state-dict key prefixes]}; e.g. a text path trained on MOSI alone (two-stage training).
+    init_weights: dict | None = None
+    freeze: list = field(default_factory=list)   # parameter-name prefixes kept fixed (requires_grad off)
 
 
 def load_train_config(path: str | Path | None = None, model: str | None = None,
@@ -222,6 +226,11 @@ def evaluate_split(model, split: Split, metric_dataset: str = "mosi", batch_size
     truth = split.labels.numpy()
     metrics = mmsa_regression_metrics(preds["fused"], truth, metric_dataset)
     metrics["loss"] = float(np.mean(np.abs(preds["fused"] - truth)))  # MMSA's validation loss (L1)
+    origin = getattr(split, "origin", None)
+    if origin is not None:  # a mixture (train/mixture.py): each dataset counts equally, whatever its size
+        origin = np.asarray(origin)
+        metrics["loss"] = float(np.mean([np.mean(np.abs(preds["fused"][origin == o] - truth[origin == o]))
+                                         for o in sorted(set(origin.tolist()))]))
     return metrics, preds
 
 
@@ -236,6 +245,8 @@ class FrozenTextCache:
         self.encoder = encoder
         layers = len(encoder.encoder.layer)
         self.n_frozen = layers - encoder.trainable_layers
+        if not any(p.requires_grad for p in encoder.parameters()):
+            self.n_frozen = layers   # everything frozen (TrainConfig.freeze): cache the whole encoder
         self.store: dict[bytes, torch.Tensor] = {}
         self.active = encoder.trainable_layers >= 0 and self.n_frozen > 0 and not any(
             p.requires_grad for p in encoder.embeddings.parameters())
@@ -343,8 +354,14 @@ class Trainer:
         from moodlens.models import build_model
 
         if self.init_payload is not None:
-            return model_from_payload(self.init_payload, self.init_path, self.model_overrides())
-        return build_model(self.config.model, self.model_overrides(), self.config.model_config)
+            model = model_from_payload(self.init_payload, self.init_path, self.model_overrides())
+        else:
+            model = build_model(self.config.model, self.model_overrides(), self.config.model_config)
+        if self.config.init_weights:
+            load_partial_weights(model, self.config.init_weights, self.config.model)
+        if self.config.freeze:
+            freeze_parameters(model, self.config.freeze)
+        return model
 
     def optimizers(self, model) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
         c = self.config
@@ -537,6 +554,11 @@ class Trainer:
                     label: str) -> dict[str, float]:
         c = self.config
         model.train()
+        if c.freeze:  # frozen parts compute as at inference (no dropout): they are fixed features
+            for module in model.modules():
+                params = list(module.parameters(recurse=True))
+                if params and not any(p.requires_grad for p in params):
+                    module.eval()
         split = self.data.train
         total = split.num_batches(c.batch_size, self.dist.world_size)
         task = progress.add_task(label, total=total)
@@ -605,6 +627,35 @@ class Trainer:
             if new:
                 writer.writeheader()
             writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def load_partial_weights(model, spec: dict, model_name: str) -> None:
+    """Copy the weights under `spec["prefixes"]` from checkpoint `spec["from"]` (same model) into `model`."""
+    if not isinstance(spec, dict) or "from" not in spec or not spec.get("prefixes"):
+        raise ConfigError("init_weights needs 'from' (a checkpoint or 'default') and a non-empty 'prefixes' list.")
+    payload, path = read_checkpoint(spec["from"])
+    if payload["model_name"] != model_name:
+        raise ConfigError(f"init_weights: checkpoint {path} holds model '{payload['model_name']}', not '{model_name}'.")
+    own = model.state_dict()
+    prefixes = tuple(spec["prefixes"])
+    chosen = {k: v for k, v in payload["state_dict"].items() if k.startswith(prefixes)}
+    if not chosen:
+        raise ConfigError(f"init_weights: checkpoint {path} has no weights under {list(prefixes)}.")
+    for key, value in chosen.items():
+        if key not in own or own[key].shape != value.shape:
+            raise ConfigError(f"init_weights: weight '{key}' of checkpoint {path} does not fit this model "
+                              f"({tuple(value.shape)} vs {tuple(own[key].shape) if key in own else 'absent'}).")
+        own[key].copy_(value.to(own[key].dtype))
+
+
+def freeze_parameters(model, prefixes: list) -> None:
+    names = [n for n, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(n.startswith(prefix) for n in names):
+            raise ConfigError(f"freeze: no parameter of the model starts with '{prefix}'.")
+    for name, param in model.named_parameters():
+        if name.startswith(tuple(prefixes)):
+            param.requires_grad = False
 
 
 def _selection_score(valid: dict, metric: str) -> float:

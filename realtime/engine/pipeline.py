@@ -86,6 +86,7 @@ class _Transcribed:
     window: Window
     text: str
     asr_ms: float
+    audio_states: np.ndarray | None = None   # Whisper encoder states of the window (when kept)
 
 
 class Pipeline:
@@ -129,8 +130,10 @@ class Pipeline:
         if featurizer is None:
             from moodlens.realtime.perception.features.featurizer import Featurizer
 
-            featurizer = Featurizer(self.featurizer_config)
+            featurizer = Featurizer(self.featurizer_config, transcriber=transcriber)
         self.featurizer = featurizer
+        # Whisper-state audio features reuse the states of the window's transcription.
+        self._keep_states = bool(getattr(featurizer, "wants_encoder_states", False))
         self._owns_vision = vision is None and self.has_video
         if self._owns_vision:
             from moodlens.realtime.perception.features.vision import VisionFeaturizer
@@ -439,14 +442,16 @@ class Pipeline:
             if window is _END:
                 self._put(self._score_in, _END)
                 return
-            text, asr_ms = "", 0.0
+            text, asr_ms, states = "", 0.0, None
             if self.transcriber is not None and self.has_audio and len(window.audio):
                 t0 = time.perf_counter()
-                transcript = self.transcriber.transcribe(window.audio)
+                transcript = (self.transcriber.transcribe(window.audio, keep_encoder_states=True) if self._keep_states
+                              else self.transcriber.transcribe(window.audio))
                 asr_ms = (time.perf_counter() - t0) * 1000
                 # The text alone decides (word timestamps may be switched off in the live config).
                 text = (transcript.text or "").strip()
-            if not self._put(self._score_in, _Transcribed(window, text, asr_ms)):
+                states = getattr(transcript, "encoder_states", None)
+            if not self._put(self._score_in, _Transcribed(window, text, asr_ms, states)):
                 return
 
     def _score_stage(self) -> None:
@@ -483,7 +488,8 @@ class Pipeline:
         for item in items:
             audio = item.window.audio if self.has_audio else np.zeros(0, np.float32)
             w = item.window
-            samples.append(self.featurizer.span_sample(item.text, audio, w.faces, w.start, w.end))
+            samples.append(self.featurizer.span_sample(item.text, audio, w.faces, w.start, w.end,
+                                                          audio_states=item.audio_states))
         batch = self.featurizer.collate(samples)
         t1 = time.perf_counter()
         output = self.scorer.score(batch)

@@ -69,6 +69,9 @@ class Transcript:
     language: str | None = None
     duration_s: float = 0.0      # audio length
     elapsed_s: float = 0.0       # wall time spent in Whisper
+    # Whisper encoder states of this audio ((ceil(N / 320), d_model), 20 ms each) when asked for with
+    # keep_encoder_states=True; the audio features reuse them (realtime/features/whisper_states.py).
+    encoder_states: np.ndarray | None = None
 
 
 def _cuda_available() -> bool:
@@ -137,8 +140,17 @@ class Transcriber:
         self.transcribe((0.01 * rng.standard_normal(AUDIO_SAMPLE_RATE)).astype(np.float32))
         return time.perf_counter() - t0
 
-    def transcribe(self, audio: np.ndarray, offset: float = 0.0) -> Transcript:
-        """Transcribe 16 kHz mono float32 audio; word times are seconds from its start plus `offset`."""
+    def encoder_states(self, audio: np.ndarray) -> np.ndarray:
+        """Whisper's encoder states of 16 kHz mono audio, trimmed to its length (20 ms each)."""
+        from moodlens.realtime.perception.features.whisper_states import states_for_audio
+
+        with self._lock:
+            return states_for_audio(self.model, audio)
+
+    def transcribe(self, audio: np.ndarray, offset: float = 0.0, keep_encoder_states: bool = False) -> Transcript:
+        """Transcribe 16 kHz mono float32 audio; word times are seconds from its start plus `offset`.
+        `keep_encoder_states`: also return the encoder states of the audio (computed once, by the
+        transcription itself, for audio under 30 s)."""
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         duration = len(audio) / AUDIO_SAMPLE_RATE
         if not np.all(np.isfinite(audio)):
@@ -149,7 +161,7 @@ class Transcriber:
         # Whisper's decoder holds at most 448 positions, about half of them for the output.
         max_tokens = None if o.max_tokens_per_s is None else min(220, int(16 + o.max_tokens_per_s * duration))
         t0 = time.perf_counter()
-        with self._lock:
+        with self._lock, _capturing_encoder(self.model, keep_encoder_states and duration < 30.0) as captured:
             segments, info = self.model.transcribe(
                 audio,
                 language=self.language,
@@ -169,4 +181,38 @@ class Transcriber:
             for seg in segments for w in (seg.words or [])
         ]
         text = " ".join(seg.text.strip() for seg in segments if seg.text.strip())
-        return Transcript(text=text, words=words, language=info.language, duration_s=duration, elapsed_s=elapsed)
+        states = None
+        if keep_encoder_states:
+            import math
+
+            states = captured[0][: math.ceil(len(audio) / 320)] if captured else self.encoder_states(audio)
+        return Transcript(text=text, words=words, language=info.language, duration_s=duration, elapsed_s=elapsed,
+                          encoder_states=states)
+
+
+class _capturing_encoder:
+    """Keeps a copy of the first encoder output of one `transcribe` call (the whole window when it
+    is shorter than 30 s), so the audio features need not run the encoder again."""
+
+    def __init__(self, model, enabled: bool):
+        self.model, self.enabled, self.captured = model, enabled, []
+
+    def __enter__(self) -> list:
+        if self.enabled:
+            original = self.model.encode
+
+            def encode(features):
+                output = original(features)
+                if not self.captured:
+                    try:
+                        self.captured.append(np.array(output, dtype=np.float32)[0])
+                    except Exception:  # e.g. states on a GPU: the features compute them again
+                        pass
+                return output
+
+            self.model.encode = encode   # instance attribute: shadows the method for this call
+        return self.captured
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.model.__dict__.pop("encode", None)

@@ -73,8 +73,10 @@ def evaluate(checkpoint: str, data_spec, split: str = "test", labels: str | None
                                        seed=erasure_seed)
         return {**result, **sweep["mean"], "by_missing_rate": sweep["by_missing_rate"], "mean": sweep["mean"],
                 "erasure_seed": erasure_seed}
-    metrics, _ = evaluate_split(loaded.model, chosen, variant, batch_size, device)
-    return {**result, **{k: metrics[k] for k in metric_names(variant)}}
+    from moodlens.train.head_metrics import by_head
+
+    metrics, preds = evaluate_split(loaded.model, chosen, variant, batch_size, device)
+    return {**result, **{k: metrics[k] for k in metric_names(variant)}, "by_head": by_head(preds, chosen, variant)}
 
 
 def main(args) -> int:
@@ -118,4 +120,13 @@ def main(args) -> int:
         console = Console(width=max(console.width, 140))
     console.print(title, highlight=False)
     console.print(table)
+    if result.get("by_head"):
+        heads = Table(title="by head (samples whose label for that head is known)")
+        for column in ("head", "samples", "Non0_acc_2", "balanced_acc_2", "MAE", "Corr"):
+            heads.add_column(column, justify="left" if column == "head" else "right")
+        for head, values in result["by_head"].items():
+            heads.add_row(head, str(values.get("samples", 0)),
+                          *(format_value(values[k]) if k in values else "-"
+                            for k in ("Non0_acc_2", "balanced_acc_2", "MAE", "Corr")))
+        console.print(heads)
     return 0

@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-encoder", default=None, metavar="DIR",
                         help="BERT-style encoder folder whose tokenizer makes text_bert (default all-MiniLM-L6-v2)")
     parser.add_argument("--no-cache", action="store_true", help="raw datasets: recompute every clip")
+    parser.add_argument("--audio-features", choices=["librosa", "whisper_encoder"], default="librosa",
+                        help="audio features: the 40-d librosa set (default) or Whisper tiny.en's encoder states "
+                             "(384-d per 40 ms, the states transcription computes)")
+    parser.add_argument("--still-window-s", type=float, default=2.0, metavar="S",
+                        help="a still image (png/jpg/tiff) becomes this long a window of the face held still")
     parser.add_argument("--egemaps", action="store_true",
                         help="also store openSMILE eGeMAPSv02 LLDs (needs `opensmile`, NON-COMMERCIAL licence)")
 
@@ -46,7 +51,8 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("Give either a media FILE or --raw DIR to `moodlens featurize`, not both or neither.")
     if args.asr and args.no_asr:
         raise ConfigError("--asr and --no-asr contradict each other; give one.")
-    config = FeaturizerConfig() if args.vision_fps is None else FeaturizerConfig(vision_fps=args.vision_fps)
+    overrides = {} if args.vision_fps is None else {"vision_fps": args.vision_fps}
+    config = FeaturizerConfig.for_audio_features(args.audio_features, whisper_model=args.whisper_model, **overrides)
     if args.text_encoder:
         config = config.with_text_encoder(args.text_encoder)
     options = FeaturizeOptions(
@@ -55,6 +61,7 @@ def main(args: argparse.Namespace) -> int:
         max_frame_size=args.max_frame_size,
         cache=not args.no_cache,
         egemaps=args.egemaps,
+        still_window_s=args.still_window_s,
         text_encoder=args.text_encoder,
         asr={"model": args.whisper_model} if args.whisper_model else {},
     )
@@ -71,5 +78,8 @@ def main(args: argparse.Namespace) -> int:
     console.print(f"wrote {sum(report.split_sizes.values())} of {report.clips} clips to {report.out} ({sizes}); "
                   f"{report.computed} featurized now, {report.cached} from the cache", highlight=False)
     if report.failed:
-        console.print(f"[yellow]{len(report.failed)} clips failed[/]; see {report.failed_path}", highlight=False)
+        for *_, reason in report.failed[:20]:
+            console.print(f"skipped: {reason}", highlight=False, markup=False)
+        more = f" ({len(report.failed) - 20} more)" if len(report.failed) > 20 else ""
+        console.print(f"[yellow]{len(report.failed)} clips failed[/]{more}; see {report.failed_path}", highlight=False)
     return 0

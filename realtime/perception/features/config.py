@@ -183,7 +183,11 @@ class FeaturizerConfig:
     text_tokenizer_sha: str = DEFAULT_TOKENIZER_SHA
     text_max_len: int = 50
 
-    # audio: one STFT frame every `audio_hop_length` samples (640 @ 16 kHz = 25 frames/s)
+    # audio: one STFT frame every `audio_hop_length` samples (640 @ 16 kHz = 25 frames/s).
+    # `audio_features`: "librosa" (the 40 hand-made features below) or "whisper_encoder" (Whisper's
+    # own encoder states, 384-d per 40 ms: see `for_audio_features` and features/whisper_states.py).
+    audio_features: str = "librosa"
+    audio_encoder_sha: str = ""            # whisper_encoder: sha256 (first 16 hex) of the model.bin used
     audio_dim: int = LIVE_AUDIO_DIM
     audio_feature_names: list[str] = field(default_factory=lambda: list(AUDIO_FEATURE_NAMES))
     audio_n_fft: int = 1024
@@ -220,6 +224,9 @@ class FeaturizerConfig:
         return self.sample_rate / self.audio_hop_length
 
     def __post_init__(self):
+        if self.audio_features not in AUDIO_FEATURE_KINDS:
+            raise ConfigError(f"Featurizer config: audio_features must be one of {', '.join(AUDIO_FEATURE_KINDS)}, "
+                              f"not '{self.audio_features}'.")
         if len(self.audio_feature_names) != self.audio_dim:
             raise ConfigError(f"Featurizer config: audio_feature_names has {len(self.audio_feature_names)} "
                               f"names but audio_dim is {self.audio_dim}.")
@@ -239,6 +246,22 @@ class FeaturizerConfig:
             raise ConfigError(f"Featurizer config: vision_fps must be positive, got {self.vision_fps}.")
         if self.audio_hop_length <= 0 or self.audio_n_fft < self.audio_hop_length:
             raise ConfigError("Featurizer config: audio_n_fft must be at least audio_hop_length (> 0).")
+
+    @classmethod
+    def for_audio_features(cls, kind: str, whisper_model: str | None = None, **overrides) -> "FeaturizerConfig":
+        """The config for an audio feature kind: "librosa" (the defaults) or "whisper_encoder"
+        (384 Whisper tiny.en encoder dims per 40 ms, not normalized: they leave Whisper's final
+        LayerNorm; the model's identity is recorded so another Whisper size is refused)."""
+        if kind == "librosa":
+            return cls(**overrides)
+        if kind != "whisper_encoder":
+            raise ConfigError(f"Unknown audio feature kind '{kind}' (known: {', '.join(AUDIO_FEATURE_KINDS)}).")
+        from moodlens.realtime.perception.features.whisper_states import WHISPER_STATE_DIM
+
+        dim = WHISPER_STATE_DIM
+        return cls(audio_features=kind, audio_encoder_sha=whisper_identity(whisper_model), audio_dim=dim,
+                   audio_feature_names=[f"whisper_{i:03d}" for i in range(dim)], audio_normalize=False,
+                   audio_mean=[0.0] * dim, audio_std=[1.0] * dim, **overrides)
 
     # ---- serialization ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -335,6 +358,23 @@ def live_featurizer_config(text_encoder: str | None = None, text_max_len: int = 
         return config.to_dict()
     return {"text_encoder": text_encoder or "all-MiniLM-L6-v2", "text_max_len": text_max_len,
             "audio_dim": audio_dim, "vision_dim": vision_dim, "live_compatible": False}
+
+
+AUDIO_FEATURE_KINDS = ("librosa", "whisper_encoder")
+
+
+def whisper_identity(model: str | None = None) -> str:
+    """sha256 (first 16 hex) of the Whisper CTranslate2 model.bin the asset resolver finds."""
+    from pathlib import Path
+
+    from moodlens.core.assets import WHISPER_TINY_EN, resolve
+    from moodlens.realtime.perception.features.vision import model_identity
+
+    source = Path(str(resolve(WHISPER_TINY_EN, model)))
+    weights = source / "model.bin"
+    if not weights.is_file():
+        raise ConfigError(f"The Whisper model folder {source} has no model.bin to identify.")
+    return model_identity(weights)
 
 
 def _short(value):

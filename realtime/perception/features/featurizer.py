@@ -36,7 +36,8 @@ class Sample:
 
 
 class Featurizer:
-    def __init__(self, config: FeaturizerConfig | None = None, text_encoder_path: str | None = None):
+    def __init__(self, config: FeaturizerConfig | None = None, text_encoder_path: str | None = None,
+                 transcriber=None):
         self.config = config or FeaturizerConfig()
         self.text = TextFeaturizer(text_encoder_path, max_len=self.config.text_max_len)
         if self.text.identity != self.config.text_tokenizer_sha:
@@ -44,7 +45,22 @@ class Featurizer:
                 f"The text encoder at {self.text.folder} tokenizes differently (vocabulary {self.text.identity}) "
                 f"from the featurizer config ({self.config.text_encoder}, vocabulary "
                 f"{self.config.text_tokenizer_sha}); use the encoder the config names.")
-        self.audio = AudioFeaturizer(self.config)
+        if self.config.audio_features == "whisper_encoder":
+            from moodlens.realtime.perception.features.config import whisper_identity
+            from moodlens.realtime.perception.features.whisper_states import WhisperStatesFeaturizer
+
+            # Share a real Transcriber's model; a stand-in without encoder states gets its own.
+            if transcriber is not None and not hasattr(transcriber, "encoder_states"):
+                transcriber = None
+            self.audio = WhisperStatesFeaturizer(self.config, transcriber)
+            if transcriber is not None and hasattr(transcriber, "model_source"):
+                found = whisper_identity(transcriber.model_source)
+                if found != self.config.audio_encoder_sha:
+                    raise ConfigError(f"The Whisper model {transcriber.model_source} (sha {found}) is not the one "
+                                      f"the featurizer config's audio features were made with "
+                                      f"(sha {self.config.audio_encoder_sha}).")
+        else:
+            self.audio = AudioFeaturizer(self.config)
         self._vision = None
 
     @property
@@ -60,8 +76,13 @@ class Featurizer:
         """Run the face tracker over frames in time order at the configured rate."""
         return [self.vision.process(f) for f in frames if self.vision.wants(f.t)]
 
+    @property
+    def wants_encoder_states(self) -> bool:
+        """True when the audio features are Whisper encoder states (pass a transcript's to `sample`)."""
+        return self.config.audio_features == "whisper_encoder"
+
     def span_sample(self, text: str, audio: np.ndarray | None, faces: list[FaceFeatures], start: float, end: float,
-                    *, audio_start: float | None = None) -> Sample:
+                    *, audio_start: float | None = None, audio_states: np.ndarray | None = None) -> Sample:
         """Features for the span [start, end) of a stream: THE definition shared by live scoring (the
         pipeline), offline featurizing (`moodlens featurize`) and training on recorded sessions, so a
         model sees in training what it is given live.
@@ -72,16 +93,22 @@ class Featurizer:
         audio = np.zeros(0, np.float32) if audio is None else np.asarray(audio, dtype=np.float32)
         if audio_start is not None:
             audio = span_audio(audio, start, end, audio_start)
-        return self.sample(text, audio, span_faces(faces, start, end), start=start, end=end)
+        return self.sample(text, audio, span_faces(faces, start, end), start=start, end=end,
+                           audio_states=audio_states)
 
     def sample(self, text: str, audio: np.ndarray | None, faces: list[FaceFeatures],
-               start: float = 0.0, end: float = 0.0) -> Sample:
-        """Features of one window from its own audio and faces (use `span_sample` for a span of a stream)."""
+               start: float = 0.0, end: float = 0.0, audio_states: np.ndarray | None = None) -> Sample:
+        """Features of one window from its own audio and faces (use `span_sample` for a span of a stream).
+        `audio_states`: the Whisper encoder states of `audio` when already computed (a Transcript's
+        `encoder_states`); used only when the config's audio features are encoder states."""
         text = text or ""
         enc = self.text.encode([text])
         ids = enc.ids[0][enc.mask[0]]
-        audio_feats = self.audio.extract(np.asarray(audio, dtype=np.float32) if audio is not None
-                                         else np.zeros(0, np.float32))
+        audio = np.asarray(audio, dtype=np.float32) if audio is not None else np.zeros(0, np.float32)
+        if self.wants_encoder_states:
+            audio_feats = self.audio.extract(audio, states=audio_states)
+        else:
+            audio_feats = self.audio.extract(audio)
         dv = self.config.vision_dim
         vision = np.zeros((len(faces), dv), dtype=np.float32)
         vision_mask = np.zeros(len(faces), dtype=bool)
