@@ -22,6 +22,8 @@ from moodlens.realtime.engine.stats import PipelineStats
 from moodlens.realtime.engine.streams import WindowQueue, merge_windows
 from moodlens.core.types import Window
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "realtime" / "assets" / "demo.mp4"
 SR = 16_000
@@ -129,7 +131,7 @@ def run_file(path: Path, scorer, transcriber, realtime=False, pace="fast", sinks
 @pytest.fixture(scope="module")
 def talk(tmp_path_factory, scorer, transcriber):
     """Three sentences (positive, negative, neutral) over a real face, run once through the pipeline."""
-    from conftest import synthesize
+    from helpers.media import synthesize
 
     folder = tmp_path_factory.mktemp("talk")
     counter = iter(range(100))

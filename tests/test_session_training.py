@@ -8,16 +8,15 @@ record (real pipeline over espeak-ng speech) -> export csv -> label -> `moodlens
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_export import run_cli  # noqa: E402
-from test_recording import demo_face_frames, record_synthetic  # noqa: E402
+from helpers.cli import run_cli
+from helpers.media import demo_face_frames
+from helpers.sessions import record_synthetic
 
 SR = 16_000
 
@@ -226,6 +225,7 @@ def test_faces_come_from_the_recorded_video_or_the_recorded_features(tmp_path):
     assert float(diff.median()) < 0.05, float(diff.median())
 
 
+@pytest.mark.e2e
 def test_round_trip_record_export_label_train(tts, tmp_path):
     """The real pipeline records espeak-ng speech; the exported csv is labelled; `moodlens train`
     fine-tunes on it and writes a checkpoint that loads."""

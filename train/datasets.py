@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from moodlens.core.errors import ConfigError, DataError, MoodlensError
+from moodlens.core.options import Options
 from moodlens.core.schema import SPLIT_ALIASES as SPLIT_NAMES
 from moodlens.realtime.perception.features.config import FeaturizerConfig
 from moodlens.core.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures, VideoFrame
@@ -48,7 +49,7 @@ CACHE_FORMAT = "moodlens-featurize-clip/1"
 
 
 @dataclass
-class FeaturizeOptions:
+class FeaturizeOptions(Options):
     text_source: str = "auto"          # auto: label text when present else ASR; asr: always ASR; label: never ASR
     workers: int = 1                   # worker processes for raw datasets (1 = in this process)
     max_frame_size: int | None = None  # downscale frames whose longer side exceeds this before tracking
@@ -91,7 +92,7 @@ class ClipFeaturizer:
         if self._transcriber is None:
             from moodlens.realtime.perception.asr import AsrOptions, Transcriber
 
-            self._transcriber = Transcriber(AsrOptions.from_dict(self.options.asr))
+            self._transcriber = Transcriber(AsrOptions.from_dict(self.options.asr, "featurize asr options"))
         return self._transcriber
 
     def decode(self, path: Path, on_progress=None) -> tuple[np.ndarray, list[FaceFeatures], float, bool, bool]:
@@ -123,12 +124,12 @@ class ClipFeaturizer:
 
     def window_sample(self, audio: np.ndarray, faces: list[FaceFeatures], start: float, end: float,
                       text: str | None):
-        lo, hi = int(round(start * AUDIO_SAMPLE_RATE)), int(round(end * AUDIO_SAMPLE_RATE))
-        clip_audio = audio[max(lo, 0):max(hi, 0)]
-        inside = [f for f in faces if start <= f.t < end]
+        from moodlens.realtime.perception.features.featurizer import span_audio
+
+        clip_audio = span_audio(audio, start, end)
         if text is None:
             text = self.transcribe(clip_audio)
-        sample = self.featurizer.sample(text, clip_audio, inside, start=start, end=end)
+        sample = self.featurizer.span_sample(text, audio, faces, start, end, audio_start=0.0)
         if self.egemaps is not None:
             sample.extras["audio_egemaps"] = (self.egemaps.extract(clip_audio) if len(clip_audio)
                                               else np.zeros((0, 25), np.float32))
@@ -206,7 +207,7 @@ def featurize_file(path: str | Path, out: str | Path | None = None, config: Feat
     out = _check_out(out) if out is not None else None
     config = config or FeaturizerConfig()
     options = options or FeaturizeOptions()
-    vad_options = VadOptions.from_dict(options.vad)
+    vad_options = VadOptions.from_dict(options.vad, "featurize vad options")
     worker = ClipFeaturizer(config, options)
     try:
         samples = []

@@ -60,6 +60,7 @@ import numpy as np
 from moodlens.realtime.engine.stats import PipelineStats
 from moodlens.realtime.engine.streams import FrameSchedule, WindowQueue
 from moodlens.core.errors import ConfigError, MoodlensError
+from moodlens.core.options import Options
 from moodlens.core.schema import MODALITIES
 from moodlens.realtime.engine.events import WindowEvent
 from moodlens.core.types import AudioChunk, FaceFeatures, VideoFrame, Window
@@ -79,7 +80,7 @@ class Sink(Protocol):
 
 
 @dataclass
-class PipelineOptions:
+class PipelineOptions(Options):
     realtime: bool = True            # live or paced: drop/merge when behind; False: stages wait (files, fast)
     frame_queue_size: int = 4        # frames waiting for the face featurizer
     asr_queue_size: int = 2          # windows waiting for Whisper; a full queue merges (realtime)
@@ -651,7 +652,8 @@ class Pipeline:
         samples = []
         for item in items:
             audio = item.window.audio if self.has_audio else np.zeros(0, np.float32)
-            samples.append(self.featurizer.sample(item.text, audio, item.window.faces))
+            w = item.window
+            samples.append(self.featurizer.span_sample(item.text, audio, w.faces, w.start, w.end))
         batch = self.featurizer.collate(samples)
         t1 = time.perf_counter()
         output = self.scorer.score(batch)
