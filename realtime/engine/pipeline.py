@@ -558,7 +558,10 @@ class Pipeline:
                 window = None
             if window is None:
                 window, self._preview_waiting = self._preview_waiting, None
-                if window is not None and window.id <= self._last_final_id:
+                # Not while the VAD hears a pause: the end may be coming, and a preview decode
+                # cannot be interrupted when the final (or its speculation) arrives.
+                if window is not None and (window.id <= self._last_final_id
+                                           or getattr(self.windower, "in_silence", False)):
                     self.stats.add(interims_skipped=1)
                     window = None
             return window

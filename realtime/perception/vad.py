@@ -186,6 +186,11 @@ class UtteranceWindower:
         self._last_fixed_end = 0
         self._faces: deque[FaceFeatures] = deque()
 
+    @property
+    def in_silence(self) -> bool:
+        """An utterance is open and the VAD is in a silence that may end it."""
+        return bool(self._triggered and self._temp_end)
+
     # -- inputs ------------------------------------------------------------------------------
     def push_face(self, face: FaceFeatures) -> None:
         """Keep a face result; windows take the faces whose time falls inside their span."""
