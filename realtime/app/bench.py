@@ -582,7 +582,7 @@ def save_stage_plot(report: dict[str, Any], path: str | Path) -> Path:
     runs = [p for p in report.get("pipeline", []) if p.get("stages_ms")]
     if not runs:
         raise ConfigError("No pipeline run has stage timings, so there is nothing to plot.")
-    fig, ax = plt.subplots(figsize=(9, 0.9 + 0.7 * len(runs)))
+    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.6 * len(runs)))
     labels = [p.get("label") or f"{p['pace']} {p['backend']}" for p in runs]
     left = np.zeros(len(runs))
     for key, name in STAGE_ORDER:
@@ -599,7 +599,7 @@ def save_stage_plot(report: dict[str, Any], path: str | Path) -> Path:
             ax.plot([felt], [i], "k|", markersize=18)
     ax.set_xlabel("ms from the end of speech (medians per stage; | = median speech end → score)")
     ax.set_title("Where the time goes, speech end → score")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
