@@ -50,6 +50,12 @@ class Window:
     faces: list[FaceFeatures] = field(default_factory=list)
     interim: bool = False        # True when cut by the maximum length while speech goes on
     closed_at: float = 0.0       # monotonic time when the window was closed (end of utterance detected)
+    # "final": a closed window (scored once); "speculative": the utterance as it stands after a short
+    # silence, before min_silence_s confirms its end (its transcript is reused only by an identical
+    # final); "preview": the open utterance so far (an interim transcript, superseded by its final).
+    kind: str = "final"
+    speech_end: float | None = None   # clock time of the last voiced sample the VAD saw (None: no VAD)
+    speech_end_mono: float | None = None  # monotonic time that sample was spoken (set by the pipeline)
 
     @property
     def duration(self) -> float:

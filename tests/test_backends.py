@@ -148,3 +148,27 @@ def test_export_cache_keeps_the_most_recent_files(tmp_path):
         os.utime(f, (_time.time() - 100 + i, _time.time() - 100 + i))
     B.prune_cache(tmp_path, "*.onnx", keep=2)
     assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["m3.onnx", "m4.onnx"]
+
+
+def test_int8_onnxruntime_keeps_parity_or_falls_back(tiny, options, cpu_backends):
+    import dataclasses
+
+    import torch
+
+    float_backend = cpu_backends["onnxruntime"]          # exported and cached above
+    int8 = dataclasses.replace(options, onnxruntime=dataclasses.replace(options.onnxruntime, quantize="int8"))
+    quant = B.create_backend("onnxruntime", tiny, "cpu", int8)
+    assert quant.quantized and quant.path.name.endswith("-int8dyn.onnx") and quant.path.exists()
+    assert 0 < quant.parity <= int8.onnxruntime.int8_parity     # measured against the float model
+    batch = tiny.example_inputs(2, text_len=12, audio_len=30, vision_len=20)
+    got, ref = quant(batch), float_backend(batch)
+    for a, b in zip(got, ref):
+        both = torch.isfinite(a) & torch.isfinite(b)
+        assert float((a - b)[both].abs().max()) <= 2 * int8.onnxruntime.int8_parity
+    # A bound the int8 model cannot keep: the float model is used, and said so in the log.
+    strict = dataclasses.replace(options, onnxruntime=dataclasses.replace(options.onnxruntime, quantize="int8",
+                                                                          int8_parity=1e-9))
+    fallback = B.create_backend("onnxruntime", tiny, "cpu", strict)
+    assert not fallback.quantized and fallback.path == float_backend.path
+    with pytest.raises(B.ConfigError, match="quantize must be none or int8"):
+        B.OnnxRuntimeOptions(quantize="fp4")

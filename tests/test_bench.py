@@ -16,7 +16,8 @@ BACKEND_KEYS = {"backend", "available", "reason", "device", "build_s", "builds",
 PIPELINE_KEYS = {"media", "pace", "backend", "duration_s", "wall_s", "real_time_factor", "windows",
                  "windows_dropped", "windows_merged", "frames_dropped", "stage_ms",
                  "end_of_utterance_to_score_ms", "end_of_utterance_to_score_ms_by_third", "cpu_percent",
-                 "rss_mb"}
+                 "rss_mb", "speech_end_to_score_ms", "speech_end_to_score_ms_by_third", "stages_ms",
+                 "speculation", "interims", "rss_slope_mb_per_min"}
 
 
 def test_percentiles_are_ordered():
@@ -28,14 +29,14 @@ def test_percentiles_are_ordered():
 @pytest.mark.e2e
 def test_bench_json_has_the_documented_keys(tmp_path, tts, capsys):
     speech = tts("I really love this wonderful day.")
-    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    out, png, stages = tmp_path / "bench.json", tmp_path / "bench.png", tmp_path / "stages.png"
     code = cli_main(["bench", "--model", "hcrl_mfd", "--backends", "eager,tensorrt", "--iterations", "5",
                      "--warmup", "1", "--batch-sizes", "2", "--throughput-iterations", "2",
                      "--media", str(speech), "--pace", "fast", "--pipeline-backend", "eager",
-                     "--json", str(out), "--plot", str(png)])
+                     "--json", str(out), "--plot", str(png), "--stage-plot", str(stages)])
     assert code == 0
     report = json.loads(out.read_text())
-    assert report["schema"] == "moodlens-bench/1"
+    assert report["schema"] == "moodlens-bench/2"
     assert {"machine", "command", "model", "window", "backends", "pipeline"} <= set(report)
     assert report["window"]["audio_frames"] == 75 and report["window"]["vision_frames"] == 45  # 3 s at 25/15 fps
     eager, trt = report["backends"]
@@ -53,7 +54,15 @@ def test_bench_json_has_the_documented_keys(tmp_path, tts, capsys):
     assert pipe["end_of_utterance_to_score_ms"]["p50"] > 0
     assert {"asr", "features", "model"} <= set(pipe["stage_ms"])
     assert pipe["rss_mb"]["peak"] >= pipe["rss_mb"]["start"] > 0
-    assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
+    # Speech end -> score: the window-close figure plus the VAD's decision time, stage by stage.
+    felt, eou = pipe["speech_end_to_score_ms"], pipe["end_of_utterance_to_score_ms"]
+    assert felt["p50"] >= eou["p50"] > 0 and felt["p50"] <= felt["p95"] <= felt["max"]
+    assert {"vad", "queue", "asr", "asr_wait", "features", "model"} <= set(pipe["stages_ms"])
+    spec = pipe["speculation"]
+    assert spec["emitted"] == spec["used"] + spec["discarded"] + spec["skipped"]
+    assert pipe["interims"]["emitted"] >= 0 and pipe["interims"]["every_s"] == 1.0
+    for image in (png, stages):
+        assert image.stat().st_size > 5000 and image.read_bytes()[:4] == b"\x89PNG"
     table = capsys.readouterr().out
     assert "Model-only latency" in table and "Whole pipeline" in table
 

@@ -135,7 +135,7 @@ def test_missing_streams_are_named():
 
 def test_cut_and_merged_windows_are_marked():
     latest = event(5, 16.0, 31.0, 1.0, "a long monologue", t=1.0, a=0.5)
-    latest.interim, latest.merged = True, 2
+    latest.cut, latest.merged = True, 2
     text = render_to_text(dashboard(events=EVENTS + [latest]), 80, 24)
     assert "(cut)" in text and "(2 merged)" in text
 
@@ -205,3 +205,30 @@ def test_a_recorder_failure_is_shown_above_the_dashboard(width, height):
     assert sentence in " ".join(line.strip() for line in lines[:4])   # the whole sentence, under the header
     for needle in ("Sentiment over time", "Now", "Pipeline", "p95", "-0.40"):
         assert needle in text, f"{needle!r} pushed off the screen at {width}x{height}"
+
+
+def test_interim_sentence_grows_and_its_final_replaces_it():
+    d = dashboard()
+    partial = event(4, 16.0, 18.0, 0.8, "so far I think", t=0.8)
+    partial.interim = True
+    d.add(partial)
+    text = render_to_text(d, 120, 40)
+    assert "so far I think" in text and "…" in text
+    assert len(d.events) == len(EVENTS)                          # an interim is not a window of the timeline
+    final = event(4, 16.0, 19.5, 1.1, "so far I think it works", t=1.1)
+    final.latency_ms["speech_end"] = 480.0
+    d.add(final)
+    text = render_to_text(d, 120, 40)
+    assert d.partial is None and "“so far I think it works”" in text and "480 ms" in text
+
+
+def test_latency_panel_shows_speech_end_to_score():
+    snap = StatsSnapshot(**{**SNAP.__dict__, "latency_p50": {**SNAP.latency_p50, "speech_end": 777.0},
+                            "latency_p95": {**SNAP.latency_p95, "speech_end": 888.0},
+                            "spec_emitted": 4, "spec_used": 3, "interims_emitted": 5})
+    for width, height in ((80, 24), (120, 40)):
+        text = render_to_text(dashboard(snap=snap), width, height)
+        assert "speech" in text and "777" in text and "888" in text, text
+        if height >= 40:                                          # 80x24 has no room for this line
+            assert "3/4 used" in text and "interim 5" in text
+        assert all(len(line) <= width for line in text.splitlines())

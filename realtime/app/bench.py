@@ -14,7 +14,13 @@ The JSON report (`--json OUT`) has these keys (docs/benchmarks.md describes each
                    "stage_ms": {"asr"|"features"|"model"|"face": {"p50", "p95"}},
                    "end_of_utterance_to_score_ms": {"p50", "p95", "p99", "max"},
                    "end_of_utterance_to_score_ms_by_third": [first, middle, last],
-                   "cpu_percent", "rss_mb": {"start", "peak", "end"}}]}
+                   "speech_end_to_score_ms": {"p50", "p95", "p99", "max"},
+                   "speech_end_to_score_ms_by_third": [first, middle, last],
+                   "stages_ms": {"vad"|"queue"|"asr"|"asr_wait"|"score_wait"|"features"|"model": {"p50", "p95"}},
+                   "speculation": {"speculative_silence_s", "emitted", "started", "used", "discarded", "skipped",
+                                   "wasted_asr_ms", "wasted_cpu_ms"},
+                   "interims": {"every_s", "emitted", "skipped"},
+                   "cpu_percent", "rss_mb": {"start", "peak", "end"}, "rss_slope_mb_per_min"}]}
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from moodlens.realtime.scoring.backends import BackendOptions, availability, res
 from moodlens.core.errors import BackendError, ConfigError, MoodlensError
 from moodlens.core.options import Options
 
-SCHEMA = "moodlens-bench/1"
+SCHEMA = "moodlens-bench/2"   # 2: speech_end_to_score_ms, stage breakdown, speculation / interim counters
 PAPER_MS_PER_SAMPLE = 265.3   # HCRL-MFD paper's reported inference time per sample
 
 
@@ -59,6 +65,9 @@ class BenchOptions(Options):
     media: str | None = None               # None = the bundled demo clip
     paces: list[str] = field(default_factory=lambda: ["fast", "realtime"])
     pipeline_backend: str = "auto"
+    ort_quantize: str | None = None               # None = backends.yaml's; "int8" or "none"
+    speculative_silence_s: float | None = None   # None = the live config's; 0 = no speculation
+    interim_every_s: float | None = None          # None = the live config's; 0 = no interim transcripts
     run_model: bool = True
     run_pipeline: bool = True
 
@@ -123,11 +132,14 @@ class MemorySampler:
     def __init__(self, interval: float = 0.2):
         self.interval = interval
         self.samples: list[float] = []
+        self.times: list[float] = []       # seconds since start, one per sample of the loop
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="moodlens-bench-mem", daemon=True)
 
     def _loop(self):
+        t0 = time.monotonic()
         while not self._stop.is_set():
+            self.times.append(time.monotonic() - t0)
             self.samples.append(rss_mb())
             self._stop.wait(self.interval)
 
@@ -251,15 +263,29 @@ def bench_backend(name: str, model, featurizer_config, options: BenchOptions, ba
         throughput.append({"batch": b, "ms_per_batch": round(median, 3),
                            "samples_per_s": round(b * 1000 / median, 1)})
     entry["throughput"] = throughput
+    if name == "onnxruntime":
+        entry["quantize"] = backend_options.onnxruntime.quantize if getattr(scorer.backend, "quantized", False) else "none"
+        entry["optimization_level"] = backend_options.onnxruntime.optimization_level
+        if getattr(scorer.backend, "parity", None) is not None:
+            entry["int8_max_abs_diff_vs_float"] = float(f"{scorer.backend.parity:.3g}")
     entry["builds"] = scorer.backend.builds
     entry["build_s_total"] = round(scorer.backend.build_seconds, 2)
     progress.update(task, description=f"{name}: done")
     return entry
 
 
+def bench_backend_options(options: BenchOptions) -> BackendOptions:
+    import dataclasses
+
+    backend_options = BackendOptions.load()
+    if options.ort_quantize is not None:
+        backend_options.onnxruntime = dataclasses.replace(backend_options.onnxruntime, quantize=options.ort_quantize)
+    return backend_options
+
+
 def bench_models(options: BenchOptions, console: Console, progress: Progress) -> dict[str, Any]:
     device = resolve_device(options.device)
-    backend_options = BackendOptions.load()
+    backend_options = bench_backend_options(options)
     model, featurizer_config, description = load_bench_model(options)
     if description["weights"].startswith("untrained"):
         console.print(f"[yellow]note:[/] benchmarking {description['name']} with {description['weights']}",
@@ -300,7 +326,12 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
                              max_size=config.sources.max_size)
     duration = float(getattr(source, "duration", 0.0) or 0.0)
     pipeline_options = dataclasses.replace(config.pipeline, realtime=pace == "realtime")
-    pipeline = Pipeline(source, scorer, pipeline_options, vad=config.vad, asr=config.asr, features=config.features)
+    vad = config.vad
+    if options.speculative_silence_s is not None:
+        vad = dataclasses.replace(vad, speculative_silence_s=options.speculative_silence_s)
+    if options.interim_every_s is not None:
+        vad = dataclasses.replace(vad, interim_every_s=options.interim_every_s)
+    pipeline = Pipeline(source, scorer, pipeline_options, vad=vad, asr=config.asr, features=config.features)
     progress.update(task, description=f"pipeline {pace}: {media.name}", total=round(duration, 1) or None,
                     completed=0)
     events = []
@@ -318,19 +349,39 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
     progress.update(task, completed=round(duration, 1), description=f"pipeline {pace}: done")
     cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     stage: dict[str, list[float]] = {"asr": [], "features": [], "model": []}
-    totals = []
+    totals, felt = [], []
+    # Speech end -> score, stage by stage, on the media clock (see realtime/engine/pipeline.py).
+    parts: dict[str, list[float]] = {k: [] for k in ("vad", "queue", "asr", "asr_wait", "score_wait", "features",
+                                                     "model")}
     for e in events:
         for key in stage:
             if key in e.latency_ms:
                 stage[key].append(float(e.latency_ms[key]))
         if e.latency_ms.get("total"):
             totals.append(float(e.latency_ms["total"]))
+        lat = e.latency_ms
+        if lat.get("speech_end") is not None:
+            felt.append(float(lat["speech_end"]))
+            for key in ("vad", "queue", "asr", "asr_wait", "features", "model"):
+                if key in lat:
+                    parts[key].append(float(lat[key]))
+            if "asr_wait" in lat:
+                parts["score_wait"].append(max(0.0, lat["total"] - lat["asr_wait"] - lat["features"] - lat["model"]))
     stage_ms = {k: {q: v[q] for q in ("p50", "p95")} for k, vals in stage.items() if (v := percentiles(vals))}
     face = list(pipeline.stats.latency.get("face", []))
     if face:
         stage_ms["face"] = {q: percentiles(face)[q] for q in ("p50", "p95")}
     snap = pipeline.stats.snapshot()
     total = percentiles(totals)
+    felt_q = percentiles(felt)
+
+    def thirds(values):
+        return [round(float(np.median(part)), 1) if len(part) else None
+                for part in np.array_split(np.asarray(values), 3)] if len(values) >= 3 else []
+
+    stamps, rss = memory.times, memory.samples[1:-1]
+    slope = (float(np.polyfit(np.asarray(stamps) / 60.0, np.asarray(rss), 1)[0])
+             if len(rss) >= 10 and len(stamps) == len(rss) else None)
     return {
         "media": str(media), "pace": pace, "backend": scorer.backend_name, "duration_s": round(duration, 2),
         "wall_s": round(wall, 2), "real_time_factor": round(wall / duration, 3) if duration else None,
@@ -341,8 +392,19 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
         "end_of_utterance_to_score_ms_by_third": [round(float(np.median(part)), 1) if len(part) else None
                                                   for part in np.array_split(np.asarray(totals), 3)]
         if len(totals) >= 3 else [],
+        "speech_end_to_score_ms": {q: felt_q[q] for q in ("p50", "p95", "p99", "max")} if felt_q else {},
+        "speech_end_to_score_ms_by_third": thirds(felt),
+        "stages_ms": {k: {q: percentiles(v)[q] for q in ("p50", "p95")} for k, v in parts.items() if v},
+        "speculation": {"speculative_silence_s": vad.speculative_silence_s, "emitted": snap.spec_emitted,
+                        "started": snap.spec_started, "used": snap.spec_used, "discarded": snap.spec_discarded,
+                        "skipped": snap.spec_skipped, "wasted_asr_ms": round(snap.spec_wasted_ms, 1),
+                        "wasted_cpu_ms": round(snap.spec_wasted_cpu_ms, 1)},
+        "interims": {"every_s": vad.interim_every_s, "emitted": snap.interims_emitted,
+                     "skipped": snap.interims_skipped},
         "cpu_percent": round(100 * cpu_s / wall, 1) if wall else None,
         "cpu_cores": os.cpu_count(), "rss_mb": memory.summary(),
+        # Least-squares slope of resident memory over the run (flat: near 0).
+        "rss_slope_mb_per_min": round(slope, 2) if slope is not None else None,
     }
 
 
@@ -352,7 +414,7 @@ def pipeline_scorer(options: BenchOptions):
 
     model, featurizer_config, _ = load_bench_model(options)
     scorer = Scorer.from_model(model, featurizer_config, backend=options.pipeline_backend, device=options.device,
-                               quiet=True)
+                               options=bench_backend_options(options), quiet=True)
     scorer.warmup()
     return scorer
 
@@ -428,15 +490,24 @@ def render(report: dict[str, Any]) -> Group:
             st = p.get("stage_ms", {}).get(name)
             return f"{st['p50']:.0f} / {st['p95']:.0f}" if st else "—"
 
-        def eou(p):
-            e = p.get("end_of_utterance_to_score_ms") or {}
+        def eou(p, key="end_of_utterance_to_score_ms"):
+            e = p.get(key) or {}
             return f"{e['p50']:.0f} / {e['p95']:.0f} / {e['p99']:.0f}" if e else "—"
+
+        def spec(p):
+            s = p.get("speculation") or {}
+            return (f"{s['used']}/{s['emitted']} used, {s['discarded']} wasted ({s['wasted_asr_ms']:.0f} ms)"
+                    if s.get("speculative_silence_s") else "off")
 
         rows = [
             ("media s / wall s", lambda p: f"{p['duration_s']:.1f} / {p['wall_s']:.1f}"),
             ("real-time factor", lambda p: f"{p['real_time_factor']:.2f}" if p.get("real_time_factor") else "—"),
             ("windows scored", lambda p: str(p["windows"])),
+            ("speech end → score ms p50/p95/p99", lambda p: eou(p, "speech_end_to_score_ms")),
             ("end of utterance → score ms p50/p95/p99", eou),
+            ("speculation", spec),
+            ("interim events (skipped)", lambda p: f"{p['interims']['emitted']} ({p['interims']['skipped']})"
+             if p.get("interims") else "—"),
             ("ASR ms p50/p95", lambda p: stage(p, "asr")),
             ("features ms p50/p95", lambda p: stage(p, "features")),
             ("model ms p50/p95", lambda p: stage(p, "model")),
@@ -480,13 +551,55 @@ def save_plot(report: dict[str, Any], path: str | Path) -> Path:
         ax = axes[0][col]
         labels = [f"{p['pace']}\n{p['backend']}" for p in pipes]
         x = np.arange(len(labels))
-        for offset, key in ((-0.2, "p50"), (0.2, "p95")):
-            ax.bar(x + offset, [p.get("end_of_utterance_to_score_ms", {}).get(key, 0) for p in pipes], width=0.4,
-                   label=f"end of utterance → score {key}")
+        for offset, (name, key) in zip((-0.3, -0.1, 0.1, 0.3), (
+                ("speech end", "p50"), ("speech end", "p95"), ("end of utterance", "p50"), ("end of utterance", "p95"))):
+            field = "speech_end_to_score_ms" if name == "speech end" else "end_of_utterance_to_score_ms"
+            ax.bar(x + offset, [(p.get(field) or {}).get(key, 0) for p in pipes], width=0.2,
+                   label=f"{name} → score {key}")
         ax.set_xticks(x, labels)
         ax.set_ylabel("ms")
         ax.set_title("Pipeline latency")
         ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+STAGE_ORDER = (("vad", "VAD decision (silence)"), ("queue", "queue wait"), ("asr_after_close", "ASR (after close)"),
+               ("score_wait", "score queue"), ("features", "features"), ("model", "model"))
+
+
+def save_stage_plot(report: dict[str, Any], path: str | Path) -> Path:
+    """Stacked bar per pipeline run: the median speech end -> score, stage by stage (docs/img)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [p for p in report.get("pipeline", []) if p.get("stages_ms")]
+    if not runs:
+        raise ConfigError("No pipeline run has stage timings, so there is nothing to plot.")
+    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.6 * len(runs)))
+    labels = [p.get("label") or f"{p['pace']} {p['backend']}" for p in runs]
+    left = np.zeros(len(runs))
+    for key, name in STAGE_ORDER:
+        if key == "asr_after_close":    # what Whisper adds after the window closed (less with speculation)
+            vals = [max(0.0, p["stages_ms"].get("asr_wait", {}).get("p50", 0) - p["stages_ms"].get("queue", {}).get("p50", 0))
+                    for p in runs]
+        else:
+            vals = [p["stages_ms"].get(key, {}).get("p50", 0) for p in runs]
+        ax.barh(labels, vals, left=left, label=name)
+        left += np.asarray(vals)
+    for i, p in enumerate(runs):
+        felt = (p.get("speech_end_to_score_ms") or {}).get("p50")
+        if felt:
+            ax.plot([felt], [i], "k|", markersize=18)
+    ax.set_xlabel("ms from the end of speech (medians per stage; | = median speech end → score)")
+    ax.set_title("Where the time goes, speech end → score")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

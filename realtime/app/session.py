@@ -335,7 +335,7 @@ def run_dashboard(pipeline, label: str, config, notices: list[str],
     try:
         with dashboard:
             try:
-                for event in pipeline.events():
+                for event in pipeline.events(interim=True):   # the dashboard shows sentences as they grow
                     dashboard.add(event)
                 dashboard.set_state("finished")
                 dashboard.hold()

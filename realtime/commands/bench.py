@@ -46,16 +46,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--throughput-iterations", type=int, default=20, help="timed runs per batch size")
     model.add_argument("--window-seconds", type=float, default=3.0,
                        help="utterance length whose typical shapes are scored (default 3 s)")
+    model.add_argument("--ort-quantize", choices=("none", "int8"), default=None,
+                       help="ONNX Runtime: int8 dynamic quantization (kept only within its parity bound); "
+                            "default: configs/live/backends.yaml")
     pipe = parser.add_argument_group("pipeline")
     pipe.add_argument("--media", default=None, help="media file (default: the bundled demo clip)")
     pipe.add_argument("--pace", choices=("fast", "realtime", "both"), default="both",
                       help="fast: as fast as possible; realtime: paced like a camera (default both)")
+    pipe.add_argument("--speculative-silence", type=float, default=None, metavar="S",
+                      help="silence (s) after which Whisper starts speculatively; 0 = off (default: live config)")
+    pipe.add_argument("--interim-every", type=float, default=None, metavar="S",
+                      help="interim transcript every S seconds of a long utterance; 0 = off (default: live config)")
     pipe.add_argument("--pipeline-backend", default="auto", choices=("auto", "tensorrt", "compile", "onnxruntime", "eager"),
                       help="backend the pipeline scores with (default auto)")
     out = parser.add_argument_group("output")
     add_json_argument(out, "--json-out", help="the report as JSON: bare --json prints it on stdout (instead of "
                                               "the table), --json FILE (or --json-out FILE) writes FILE")
     out.add_argument("--plot", default=None, metavar="PNG", help="write a latency plot (matplotlib)")
+    out.add_argument("--stage-plot", default=None, metavar="PNG",
+                     help="write a bar chart of speech end -> score, stage by stage")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -70,6 +79,7 @@ def main(args: argparse.Namespace) -> int:
         batch_sizes=args.batch_sizes, throughput_iterations=args.throughput_iterations, media=args.media,
         paces=["fast", "realtime"] if args.pace == "both" else [args.pace],
         pipeline_backend=args.pipeline_backend, run_model=not args.skip_model,
+        ort_quantize=args.ort_quantize, speculative_silence_s=args.speculative_silence, interim_every_s=args.interim_every,
         run_pipeline=not args.skip_pipeline,
     )
     err = Console(stderr=True)
@@ -85,5 +95,10 @@ def main(args: argparse.Namespace) -> int:
         err.print(f"wrote {path}", highlight=False)
     if args.plot:
         path = save_plot(report, args.plot)
+        err.print(f"wrote {path}", highlight=False)
+    if args.stage_plot:
+        from moodlens.realtime.app.bench import save_stage_plot
+
+        path = save_stage_plot(report, args.stage_plot)
         err.print(f"wrote {path}", highlight=False)
     return 0

@@ -17,8 +17,31 @@ on machine speed.
 
 Faces reach the windower before the audio that closes their window: audio waits (at most
 `face_wait_s` when realtime) until the face stream has caught up with it, so a window carries
-the faces of its whole span. `latency_ms.total` runs from the arrival of the audio chunk that
-closed the window (end of utterance detected) to the score being ready.
+the faces of its whole span.
+
+Latency is measured where it is felt, on the media clock: every window carries `speech_end` (the
+last voiced sample the VAD saw) and its event `ready_at` (when the score was ready);
+`latency_ms.speech_end` is the difference. A sample counts as spoken when the chunk carrying it
+would have ended on a microphone: `speech_end_mono = arrival of its chunk - (chunk end -
+speech_end)` (exact for a microphone, which delivers a block when it ends; one chunk pessimistic
+for a paced file, which releases a chunk when it starts; for a file read `fast` it measures what
+the pipeline adds from the moment the audio was read). `latency_ms.total` keeps its old meaning:
+from the arrival of the audio chunk that closed the window (end of utterance detected) to the score.
+Per stage (ms): `vad` speech end -> window closed (min_silence_s and the face wait), `queue` closed
+-> Whisper started on it (0 when a speculative transcript was reused), `asr` Whisper's time,
+`asr_wait` closed -> transcript ready, then `features` and `model`.
+
+Speculative end of utterance: the windower emits a *speculative* window after a short silence;
+Whisper transcribes it when it has nothing final to do. When the final window arrives with the
+same span and the same samples its transcript is reused (`speculative: true` on the event);
+when speech resumes first (a *cancel* marker) or the final differs, the result is dropped and
+its Whisper time counted as wasted (`PipelineStats.spec_*`). It is never scored on its own.
+
+Interim transcripts: *preview* windows of a still-open utterance are transcribed only when
+Whisper has nothing final or speculative waiting (a newer preview replaces one that waits; a
+skipped preview is counted, never queued), scored, and emitted as `interim: true` events with
+the id of the final that will supersede them (sinks get them through an optional
+`on_interim(event)`; `on_event` only ever sees finals).
 
 `stop()` (or Ctrl-C in the thread iterating `events()`) ends every stage within a second.
 """
@@ -86,7 +109,22 @@ class _Transcribed:
     window: Window
     text: str
     asr_ms: float
+    asr_started: float = 0.0       # monotonic
+    asr_done: float = 0.0
+    speculative: bool = False      # the transcript was a speculative decode, reused
     audio_states: np.ndarray | None = None   # Whisper encoder states of the window (when kept)
+
+
+@dataclass
+class _Speculation:
+    window: Window
+    text: str | None = None        # None while Whisper is still on it
+    asr_ms: float = 0.0
+    cpu_ms: float = 0.0
+    started: float = 0.0
+    done: float = 0.0
+    cancelled: bool = False
+    states: np.ndarray | None = None
 
 
 class Pipeline:
@@ -156,6 +194,15 @@ class Pipeline:
                                    self.stats, self._stop)
         self._score_in: queue.Queue = queue.Queue(16)
         self._out: queue.Queue = queue.Queue()
+        # Early work for Whisper, below the finals in _asr_in: one speculative window and one
+        # preview at most (newer replaces older), and the speculation being or already decoded.
+        self._early_lock = threading.Lock()
+        self._spec_waiting: Window | None = None
+        self._spec: _Speculation | None = None
+        self._preview_waiting: Window | None = None
+        self._last_final_id = -1
+        # (start, end, arrival) of recent audio chunks: when each voiced sample was spoken.
+        self._chunk_times: deque[tuple[float, float, float]] = deque(maxlen=8192)
 
     # ---- set-up ----------------------------------------------------------------------------
     def _featurizer_config(self, overrides: dict[str, Any] | None):
@@ -188,8 +235,10 @@ class Pipeline:
             thread.start()
         return self
 
-    def events(self) -> Iterator[WindowEvent]:
-        """Start (if needed) and yield each scored window; raises a stage's error here."""
+    def events(self, interim: bool = False) -> Iterator[WindowEvent]:
+        """Start (if needed) and yield each scored window; raises a stage's error here.
+
+        `interim=True` also yields the interim (preview) events, each before its final."""
         self.start()
         try:
             while True:
@@ -207,12 +256,14 @@ class Pipeline:
                     self.stats.finished_at = time.monotonic()
                     self.stats.finished = True
                     return
+                if item.interim and not interim:
+                    continue
                 yield item
         finally:
             self.stop()
 
-    def run(self) -> list[WindowEvent]:
-        return list(self.events())
+    def run(self, interim: bool = False) -> list[WindowEvent]:
+        return list(self.events(interim))
 
     def stop(self, timeout: float = 0.6) -> None:
         """Stop every stage (each checks the stop event at least every 50 ms) and close the sinks."""
@@ -385,12 +436,13 @@ class Pipeline:
                 if not (vision_done or chunk.t + chunk.duration <= face_clock or now - arrived >= wait_s):
                     break
                 pending.popleft()
-                for window in windower.push_audio(chunk):
+                self._chunk_times.append((chunk.t, chunk.t + chunk.duration, arrived))
+                for window in windower.push_audio(chunk, early=True):
                     window.closed_at = arrived
-                    self._close_window(window)
+                    self._route_window(window)
             if audio_done and vision_done and not pending:
                 for window in windower.flush():
-                    self._close_window(window)
+                    self._route_window(window)
                 self._asr_in.put(_END)
                 return
 
@@ -434,25 +486,142 @@ class Pipeline:
         self.stats.add(windows_closed=1)
         self._asr_in.put(window)
 
+    def _spoken_at(self, t: float | None) -> float | None:
+        """Monotonic time the sample at clock time `t` was spoken (see the module docstring)."""
+        if t is None:
+            return None
+        for start, end, arrived in reversed(self._chunk_times):
+            if start <= t + 1e-9:
+                return arrived - max(0.0, end - t)
+        if self._chunk_times:                     # older than the history: extrapolate from the oldest
+            start, end, arrived = self._chunk_times[0]
+            return arrived - (end - t)
+        return None
+
+    def _route_window(self, window: Window) -> None:
+        """Finals to the ASR queue; speculative and preview windows to their one-place slots."""
+        window.speech_end_mono = self._spoken_at(window.speech_end)
+        kind = window.kind
+        if kind == "final":
+            return self._close_window(window)
+        with self._early_lock:
+            if kind == "speculative":
+                if self._spec_waiting is not None:
+                    self.stats.add(spec_skipped=1)
+                self._spec_waiting = window
+                self.stats.add(spec_emitted=1)
+            elif kind == "cancel":
+                # Speech resumed: the speculation for this utterance will not be the final.
+                if self._spec_waiting is not None and self._spec_waiting.id == window.id:
+                    self._spec_waiting = None
+                    self.stats.add(spec_skipped=1)
+                if self._spec is not None and self._spec.window.id == window.id:
+                    self._spec.cancelled = True
+                    if self._spec.text is not None:
+                        self._discard_spec()
+            elif kind == "preview":
+                if self._preview_waiting is not None:
+                    self.stats.add(interims_skipped=1)
+                self._preview_waiting = window
+        self._asr_in.wake()
+
+    def _discard_spec(self) -> None:
+        """Drop the finished speculation (lock held): its Whisper time was spent for nothing."""
+        spec, self._spec = self._spec, None
+        if spec is not None and spec.text is not None:
+            self.stats.add(spec_discarded=1, spec_wasted_ms=spec.asr_ms, spec_wasted_cpu_ms=spec.cpu_ms)
+
     def _asr_stage(self) -> None:
         while not self._stop.is_set():
-            window = self._asr_in.get()
+            window = self._asr_in.get(_POLL_S, other_work=self._early_waiting)   # finals first
             if window is None:
-                continue
+                window = self._take_early()
+                if window is None:
+                    continue
             if window is _END:
                 self._put(self._score_in, _END)
                 return
-            text, asr_ms, states = "", 0.0, None
-            if self.transcriber is not None and self.has_audio and len(window.audio):
-                t0 = time.perf_counter()
-                transcript = (self.transcriber.transcribe(window.audio, keep_encoder_states=True) if self._keep_states
-                              else self.transcriber.transcribe(window.audio))
-                asr_ms = (time.perf_counter() - t0) * 1000
-                # The text alone decides (word timestamps may be switched off in the live config).
-                text = (transcript.text or "").strip()
-                states = getattr(transcript, "encoder_states", None)
-            if not self._put(self._score_in, _Transcribed(window, text, asr_ms, states)):
+            if window.kind == "speculative":
+                self._speculate(window)
+                continue
+            item = self._transcribe_final(window) if window.kind == "final" else self._transcribe(window)
+            if item is None:
+                continue
+            if not self._put(self._score_in, item):
                 return
+
+    def _early_waiting(self) -> bool:
+        return self._spec_waiting is not None or self._preview_waiting is not None
+
+    def _take_early(self) -> Window | None:
+        """A speculative window first (it is for a final that is coming), then a preview."""
+        with self._early_lock:
+            window, self._spec_waiting = self._spec_waiting, None
+            if window is not None and window.id <= self._last_final_id:
+                self.stats.add(spec_skipped=1)
+                window = None
+            if window is None:
+                window, self._preview_waiting = self._preview_waiting, None
+                # Not while the VAD hears a pause: the end may be coming, and a preview decode
+                # cannot be interrupted when the final (or its speculation) arrives.
+                if window is not None and (window.id <= self._last_final_id
+                                           or getattr(self.windower, "in_silence", False)):
+                    self.stats.add(interims_skipped=1)
+                    window = None
+            return window
+
+    def _whisper(self, window: Window) -> tuple[str, float, float, float, float, np.ndarray | None]:
+        """(text, Whisper ms, process CPU ms during it, started, done, encoder states or None) for a
+        window's audio. The encoder states are kept when the featurizer's audio branch uses them, so
+        Whisper's encoder runs once per utterance for both the transcript and the audio features."""
+        started = time.monotonic()
+        if self.transcriber is None or not self.has_audio or not len(window.audio):
+            return "", 0.0, 0.0, started, started, None
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        transcript = (self.transcriber.transcribe(window.audio, keep_encoder_states=True) if self._keep_states
+                      else self.transcriber.transcribe(window.audio))
+        asr_ms = (time.perf_counter() - t0) * 1000
+        # The text alone decides (word timestamps may be switched off in the live config).
+        return ((transcript.text or "").strip(), asr_ms, (time.process_time() - cpu0) * 1000, started,
+                time.monotonic(), getattr(transcript, "encoder_states", None))
+
+    def _transcribe(self, window: Window) -> _Transcribed:
+        text, asr_ms, _, started, done, states = self._whisper(window)
+        return _Transcribed(window, text, asr_ms, started, done, audio_states=states)
+
+    def _speculate(self, window: Window) -> None:
+        with self._early_lock:
+            self._discard_spec()              # an older finished one nobody claimed
+            spec = self._spec = _Speculation(window)
+        self.stats.add(spec_started=1)
+        spec.text, spec.asr_ms, spec.cpu_ms, spec.started, spec.done, spec.states = self._whisper(window)
+        with self._early_lock:
+            if spec.cancelled and self._spec is spec:
+                self._discard_spec()
+
+    def _transcribe_final(self, window: Window) -> _Transcribed:
+        with self._early_lock:
+            self._last_final_id = max(self._last_final_id, window.id)
+            spec = self._spec
+            reuse = (spec is not None and spec.text is not None and not spec.cancelled
+                     and spec.window.id == window.id and getattr(window, "merged", 1) == 1
+                     and spec.window.start == window.start and spec.window.end == window.end
+                     and np.array_equal(spec.window.audio, window.audio))
+            if reuse:
+                self._spec = None
+                self.stats.add(spec_used=1)
+            elif spec is not None and spec.window.id <= window.id and spec.text is not None:
+                self._discard_spec()
+            if self._spec_waiting is not None and self._spec_waiting.id <= window.id:
+                self._spec_waiting = None
+                self.stats.add(spec_skipped=1)
+            if self._preview_waiting is not None and self._preview_waiting.id <= window.id:
+                self._preview_waiting = None
+                self.stats.add(interims_skipped=1)
+        if reuse:
+            return _Transcribed(window, spec.text, spec.asr_ms, spec.started, spec.done, speculative=True,
+                               audio_states=spec.states)
+        return self._transcribe(window)
 
     def _score_stage(self) -> None:
         while not self._stop.is_set():
@@ -473,6 +642,14 @@ class Pipeline:
                     break
                 batch.append(more)
             for event in self._score(batch):
+                if event.interim:
+                    self.stats.add(interims_emitted=1)
+                    for sink in self.sinks:
+                        on_interim = getattr(sink, "on_interim", None)
+                        if callable(on_interim):
+                            on_interim(event)
+                    self._out.put(event)
+                    continue
                 self.stats.record_latency(event.latency_ms)
                 self.stats.add(windows_scored=1)
                 for sink in self.sinks:
@@ -508,15 +685,27 @@ class Pipeline:
             fused = scores["fused"]
             if fused is None or not np.isfinite(fused):
                 raise MoodlensError(f"The model gave a non-finite fused score for the window at {w.start:.2f} s.")
+            closed = w.closed_at or done
+            latency = {"asr": item.asr_ms, "features": features_ms, "model": model_ms,
+                       "total": max(0.0, (done - closed) * 1000) if w.closed_at else 0.0}
+            speech_end = ready_at = None
+            if w.speech_end is not None and w.speech_end_mono is not None:
+                felt = max(0.0, done - w.speech_end_mono)
+                speech_end, ready_at = w.speech_end - origin, w.speech_end - origin + felt
+                latency["speech_end"] = felt * 1000
+                latency["vad"] = max(0.0, closed - w.speech_end_mono) * 1000
+            if item.asr_done:
+                latency["queue"] = 0.0 if item.speculative else max(0.0, item.asr_started - closed) * 1000
+                latency["asr_wait"] = max(0.0, item.asr_done - closed) * 1000
             events.append(WindowEvent(
                 id=w.id, start=w.start - origin, end=w.end - origin, text=item.text, fused=float(fused),
                 text_score=scores["text"] if flags["text"] else None,
                 audio_score=scores["audio"] if flags["audio"] else None,
                 vision_score=scores["vision"] if flags["vision"] else None,
-                present=flags,
-                latency_ms={"asr": item.asr_ms, "features": features_ms, "model": model_ms,
-                            "total": max(0.0, (done - w.closed_at) * 1000) if w.closed_at else 0.0},
-                backend=self.backend_name, interim=bool(w.interim), merged=getattr(w, "merged", 1),
+                present=flags, latency_ms=latency,
+                backend=self.backend_name, interim=w.kind == "preview", cut=bool(w.interim),
+                merged=getattr(w, "merged", 1), speech_end=speech_end, ready_at=ready_at,
+                speculative=item.speculative,
             ))
         return events
 

@@ -9,7 +9,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-from moodlens.realtime.engine.events import LATENCY_KEYS
+from moodlens.realtime.engine.events import LATENCY_KEYS, LATENCY_KEYS_V2
 
 _END = object()          # end of stream marker passed down the queues
 _POLL_S = 0.05           # how often blocked stages look at the stop event
@@ -60,6 +60,17 @@ class StatsSnapshot:
     windows_merged: int = 0
     windows_dropped: int = 0
     asr_backlog: int = 0
+    # Speculative end of utterance: emitted by the VAD, decoded, reused by the final, dropped after
+    # decoding (speech resumed, or the final differed), skipped before decoding (stale).
+    spec_emitted: int = 0
+    spec_started: int = 0
+    spec_used: int = 0
+    spec_discarded: int = 0
+    spec_skipped: int = 0
+    spec_wasted_ms: float = 0.0            # Whisper wall time of discarded speculative decodes
+    spec_wasted_cpu_ms: float = 0.0        # process CPU time during them (an upper bound: other threads run too)
+    interims_emitted: int = 0
+    interims_skipped: int = 0              # previews not decoded because Whisper had finals (or a newer preview)
     latency_p50: dict[str, float] = field(default_factory=dict)   # stage -> ms
     latency_p95: dict[str, float] = field(default_factory=dict)
     has_audio: bool = True
@@ -71,7 +82,7 @@ class StatsSnapshot:
 class PipelineStats:
     """Counters and latency histories, updated by the stage threads."""
 
-    STAGES = (*LATENCY_KEYS, "face")
+    STAGES = (*LATENCY_KEYS, *LATENCY_KEYS_V2, "face")
 
     def __init__(self, history: int = 500):
         self._lock = threading.Lock()
@@ -92,6 +103,9 @@ class PipelineStats:
         self.windows_merged = 0
         self.windows_dropped = 0
         self.asr_backlog = 0
+        self.spec_emitted = self.spec_started = self.spec_used = self.spec_discarded = self.spec_skipped = 0
+        self.spec_wasted_ms = self.spec_wasted_cpu_ms = 0.0
+        self.interims_emitted = self.interims_skipped = 0
         self.has_audio = True
         self.has_video = True
         self.face_now: bool | None = None
@@ -152,7 +166,12 @@ class PipelineStats:
                 face_fps=self._face_rate.rate() if not self.finished else self.faces_processed / max(media, 1e-6),
                 windows_closed=self.windows_closed, windows_scored=self.windows_scored,
                 windows_merged=self.windows_merged, windows_dropped=self.windows_dropped,
-                asr_backlog=self.asr_backlog, latency_p50=p50, latency_p95=p95,
+                asr_backlog=self.asr_backlog,
+                spec_emitted=self.spec_emitted, spec_started=self.spec_started, spec_used=self.spec_used,
+                spec_discarded=self.spec_discarded, spec_skipped=self.spec_skipped,
+                spec_wasted_ms=self.spec_wasted_ms, spec_wasted_cpu_ms=self.spec_wasted_cpu_ms,
+                interims_emitted=self.interims_emitted, interims_skipped=self.interims_skipped,
+                latency_p50=p50, latency_p95=p95,
                 has_audio=self.has_audio, has_video=self.has_video, face_now=self.face_now,
                 audio_db=max(self._levels) if self._levels else None,
             )

@@ -48,6 +48,8 @@ def merge_windows(first: Window, second: Window) -> Window:
         faces=list(first.faces) + list(second.faces),
         interim=second.interim,
         closed_at=min(first.closed_at, second.closed_at),   # latency counts from the older close
+        # ... and from the older speech end: the first speaker has waited longest.
+        speech_end=first.speech_end, speech_end_mono=first.speech_end_mono,
     )
     merged.merged = getattr(first, "merged", 1) + getattr(second, "merged", 1)  # type: ignore[attr-defined]
     return merged
@@ -91,9 +93,16 @@ class WindowQueue:
             self._items.append(window)
             self.stats.add(windows_dropped=1)
 
-    def get(self, timeout: float = _POLL_S):
+    def wake(self) -> None:
+        """Wake a `get` waiting on an empty queue (other work for its consumer has arrived)."""
         with self._cond:
-            if not self._items:
+            self._cond.notify_all()
+
+    def get(self, timeout: float = _POLL_S, other_work=None):
+        """The oldest window, or None after `timeout` (at once when `other_work()` says the
+        consumer has something else to do; checked under the lock, so a `wake` is never lost)."""
+        with self._cond:
+            if not self._items and not (other_work is not None and other_work()):
                 self._cond.wait(timeout)
             if not self._items:
                 return None

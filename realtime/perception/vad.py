@@ -12,6 +12,13 @@ dropped, and windows are padded by `pad_s` each side without overlapping. When a
 past `max_utterance_s` an interim window is emitted with the audio since the last cut and the
 utterance goes on (the next window starts where the interim one ended), so long monologues
 still update the screen and Whisper never sees more than `max_utterance_s` of audio at once.
+
+For the live pipeline (`push_audio(..., early=True)`) the windower also says what it expects
+before it is sure: a *speculative* window when a silence has lasted `speculative_silence_s`
+(the exact window the silence will close if it reaches `min_silence_s`, so its transcript can be
+reused), a *cancel* marker when speech resumes after one, and *preview* windows of the open
+utterance every `interim_every_s` once it is longer than `interim_min_s` (interim transcripts).
+Every window carries `speech_end`, the clock time of the last voiced sample the VAD saw.
 """
 
 from __future__ import annotations
@@ -45,6 +52,15 @@ class VadOptions(Options):
     min_silence_s: float = 0.5        # silence that closes an utterance
     pad_s: float = 0.2                # audio kept before and after the speech
     max_utterance_s: float = 15.0     # an interim window is emitted past this length
+    # Speculative end of utterance: after this much silence (before min_silence_s confirms the end)
+    # a "speculative" window of the utterance as it would close is emitted, so Whisper can start
+    # early. It fires no earlier than pad_s (the final window's audio ends pad_s after the speech).
+    # 0 = off.
+    speculative_silence_s: float = 0.2
+    # Interim transcripts: while an utterance longer than interim_min_s goes on, a "preview" window
+    # of the utterance so far every interim_every_s. 0 = off.
+    interim_every_s: float = 1.0
+    interim_min_s: float = 2.0
     fixed_window_s: float = 3.0       # "fixed" mode: window length
     fixed_hop_s: float = 1.0          # "fixed" mode: a window every hop
     model_path: str | None = None     # Silero ONNX file; None -> faster-whisper's asset
@@ -61,7 +77,8 @@ class VadOptions(Options):
             raise ConfigError(
                 f"VadOptions.neg_threshold must be in (0, threshold={self.threshold}], not {self.neg_threshold}."
             )
-        for name in ("min_speech_s", "min_silence_s", "pad_s"):
+        for name in ("min_speech_s", "min_silence_s", "pad_s", "speculative_silence_s", "interim_every_s",
+                     "interim_min_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"VadOptions.{name} must not be negative, got {getattr(self, name)}.")
         if self.max_utterance_s <= 2 * self.pad_s + VAD_FRAME / AUDIO_SAMPLE_RATE:
@@ -140,6 +157,10 @@ class UtteranceWindower:
         self._max_len = int(round(o.max_utterance_s * sr))
         self._fixed_len = int(round(o.fixed_window_s * sr))
         self._fixed_hop = int(round(o.fixed_hop_s * sr))
+        # Speculation fires once the final window's audio (speech + pad) is all there.
+        self._spec_silence = max(int(round(o.speculative_silence_s * sr)), self._pad) if o.speculative_silence_s else 0
+        self._interim_every = int(round(o.interim_every_s * sr))
+        self._interim_min = int(round(o.interim_min_s * sr))
         self._next_id = 0
         self.reset()
 
@@ -158,17 +179,28 @@ class UtteranceWindower:
         self._temp_end = 0                  # start of the silence that may end the utterance (0 = none)
         self._last_end = 0                  # end of the last emitted window: windows never overlap
         self._cut_by_max = False            # the open utterance already gave an interim window
+        self._last_voiced = 0               # end of the last frame that was not silence (absolute samples)
+        self._speculated = 0                # the silence start a speculative window was emitted for (0 = none)
+        self._next_preview = 0              # analyzed-sample mark of the next preview window
         self._next_fixed_end = self._fixed_len
         self._last_fixed_end = 0
         self._faces: deque[FaceFeatures] = deque()
+
+    @property
+    def in_silence(self) -> bool:
+        """An utterance is open and the VAD is in a silence that may end it."""
+        return bool(self._triggered and self._temp_end)
 
     # -- inputs ------------------------------------------------------------------------------
     def push_face(self, face: FaceFeatures) -> None:
         """Keep a face result; windows take the faces whose time falls inside their span."""
         self._faces.append(face)
 
-    def push_audio(self, chunk: AudioChunk | np.ndarray, t: float | None = None) -> list[Window]:
-        """Add audio (an AudioChunk, or raw samples at time `t`); return the windows it closes."""
+    def push_audio(self, chunk: AudioChunk | np.ndarray, t: float | None = None, *, early: bool = False) -> list[Window]:
+        """Add audio (an AudioChunk, or raw samples at time `t`); return the windows it closes.
+
+        `early=True` (the live pipeline) also returns the speculative and preview windows and the
+        "cancel" markers (speech resumed after a speculative window), in stream order."""
         if isinstance(chunk, AudioChunk):
             samples, t = chunk.samples, chunk.t
         else:
@@ -185,7 +217,8 @@ class UtteranceWindower:
                 samples = np.concatenate([np.zeros(gap, dtype=np.float32), samples])
         self._buffer = np.concatenate([self._buffer, samples])
         self._received += len(samples)
-        return self._fixed_windows() if self.options.mode == "fixed" else self._vad_windows()
+        out = self._fixed_windows() if self.options.mode == "fixed" else self._vad_windows()
+        return out if early else [w for w in out if w.kind == "final"]
 
     def flush(self) -> list[Window]:
         """End of stream: close the open utterance (or emit the last partial fixed window)."""
@@ -196,8 +229,10 @@ class UtteranceWindower:
         elif self._triggered:
             end = self._temp_end or self._received
             if end - self._speech_start >= self._min_speech or self._cut_by_max:
-                out.append(self._emit(self._piece_start, min(self._received, end + self._pad), interim=False))
+                out.append(self._emit(self._piece_start, min(self._received, end + self._pad), interim=False,
+                                      speech_end=self._temp_end or self._last_voiced))
             self._triggered = False
+            self._speculated = 0
         self._faces.clear()
         return out
 
@@ -220,26 +255,53 @@ class UtteranceWindower:
                     self._piece_start = max(self._last_end, frame_start - self._pad, 0)
                     self._temp_end = 0
                     self._cut_by_max = False
+                    self._last_voiced = self._analyzed
+                    self._speculated = 0
+                    self._next_preview = self._piece_start + max(self._interim_min, self._interim_every)
                 continue
+            if prob >= o.neg_threshold:
+                self._last_voiced = self._analyzed
             if prob >= o.threshold:
+                if self._speculated:
+                    # Speech resumed: the speculative window is stale (the pipeline drops its result).
+                    out.append(self._emit_marker("cancel"))
+                    self._speculated = 0
                 self._temp_end = 0
             elif prob < o.neg_threshold:
                 if not self._temp_end:
                     self._temp_end = frame_start
+                end = self._temp_end
+                long_enough = end - self._speech_start >= self._min_speech
                 if self._analyzed - self._temp_end >= self._min_silence:
-                    end = self._temp_end
                     self._triggered = False
                     self._temp_end = 0
-                    long_enough = end - self._speech_start >= self._min_speech
+                    self._speculated = 0
                     # A piece after an interim cut is always emitted: it finishes the utterance.
                     if long_enough or self._cut_by_max:
-                        out.append(self._emit(self._piece_start, min(self._analyzed, end + self._pad), interim=False))
+                        out.append(self._emit(self._piece_start, min(self._analyzed, end + self._pad), interim=False,
+                                              speech_end=end))
                     continue
+                if (self._spec_silence and self._speculated != end and (long_enough or self._cut_by_max)
+                        and self._analyzed - end >= self._spec_silence):
+                    # The window this silence would close, if it lasts: same span, same audio.
+                    self._speculated = end
+                    out.append(self._emit(self._piece_start, end + self._pad, interim=False, speech_end=end,
+                                          kind="speculative"))
             if self._triggered and self._analyzed - self._piece_start >= self._max_len:
                 cut = self._analyzed
-                out.append(self._emit(self._piece_start, cut, interim=True))
+                if self._speculated:
+                    out.append(self._emit_marker("cancel"))
+                    self._speculated = 0
+                out.append(self._emit(self._piece_start, cut, interim=True, speech_end=self._last_voiced))
                 self._piece_start = cut
                 self._cut_by_max = True
+                self._next_preview = cut + max(self._interim_min, self._interim_every)
+            elif (self._interim_every and self._triggered and not self._temp_end
+                  and self._analyzed >= self._next_preview):
+                # The utterance so far, for an interim transcript; the final supersedes it.
+                out.append(self._emit(self._piece_start, self._analyzed, interim=False,
+                                      speech_end=self._last_voiced, kind="preview"))
+                self._next_preview = self._analyzed + self._interim_every
         self._trim()
         return out
 
@@ -260,18 +322,29 @@ class UtteranceWindower:
     def _slice(self, start: int, end: int) -> np.ndarray:
         return self._buffer[start - self._buffer_start:end - self._buffer_start]
 
-    def _emit(self, start: int, end: int, interim: bool) -> Window:
+    def _emit(self, start: int, end: int, interim: bool, speech_end: int | None = None,
+              kind: str = "final") -> Window:
         start = max(start, self._buffer_start)
-        if self.options.mode == "vad":
+        final = kind == "final"
+        if self.options.mode == "vad" and final:
             self._last_end = end
         t_start, t_end = self._time(start), self._time(end)
         faces = [f for f in self._faces if t_start <= f.t < t_end]
         window = Window(
+            # Speculative and preview windows carry the id their final will have.
             id=self._next_id, start=t_start, end=t_end, audio=self._slice(start, end).copy(),
-            faces=faces, interim=interim, closed_at=time.monotonic(),
+            faces=faces, interim=interim, closed_at=time.monotonic(), kind=kind,
+            speech_end=self._time(speech_end if speech_end is not None else end),
         )
-        self._next_id += 1
+        if final:
+            self._next_id += 1
         return window
+
+    def _emit_marker(self, kind: str) -> Window:
+        """A window without audio that tells the pipeline something (kind "cancel": speech resumed)."""
+        t = self._time(self._analyzed)
+        return Window(id=self._next_id, start=t, end=t, audio=np.zeros(0, np.float32), kind=kind,
+                      closed_at=time.monotonic())
 
     def _trim(self) -> None:
         """Drop audio and faces no future window can reach."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import threading
@@ -29,6 +30,8 @@ from moodlens.models.batch import MAX_SEQ_LEN, MAX_TEXT_LEN, MultimodalBatch, Se
 from moodlens.core.options import configs_root, fill_dataclass, read_yaml
 from moodlens.core.errors import BackendError, ConfigError
 from moodlens.core.schema import BACKEND_CHOICES, BACKEND_NAMES  # noqa: F401  (BACKEND_CHOICES: public here too)
+
+log = logging.getLogger(__name__)
 
 TENSORRT_INSTALL = "pip install torch-tensorrt --extra-index-url https://pypi.nvidia.com"
 # Output names differ from the input names (ONNX forbids a name defined twice).
@@ -84,6 +87,22 @@ class TensorRTOptions:
 @dataclass
 class OnnxRuntimeOptions:
     opset: int = 18
+    # Graph optimizations ONNX Runtime applies when it loads the file: disable | basic | extended | all.
+    optimization_level: str = "all"
+    # "int8": dynamic int8 quantization of the weights of MatMul/Gemm (onnxruntime.quantization,
+    # activations quantized at run time); the quantized file is kept only when every output stays
+    # within `int8_parity` of the float model on the typical window, else the float file is used.
+    quantize: str = "none"
+    int8_parity: float = 0.15
+
+    def __post_init__(self) -> None:
+        if self.optimization_level not in ("disable", "basic", "extended", "all"):
+            raise ConfigError(f"onnxruntime.optimization_level must be disable, basic, extended or all, "
+                              f"not '{self.optimization_level}'.")
+        if self.quantize not in ("none", "int8"):
+            raise ConfigError(f"onnxruntime.quantize must be none or int8, not '{self.quantize}'.")
+        if not self.int8_parity > 0:
+            raise ConfigError(f"onnxruntime.int8_parity must be positive, not {self.int8_parity}.")
 
 
 @dataclass
@@ -436,21 +455,71 @@ class OnnxRuntimeBackend(Backend):
             self.export(self.path)
             self.builds += 1
             self.build_seconds += time.perf_counter() - start
+        self.quantized = False
+        self.parity: float | None = None
+        self.session = self._session(self.path)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        if options.onnxruntime.quantize == "int8":
+            self._use_int8()
+
+    def _session(self, path: Path):
+        import onnxruntime as ort
+
+        o = self.options.onnxruntime
         so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.graph_optimization_level = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                                       "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                       "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                       "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[o.optimization_level]
         so.log_severity_level = 3
-        if device.type == "cpu" and options.cpu_threads > 0:
-            so.intra_op_num_threads = options.cpu_threads
+        if self.device.type == "cpu" and self.options.cpu_threads > 0:
+            so.intra_op_num_threads = self.options.cpu_threads
             so.inter_op_num_threads = 1
-        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda"
+        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device.type == "cuda"
                      else ["CPUExecutionProvider"])
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=providers)
+            return ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as err:  # a corrupt cache file: one sentence, and the path to delete
             detail = str(err).splitlines()[0][-160:] if str(err) else type(err).__name__
-            raise BackendError(f"ONNX Runtime could not load {self.path} ({detail}); "
+            raise BackendError(f"ONNX Runtime could not load {path} ({detail}); "
                                "delete that file to re-export it.") from None
-        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def _use_int8(self) -> None:
+        """Quantize (cached beside the float file) and switch to it if it keeps parity."""
+        import logging
+
+        qpath = self.path.with_name(self.path.stem + "-int8dyn.onnx")
+        if not qpath.exists():
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            start = time.perf_counter()
+            tmp = qpath.with_suffix(f".{os.getpid()}.tmp.onnx")
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)   # its "consider pre-processing" advice would land on the dashboard
+            try:
+                quantize_dynamic(str(self.path), str(tmp), weight_type=QuantType.QInt8)
+                os.replace(tmp, qpath)
+            except Exception as err:
+                tmp.unlink(missing_ok=True)
+                log.warning("int8 quantization of %s failed (%s); using the float model", self.path.name, err)
+                return
+            finally:
+                root.setLevel(level)
+            self.builds += 1
+            self.build_seconds += time.perf_counter() - start
+        float_session, quant = self.session, self._session(qpath)
+        example = self.model.example_inputs(2, text_len=20, audio_len=75, vision_len=45)
+        tensors = dict(zip(MultimodalBatch.FIELDS, example.to("cpu").tensors()))
+        feeds = {name: tensors[name].detach().numpy() for name in self.input_names}
+        ref = float_session.run(list(OUTPUT_NAMES), feeds)
+        got = quant.run(list(OUTPUT_NAMES), feeds)
+        self.parity = max(float(np.nanmax(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(ref, got))
+        if self.parity <= self.options.onnxruntime.int8_parity:
+            self.session, self.quantized, self.path = quant, True, qpath
+        else:
+            log.warning("int8 model differs from the float one by %.3g > int8_parity %.3g; using the float model",
+                        self.parity, self.options.onnxruntime.int8_parity)
 
     def export_path(self) -> Path:
         import onnxruntime as ort
