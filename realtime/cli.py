@@ -12,7 +12,7 @@ import sys
 
 from rich.console import Console
 
-from moodlens.core.errors import MoodlensError
+from moodlens.core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, MoodlensError, exit_code_for
 
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -59,15 +59,35 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     module = importlib.import_module(COMMANDS[args.command][0])
+    _sigterm_as_ctrl_c()
     try:
+        from moodlens.core.paths import check_outputs
+
+        check_outputs(args, getattr(module, "OUTPUTS", {}))   # every output path, before any work
         code = module.main(args)
     except MoodlensError as err:
-        console.print(f"[red]error:[/] {err}", highlight=False)
-        return 2
+        # exit policy (docs/reliability.md): 2 bad input, 1 finished but something asked for failed
+        code = exit_code_for(err)
+        console.print(f"[red]error:[/] {err}" if code == EXIT_BAD_INPUT else f"[bold yellow]failed:[/] {err}",
+                      highlight=False)
+        return code
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
-        return 130
+        return EXIT_INTERRUPTED
     return int(code or 0)
+
+
+def _sigterm_as_ctrl_c() -> None:
+    """SIGTERM (kill, systemd, docker stop) ends a run the way Ctrl-C does: stages stop, sinks and
+    the recording are closed and flushed, exit 130. Without this it would end as abruptly as SIGKILL."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,10 @@ def run_session(open_source: Callable[[], object], label: str, config, args: arg
     if getattr(args, "record_video", None) and getattr(args, "record", None) is None:
         raise ConfigError(f"--record-video {args.record_video} chooses what a recording keeps; "
                           f"add --record DIR to record a session.")
+    if getattr(args, "record", None) is not None:
+        from moodlens.realtime.sessions.writer import SessionRecorder
+
+        SessionRecorder.check_folder(args.record)   # before any work: a refused folder loses nothing
     if args.jsonl is None and headless:
         args.jsonl = "-"
     if args.jsonl == "-" and not headless and Console().is_terminal:
@@ -57,6 +61,7 @@ def _run_session(source, label, config, args, realtime, source_info, notices, sc
 
     pipeline = None
     recorder = None
+    code = None          # stays None when an exception (Ctrl-C while loading, an error) ends the run
     try:
         with err.status("Loading the scoring engine…", spinner="dots"):
             scorer = scorer or build_scorer(config.engine)
@@ -74,20 +79,40 @@ def _run_session(source, label, config, args, realtime, source_info, notices, sc
                                      video=getattr(args, "record_video", None), on_error=lambda sentence: None)
             pipeline.sinks.append(recorder)
         if headless or not Console().is_terminal:
-            return run_headless(pipeline, label, err, to_stdout=args.jsonl == "-", fancy=not headless)
-        alert = (lambda: recorder.error) if recorder is not None else None
-        return run_dashboard(pipeline, label, config, notices or [], alert=alert)
+            code = run_headless(pipeline, label, err, to_stdout=args.jsonl == "-", fancy=not headless)
+        else:
+            alert = (lambda: recorder.error) if recorder is not None else None
+            code = run_dashboard(pipeline, label, config, notices or [], alert=alert)
     finally:
         if pipeline is not None:
             pipeline.stop()
         else:
             source.close()
         if recorder is not None:
-            recorder.close()
-            if recorder.error:
-                err.print(f"[bold yellow]recording:[/] {recorder.error}", highlight=False)
-            else:
-                err.print(f"recorded the session in {args.record}", highlight=False)
+            close_recorder(recorder, args.record, code, err)
+    return recording_exit_code(code, recorder)
+
+
+def close_recorder(recorder, folder, code: int, err: Console) -> None:
+    """Close the recording noting why it ended, and say how it went (after the dashboard is gone)."""
+    if code is None:        # an exception is on its way out
+        reason = "interrupted" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "error"
+    else:
+        reason = "interrupted" if code == 130 else "completed"
+    recorder.close(reason=reason)
+    if recorder.error:
+        err.print(f"[bold yellow]recording:[/] {recorder.error}", highlight=False)
+    else:
+        err.print(f"recorded the session in {folder}"
+                  + (" (interrupted; every window up to then is kept)" if code == 130 else ""), highlight=False)
+
+
+def recording_exit_code(code: int, recorder) -> int:
+    """Exit-code policy (docs/reliability.md): live scoring survives a failed recording, but the
+    recording the user asked for does not exist in full, so a finished run exits 1, not 0."""
+    if code == 0 and recorder is not None and recorder.error:
+        return 1
+    return code
 
 
 def make_recorder(folder: Path, config, scorer, pipeline, source_info: dict, realtime: bool,

@@ -11,18 +11,26 @@ import argparse
 
 from rich.console import Console
 
+from moodlens.core.argtypes import nonnegative_int, positive_float, positive_int
 from moodlens.core.errors import ConfigError
 
 
 def _int_list(text: str) -> list[int]:
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of whole numbers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must list whole numbers of at least 1")
+    return values
 
 
 def _name_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
+
+
+# Output paths the CLI checks before any work starts (moodlens.core.paths.check_outputs).
+OUTPUTS = {"json_out": ("file", "--json"), "plot": ("file", "--plot")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,12 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--skip-model", action="store_true", help="skip the model-only part")
     what.add_argument("--skip-pipeline", action="store_true", help="skip the whole-pipeline part")
     model = parser.add_argument_group("model-only")
-    model.add_argument("--iterations", type=int, default=100, help="timed runs per backend at batch 1 (default 100)")
-    model.add_argument("--warmup", type=int, default=10, help="untimed runs before timing (default 10)")
+    model.add_argument("--iterations", type=positive_int, default=100, help="timed runs per backend at batch 1 (default 100)")
+    model.add_argument("--warmup", type=nonnegative_int, default=10, help="untimed runs before timing (default 10)")
     model.add_argument("--batch-sizes", type=_int_list, default=[8, 32],
                        help="throughput batch sizes (default 8,32)")
-    model.add_argument("--throughput-iterations", type=int, default=20, help="timed runs per batch size")
-    model.add_argument("--window-seconds", type=float, default=3.0,
+    model.add_argument("--throughput-iterations", type=positive_int, default=20, help="timed runs per batch size")
+    model.add_argument("--window-seconds", type=positive_float, default=3.0,
                        help="utterance length whose typical shapes are scored (default 3 s)")
     pipe = parser.add_argument_group("pipeline")
     pipe.add_argument("--media", default=None, help="media file (default: the bundled demo clip)")

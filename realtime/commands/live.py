@@ -15,6 +15,10 @@ import argparse
 from moodlens.realtime.commands.run import add_engine_arguments, add_output_arguments
 
 
+# Output paths the CLI checks before any work starts (moodlens.core.paths.check_outputs).
+OUTPUTS = {"jsonl": ("file", "--jsonl"), "record": ("dir", "--record")}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--camera", type=int, default=None, metavar="N",
                         help="webcam index (default: the config's sources.camera, 0)")

@@ -17,6 +17,10 @@ import sys
 from rich.console import Console
 
 
+# Output paths the CLI checks before any work starts (moodlens.core.paths.check_outputs).
+OUTPUTS = {"jsonl": ("file", "--jsonl"), "record": ("dir", "--record")}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from moodlens.realtime.commands.run import add_engine_arguments
 
@@ -121,12 +125,18 @@ def _rescore(session, args, speed: float, err: Console) -> int:
     from moodlens.realtime.engine.pipeline import Pipeline
     from moodlens.realtime.sessions.replay import RecordedSource
 
+    from moodlens.realtime.app.session import close_recorder, recording_exit_code
+    from moodlens.realtime.sessions.writer import SessionRecorder
+
+    if args.record is not None:
+        SessionRecorder.check_folder(args.record)
     config = load_live_config(args.config)
     apply_engine_arguments(config, args)
     realtime = speed > 0 and not args.headless
     source = RecordedSource(session, pace="realtime" if realtime else "fast", speed=speed)
     pipeline = None
     recorder = None
+    code = None
     try:
         with err.status("Loading the scoring engine…", spinner="dots"):
             scorer = build_scorer(config.engine)
@@ -151,13 +161,14 @@ def _rescore(session, args, speed: float, err: Console) -> int:
             pipeline.sinks.append(recorder)
         label = f"rescore {session.name}"
         if args.headless or not Console().is_terminal:
-            return run_headless(pipeline, label, err, to_stdout=args.jsonl == "-", fancy=not args.headless)
-        return run_dashboard(pipeline, label, config, [])
+            code = run_headless(pipeline, label, err, to_stdout=args.jsonl == "-", fancy=not args.headless)
+        else:
+            code = run_dashboard(pipeline, label, config, [])
     finally:
         if pipeline is not None:
             pipeline.stop()
         else:
             source.close()
         if recorder is not None:
-            recorder.close()
-            err.print(recorder.error or f"recorded the rescored session in {args.record}", highlight=False)
+            close_recorder(recorder, args.record, code, err)
+    return recording_exit_code(code, recorder)

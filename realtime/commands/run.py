@@ -22,6 +22,10 @@ from moodlens.realtime.app.session import build_scorer, run_session  # noqa: F40
 from moodlens.core.schema import BACKEND_CHOICES
 
 
+# Output paths the CLI checks before any work starts (moodlens.core.paths.check_outputs).
+OUTPUTS = {"jsonl": ("file", "--jsonl"), "record": ("dir", "--record")}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="audio or video file (anything FFmpeg reads)")
     parser.add_argument("--pace", choices=("realtime", "fast"), default=None,

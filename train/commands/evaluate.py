@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from moodlens.core.argtypes import positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="default", help="checkpoint file or 'default' (the shipped weights)")
@@ -14,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", help="labels CSV for session folders")
     parser.add_argument("--metric", choices=["mosi", "mosei", "sims"], help="metric variant (default: from the data)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
