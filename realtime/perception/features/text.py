@@ -12,6 +12,10 @@ from moodlens.core.assets import TEXT_ENCODER, resolve_path
 from moodlens.core.errors import AssetError
 
 
+# Files whose bytes identify a tokenizer's vocabulary, in the order they are looked for.
+VOCABULARY_FILES = ("vocab.txt", "tokenizer.json", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
+
 @dataclass
 class TextEncoding:
     ids: np.ndarray    # (N, L) int64
@@ -20,7 +24,10 @@ class TextEncoding:
 
 
 class TextFeaturizer:
-    """Tokenizes with the encoder's own tokenizer (tokenizer.json, or vocab.txt for BERT folders)."""
+    """Tokenizes with the encoder's own tokenizer: tokenizer.json, vocab.txt for BERT folders, else whatever
+    transformers' AutoTokenizer reads in the folder (its fast tokenizer is the same `tokenizers` object).
+    `tokenizers` is used directly where it can be: it loads in milliseconds and keeps featurize workers
+    free of transformers and torch."""
 
     def __init__(self, encoder_path: str | None = None, max_len: int = 50):
         from tokenizers import Tokenizer
@@ -34,8 +41,8 @@ class TextFeaturizer:
             from tokenizers import BertWordPieceTokenizer
 
             self.tokenizer = BertWordPieceTokenizer(str(Path(folder) / "vocab.txt"), lowercase=True)
-        else:
-            raise AssetError(f"The text encoder folder {folder} has neither tokenizer.json nor vocab.txt.")
+        else:  # other layouts (vocab.json + merges.txt, sentencepiece): transformers converts them
+            self.tokenizer = _auto_tokenizer(Path(folder))
         self.folder = Path(folder)
         self.identity = tokenizer_identity(self.folder)
         self.tokenizer.no_padding()
@@ -65,7 +72,19 @@ def tokenizer_identity(folder: str | Path) -> str:
     """sha256 (first 16 hex) of the encoder's vocabulary file: equal ids <=> equal identity,
     wherever the folder lives (paths differ between machines, vocabularies must not)."""
     folder = Path(folder)
-    for name in ("vocab.txt", "tokenizer.json"):
+    for name in VOCABULARY_FILES:
         if (folder / name).exists():
             return hashlib.sha256((folder / name).read_bytes()).hexdigest()[:16]
-    raise AssetError(f"The text encoder folder {folder} has neither tokenizer.json nor vocab.txt.")
+    raise AssetError(f"The text encoder folder {folder} has no tokenizer ({', '.join(VOCABULARY_FILES)}).")
+
+
+def _auto_tokenizer(folder: Path):
+    """The `tokenizers.Tokenizer` behind transformers' AutoTokenizer for this folder."""
+    tokenizer_identity(folder)  # refuses a folder without any vocabulary file, in one sentence
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True).backend_tokenizer
+    except (OSError, ValueError, AttributeError) as err:
+        reason = err.args[0].splitlines()[0] if err.args else type(err).__name__
+        raise AssetError(f"The text encoder folder {folder} has a tokenizer transformers cannot read ({reason}).") from None
