@@ -76,6 +76,13 @@ def main(args: argparse.Namespace) -> int:
         pipeline_backend=args.pipeline_backend, run_model=not args.skip_model,
         run_pipeline=not args.skip_pipeline,
     )
+    if args.media and not args.skip_pipeline:
+        # bad input before minutes of model benchmarks: open the file once (one sentence, exit 2)
+        from pathlib import Path
+
+        from moodlens.realtime.capture.media import MediaFileSource
+
+        MediaFileSource(Path(args.media).expanduser(), pace="fast").close()
     err = Console(stderr=True)
     report = run_bench(options, console=err)
     Console().print(render(report))
@@ -85,4 +92,10 @@ def main(args: argparse.Namespace) -> int:
     if args.plot:
         path = save_plot(report, args.plot)
         err.print(f"wrote {path}", highlight=False)
+    failed = [p for p in report.get("pipeline", []) if "error" in p]
+    if failed:   # exit policy: the run finished but a measurement asked for failed -> 1
+        from moodlens.core.errors import RunFailed
+
+        raise RunFailed(f"{len(failed)} of {len(report['pipeline'])} pipeline runs failed "
+                        f"({failed[0]['pace']}: {failed[0]['error']}).")
     return 0
