@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from moodlens.models import MODEL_NAMES, build_model
+from moodlens.core.cli import add_json_argument, write_json
 from moodlens.core.errors import ConfigError
 
 PAPERS = {  # name -> (paper, one-line summary)
@@ -53,19 +54,26 @@ def describe(name: str) -> ModelInfo:
     return info
 
 
+# Output paths the CLI checks before any work starts (moodlens.core.paths.check_outputs).
+OUTPUTS = {"json": ("file", "--json")}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="*", metavar="MODEL",
                         help=f"models to list (default: all of {', '.join(MODEL_NAMES)})")
-    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    add_json_argument(parser, help="a JSON list instead of the table: bare --json prints it on stdout, "
+                                   "--json FILE writes FILE")
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.json in MODEL_NAMES:        # `models --json dlf` (the flag took no value before): a name, not a file
+        args.names, args.json = [*args.names, args.json], "-"
     names = list(args.names) or list(MODEL_NAMES)
     unknown = [n for n in names if n not in MODEL_NAMES]
     if unknown:
         raise ConfigError(f"Unknown model '{unknown[0]}'; choose from: {', '.join(MODEL_NAMES)}.")
     if args.json:
-        print(json.dumps([asdict(describe(n)) for n in names], indent=2))
+        write_json(json.dumps([asdict(describe(n)) for n in names], indent=2), args.json)
         return 0
 
     from rich.console import Console

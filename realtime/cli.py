@@ -12,6 +12,7 @@ import sys
 
 from rich.console import Console
 
+from moodlens.core.cli import CONVENTIONS, formatter
 from moodlens.core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, MoodlensError, exit_code_for
 
 # name -> (module, one-line help). Order is the order shown by --help.
@@ -33,10 +34,11 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="moodlens",
         description="Real-time multimodal sentiment analysis (text, audio, vision).",
+        epilog=CONVENTIONS, formatter_class=formatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=CONVENTIONS, formatter_class=formatter)
         if name == selected:
             module = importlib.import_module(module_name)
             module.add_arguments(p)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from helpers.media import silence, synthesize  # noqa: F401  (re-exported for old callers)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -22,27 +21,8 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def synthesize(text: str, out_wav: Path, voice: str = "en-us", words_per_minute: int = 150) -> Path:
-    """Speak `text` with espeak-ng into a 16 kHz mono WAV (real English speech with known words)."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        pytest.fail("espeak-ng is not installed; `make setup` (or .ci/run) installs it with apt")
-    raw = out_wav.with_suffix(".raw.wav")
-    subprocess.run([exe, "-v", voice, "-s", str(words_per_minute), "-w", str(raw), text], check=True)
-    import soundfile as sf
-    import librosa
-
-    audio, sr = sf.read(str(raw), dtype="float32")
-    if audio.ndim > 1:
-        audio = audio.mean(1)
-    audio = librosa.resample(audio, orig_sr=sr, target_sr=16000)
-    sf.write(str(out_wav), audio, 16000, subtype="PCM_16")
-    raw.unlink()
-    return out_wav
 
 
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * 16000), dtype=np.float32)
 
 
 @pytest.fixture

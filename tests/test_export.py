@@ -9,15 +9,13 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_recording import record_synthetic  # noqa: E402
+from helpers.cli import run_cli
+from helpers.sessions import record_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -36,27 +34,6 @@ def session(session_dir):
     return s
 
 
-def run_cli(*argv: str) -> tuple[int, str]:
-    """Run `moodlens ...` in-process; return (exit code, stderr text)."""
-    import io
-
-    from rich.console import Console
-
-    from moodlens.realtime import cli
-
-    buf = io.StringIO()
-    original = Console.__init__
-
-    def to_buffer(self, *args, **kwargs):
-        kwargs.pop("stderr", None)
-        original(self, *args, file=buf, width=200, **kwargs)
-
-    Console.__init__ = to_buffer
-    try:
-        code = cli.main(list(argv))
-    finally:
-        Console.__init__ = original
-    return code, buf.getvalue()
 
 
 def test_csv_one_row_per_window_with_empty_label(session, session_dir, tmp_path):

@@ -129,7 +129,7 @@ def run_file(path: Path, scorer, transcriber, realtime=False, pace="fast", sinks
 @pytest.fixture(scope="module")
 def talk(tmp_path_factory, scorer, transcriber):
     """Three sentences (positive, negative, neutral) over a real face, run once through the pipeline."""
-    from conftest import synthesize
+    from helpers.media import synthesize
 
     folder = tmp_path_factory.mktemp("talk")
     counter = iter(range(100))

@@ -5,18 +5,15 @@ rescored from its recorded audio and video."""
 from __future__ import annotations
 
 import json
-import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_export import run_cli  # noqa: E402
-from test_recording import record_synthetic  # noqa: E402
+from helpers.cli import run_cli
+from helpers.media import talking_face_clip
+from helpers.sessions import record_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "realtime" / "assets" / "demo.mp4"
@@ -105,39 +102,6 @@ def transcriber():
     return Transcriber(AsrOptions(cpu_threads=2))
 
 
-def talking_face_clip(path: Path, wav: Path, fps: int = 8) -> Path:
-    """espeak-ng speech over the face frames of the bundled demo clip (a real photo), H.264 + AAC."""
-    import av
-
-    speech, _ = sf.read(str(wav), dtype="float32")
-    audio = np.concatenate([np.zeros(SR // 2, np.float32), speech, np.zeros(SR, np.float32)])
-    n_frames = int(len(audio) / SR * fps)
-    frames = []
-    with av.open(str(DEMO)) as c:
-        for f in c.decode(video=0):
-            frames.append(f.to_ndarray(format="rgb24", width=240, height=180))
-            if len(frames) == n_frames:
-                break
-    with av.open(str(path), "w") as c:
-        video = c.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = 240, 180, "yuv420p"
-        sound = c.add_stream("aac", rate=SR, layout="mono")
-        for i, img in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, fps)
-            for p in video.encode(frame):
-                c.mux(p)
-        for p in video.encode():
-            c.mux(p)
-        pcm = (audio * 32767).astype(np.int16)
-        for s in range(0, len(pcm), 1024):
-            frame = av.AudioFrame.from_ndarray(pcm[None, s:s + 1024], format="s16", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = SR, s, Fraction(1, SR)
-            for p in sound.encode(frame):
-                c.mux(p)
-        for p in sound.encode():
-            c.mux(p)
-    return path
 
 
 def test_record_with_the_pipeline_then_rescore(tts, tmp_path, scorer, transcriber):
@@ -145,7 +109,9 @@ def test_record_with_the_pipeline_then_rescore(tts, tmp_path, scorer, transcribe
     from moodlens.realtime.engine.pipeline import Pipeline, PipelineOptions
     from moodlens.realtime.sessions.writer import RecordingOptions, SessionRecorder
     from moodlens.realtime.sessions.reader import open_session
-    from moodlens.realtime.sessions.replay import rescore_pipeline
+    from moodlens.realtime.app.live_config import LiveConfig
+    from moodlens.realtime.app.session import build_pipeline
+    from moodlens.realtime.sessions.replay import RecordedSource
     from moodlens.realtime.capture.media import MediaFileSource
 
     clip = talking_face_clip(tmp_path / "talk.mp4", tts("I really enjoyed the concert last night."))
@@ -167,7 +133,10 @@ def test_record_with_the_pipeline_then_rescore(tts, tmp_path, scorer, transcribe
     assert session.audio_duration == pytest.approx(source.duration, abs=0.1)
 
     out = tmp_path / "rescored.jsonl"
-    rescore = rescore_pipeline(session, scorer, sinks=[JsonlSink(out)], transcriber=transcriber)
+    recorded = RecordedSource(session)        # what `moodlens replay --rescore` builds (app/session.py)
+    rescore = build_pipeline(recorded, scorer, LiveConfig(), realtime=False, vision=recorded.vision_stand_in(),
+                             transcriber=transcriber)
+    rescore.sinks.append(JsonlSink(out))
     rescored = rescore.run()
     assert [e.text for e in rescored] == [w.text for w in session.windows]   # same Whisper, same audio
     for e, w in zip(rescored, session.windows):

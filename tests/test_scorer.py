@@ -15,7 +15,7 @@ from moodlens.core.errors import ConfigError, DataError
 from moodlens.realtime.perception.features.config import FeaturizerConfig
 from moodlens.realtime.scoring.scorer import Scorer
 from moodlens.models.checkpoint import save_checkpoint
-from test_backends import make_tiny_model, ragged_batch
+from helpers.models import make_tiny_model, ragged_batch
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,15 @@ record (real pipeline over espeak-ng speech) -> export csv -> label -> `moodlens
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_export import run_cli  # noqa: E402
-from test_recording import demo_face_frames, record_synthetic  # noqa: E402
+from helpers.cli import run_cli
+from helpers.media import demo_face_frames
+from helpers.sessions import record_synthetic
 
 SR = 16_000
 

@@ -124,12 +124,12 @@ class ClipFeaturizer:
 
     def window_sample(self, audio: np.ndarray, faces: list[FaceFeatures], start: float, end: float,
                       text: str | None):
-        lo, hi = int(round(start * AUDIO_SAMPLE_RATE)), int(round(end * AUDIO_SAMPLE_RATE))
-        clip_audio = audio[max(lo, 0):max(hi, 0)]
-        inside = [f for f in faces if start <= f.t < end]
+        from moodlens.realtime.perception.features.featurizer import span_audio
+
+        clip_audio = span_audio(audio, start, end)
         if text is None:
             text = self.transcribe(clip_audio)
-        sample = self.featurizer.sample(text, clip_audio, inside, start=start, end=end)
+        sample = self.featurizer.span_sample(text, audio, faces, start, end, audio_start=0.0)
         if self.egemaps is not None:
             sample.extras["audio_egemaps"] = (self.egemaps.extract(clip_audio) if len(clip_audio)
                                               else np.zeros((0, 25), np.float32))

@@ -210,28 +210,21 @@ def session_featurizer_config(sessions: list[RecordedSession], text_max_len: int
     return first
 
 
-def _faces_by_window(session: RecordedSession, windows: list[RecordedWindow], featurizer, progress=None):
-    """Faces inside each window's span: recorded features, or MediaPipe over the recorded video."""
-    spans = [(w.start, w.end) for w in windows]
-    out: list[list] = [[] for _ in windows]
+def _session_faces(session: RecordedSession, windows: list[RecordedWindow], config) -> list:
+    """The session's faces over the windows' time range: recorded features, or MediaPipe over the
+    recorded video (one tracker per stream, frames in time order)."""
     if session.faces_path is not None:
-        faces = session.read_faces()
-    elif session.video_path is not None and windows:
-        lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
-        from moodlens.realtime.perception.features.vision import VisionFeaturizer
+        return session.read_faces()
+    if session.video_path is None or not windows:
+        return []
+    lo, hi = min(w.start for w in windows), max(w.end for w in windows)
+    from moodlens.realtime.perception.features.vision import VisionFeaturizer
 
-        vision = VisionFeaturizer(featurizer.config)   # one tracker per stream, frames in time order
-        try:
-            faces = [vision.process(frame) for frame in session.iter_frames(lo, hi) if vision.wants(frame.t)]
-        finally:
-            vision.close()
-    else:
-        return out
-    for face in faces:
-        for i, (start, end) in enumerate(spans):
-            if start <= face.t < end:
-                out[i].append(face)
-    return out
+    vision = VisionFeaturizer(config)
+    try:
+        return [vision.process(frame) for frame in session.iter_frames(lo, hi) if vision.wants(frame.t)]
+    finally:
+        vision.close()
 
 
 def featurize_windows(items: list[LabelledWindow], config, text_encoder: str | None = None,
@@ -252,10 +245,10 @@ def featurize_windows(items: list[LabelledWindow], config, text_encoder: str | N
         for indices in by_session.values():
             session = items[indices[0]].session
             windows = [items[i].window for i in indices]
-            faces = _faces_by_window(session, windows, featurizer)
-            for i, w, window_faces in zip(indices, windows, faces):
+            faces = _session_faces(session, windows, featurizer.config)
+            for i, w in zip(indices, windows):
                 audio = session.read_audio(w.start, w.end) if session.audio_path is not None else None
-                samples[i] = featurizer.sample(w.text, audio, window_faces, start=w.start, end=w.end)
+                samples[i] = featurizer.span_sample(w.text, audio, faces, w.start, w.end)
                 progress.advance(task)
     featurizer.close()
     return featurizer, [samples[i] for i in range(len(items))]

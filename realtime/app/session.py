@@ -1,12 +1,17 @@
-"""The session runner used by `moodlens demo`, `live`, `run` and `replay`: open the source, load the
-engine, run the pipeline on the dashboard or headless, record the session if asked.
+"""The application layer: one session runner behind `moodlens demo`, `live`, `run` and `replay`.
+
+`run_session` opens the source, loads the engine, runs the pipeline on the dashboard or headless and
+records the session if asked; `play_file` and `rescore_session` are its callers for a media file and
+for a recorded session's media, `replay_recorded` shows recorded windows again without a model.
+Commands only turn their arguments into these calls (`SessionOutput` holds the output flags).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -15,90 +20,117 @@ from rich.console import Console
 from moodlens.core.errors import ConfigError
 
 
+@dataclass
+class SessionOutput:
+    """Where a session's events go: the dashboard, or (headless) JSON lines; a JSONL file; a recording."""
+
+    headless: bool = False
+    jsonl: str | None = None          # a file; "-" = stdout; None = nowhere (stdout when headless)
+    record: Path | None = None        # a new session folder
+    record_video: str | None = None   # mp4 | faces | none (None: the config's recording.video)
+
+    def check(self) -> "SessionOutput":
+        """Refuse contradictory flags in one sentence; a headless run without --jsonl writes to stdout."""
+        if self.record_video and self.record is None:
+            raise ConfigError(f"--record-video {self.record_video} chooses what a recording keeps; "
+                              f"add --record DIR to record a session.")
+        if self.record is not None:
+            from moodlens.realtime.sessions.writer import SessionRecorder
+
+            SessionRecorder.check_folder(self.record)   # before any work: a refused folder loses nothing
+        jsonl = "-" if self.jsonl is None and self.headless else self.jsonl
+        if jsonl == "-" and not self.headless and Console().is_terminal:
+            raise ConfigError("--jsonl - writes events to the terminal the dashboard is drawn on; "
+                              "add --headless, or give --jsonl a file name.")
+        return dataclasses.replace(self, jsonl=jsonl)
+
+
+def load_config(path=None, *, backend: str | None = None, checkpoint: str | None = None,
+                device: str | None = None):
+    """The live config (configs/live/default.yaml overlaid with `path`) with the engine overrides."""
+    from moodlens.realtime.app.live_config import load_live_config
+
+    config = load_live_config(path)
+    if backend:
+        config.engine.backend = backend
+    if checkpoint:
+        config.engine.checkpoint = str(checkpoint)
+    if device:
+        config.engine.device = device
+    return config
+
+
 def build_scorer(engine):
-    """Engine-A's Scorer for the configured checkpoint and backend (warmed up)."""
+    """The Scorer for the configured checkpoint and backend (warmed up)."""
     from moodlens.realtime.scoring.scorer import Scorer
 
     scorer = Scorer(engine.checkpoint, backend=engine.backend, device=engine.device)
-    warmup = getattr(scorer, "warmup", None)
-    if callable(warmup):
-        warmup()
+    scorer.warmup()
     return scorer
 
 
-def run_session(open_source: Callable[[], object], label: str, config, args: argparse.Namespace,
-                realtime: bool, source_info: dict, notices: list[str] | None = None,
-                scorer=None) -> int:
-    """Open the source, load the engine, run the pipeline on the dashboard (or headless)."""
-    err = Console(stderr=True)
-    headless = bool(args.headless)
-    if getattr(args, "record_video", None) and getattr(args, "record", None) is None:
-        raise ConfigError(f"--record-video {args.record_video} chooses what a recording keeps; "
-                          f"add --record DIR to record a session.")
-    if getattr(args, "record", None) is not None:
-        from moodlens.realtime.sessions.writer import SessionRecorder
-
-        SessionRecorder.check_folder(args.record)   # before any work: a refused folder loses nothing
-    if args.jsonl is None and headless:
-        args.jsonl = "-"
-    if args.jsonl == "-" and not headless and Console().is_terminal:
-        raise ConfigError("--jsonl - writes events to the terminal the dashboard is drawn on; "
-                          "add --headless, or give --jsonl a file name.")
-    # The source first: a missing or corrupt file fails in a moment, before minutes of loading.
-    source = open_source()
-    try:
-        return _run_session(source, label, config, args, realtime, source_info, notices, scorer, err, headless)
-    except KeyboardInterrupt:          # while loading
-        err.print("[yellow]interrupted[/]", highlight=False)
-        return 130
-
-
-def _run_session(source, label, config, args, realtime, source_info, notices, scorer, err, headless) -> int:
-    import dataclasses
-
-    from moodlens.realtime.engine.events import JsonlSink
+def build_pipeline(source, scorer, config, *, realtime: bool, vision=None, transcriber=None):
+    """The pipeline over `source` with the config's VAD, ASR, feature and pipeline options."""
     from moodlens.realtime.engine.pipeline import Pipeline
 
+    options = dataclasses.replace(config.pipeline, realtime=realtime)
+    return Pipeline(source, scorer, options, vad=config.vad, asr=config.asr, features=config.features,
+                    vision=vision, transcriber=transcriber)
+
+
+def run_session(open_source: Callable[[], object], *, label: str, config, output: SessionOutput, realtime: bool,
+                source_info: dict, notices: list[str] | None = None, scorer=None,
+                vision: Callable[[object, object], object] | None = None) -> int:
+    """Open the source, load the engine, run the pipeline on the dashboard (or headless); the exit code.
+
+    `vision(source, scorer)` may hand the pipeline a stand-in for its face tracker (a rescore of a
+    face-features-only session feeds the recorded features)."""
+    err = Console(stderr=True)
+    output = output.check()
+    # The source first: a missing or corrupt file fails in a moment, before minutes of loading.
+    source = open_source()
     pipeline = None
     recorder = None
-    code = None          # stays None when an exception (Ctrl-C while loading, an error) ends the run
+    code = None          # stays None when an error ends the run
     try:
         with err.status("Loading the scoring engine…", spinner="dots"):
             scorer = scorer or build_scorer(config.engine)
+        stand_in = vision(source, scorer) if vision is not None else None
         with err.status("Loading Whisper, the voice detector and the face tracker…", spinner="dots"):
-            options = dataclasses.replace(config.pipeline, realtime=realtime)
-            pipeline = Pipeline(source, scorer, options, vad=config.vad, asr=config.asr,
-                                features=config.features)
-        if args.jsonl not in (None, "-"):
-            pipeline.sinks.append(JsonlSink(args.jsonl))
-        if args.record is not None:
+            pipeline = build_pipeline(source, scorer, config, realtime=realtime, vision=stand_in)
+        if output.jsonl not in (None, "-"):
+            from moodlens.realtime.engine.events import JsonlSink
+
+            pipeline.sinks.append(JsonlSink(output.jsonl))
+        if output.record is not None:
             # The recorder reports a failure (disk full, folder not writable) through on_error on its
             # own thread: printed to stderr it would be painted over by the full-screen dashboard, so
             # the dashboard polls `recorder.error` instead and the sentence is printed after the run.
-            recorder = make_recorder(args.record, config, scorer, pipeline, source_info, realtime,
-                                     video=getattr(args, "record_video", None), on_error=lambda sentence: None)
+            recorder = make_recorder(output.record, config, scorer, pipeline, source_info, realtime,
+                                     video=output.record_video, on_error=lambda sentence: None)
             pipeline.sinks.append(recorder)
-        if headless or not Console().is_terminal:
-            code = run_headless(pipeline, label, err, to_stdout=args.jsonl == "-", fancy=not headless)
+        if output.headless or not Console().is_terminal:
+            code = run_headless(pipeline, label, err, to_stdout=output.jsonl == "-", fancy=not output.headless)
         else:
             alert = (lambda: recorder.error) if recorder is not None else None
             code = run_dashboard(pipeline, label, config, notices or [], alert=alert)
+    except KeyboardInterrupt:          # while loading
+        err.print("[yellow]interrupted[/]", highlight=False)
+        code = 130
     finally:
         if pipeline is not None:
             pipeline.stop()
         else:
             source.close()
         if recorder is not None:
-            close_recorder(recorder, args.record, code, err)
+            close_recorder(recorder, output.record, code, err)
     return recording_exit_code(code, recorder)
 
 
-def close_recorder(recorder, folder, code: int, err: Console) -> None:
-    """Close the recording noting why it ended, and say how it went (after the dashboard is gone)."""
-    if code is None:        # an exception is on its way out
-        reason = "interrupted" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "error"
-    else:
-        reason = "interrupted" if code == 130 else "completed"
+def close_recorder(recorder, folder, code: int | None, err: Console) -> None:
+    """Close the recording noting why it ended (session.json `end_reason`), and say how it went
+    (after the dashboard is gone). `code` None: an error is on its way out."""
+    reason = "error" if code is None else ("interrupted" if code == 130 else "completed")
     recorder.close(reason=reason)
     if recorder.error:
         err.print(f"[bold yellow]recording:[/] {recorder.error}", highlight=False)
@@ -113,6 +145,104 @@ def recording_exit_code(code: int, recorder) -> int:
     if code == 0 and recorder is not None and recorder.error:
         return 1
     return code
+
+
+def play_file(path, *, label: str, config, output: SessionOutput, pace: str | None = None,
+              kind: str = "file") -> int:
+    """A media file through the session runner (`moodlens run`, `moodlens demo`); `pace` defaults to
+    realtime on the dashboard and fast when headless."""
+    from moodlens.realtime.capture.media import MediaFileSource
+
+    pace = pace or ("fast" if output.headless else "realtime")
+    path = Path(path).expanduser()
+    s = config.sources
+
+    def open_source():
+        return MediaFileSource(path, pace=pace, video_fps=s.video_fps, origin=0.0, max_size=s.max_size)
+
+    info = {"kind": kind, "path": str(path.resolve() if kind == "file" else path), "pace": pace}
+    return run_session(open_source, label=label, config=config, output=output, realtime=pace == "realtime",
+                       source_info=info)
+
+
+def rescore_session(session, *, config, output: SessionOutput, speed: float) -> int:
+    """A recorded session's audio and video through the live pipeline and the configured model."""
+    from moodlens.realtime.sessions.replay import RecordedSource
+
+    realtime = speed > 0 and not output.headless
+
+    def open_source():
+        return RecordedSource(session, pace="realtime" if realtime else "fast", speed=speed)
+
+    def vision(source, scorer):
+        stand_in = source.vision_stand_in()
+        if stand_in is not None and session.featurizer_config:
+            # Recorded face features are only meaningful to a model whose featurizer computes the same.
+            from moodlens.realtime.perception.features.config import FeaturizerConfig
+
+            live = scorer.featurizer_config
+            live = FeaturizerConfig.from_dict(live) if isinstance(live, dict) else live
+            live.check_compatible(session.featurizer_config, where=f"the recorded face features of {session.folder}")
+        return stand_in
+
+    info = {"kind": "rescore", "session": str(session.folder), "session_id": session.info.get("session_id")}
+    return run_session(open_source, label=f"rescore {session.name}", config=config, output=output,
+                       realtime=realtime, source_info=info, vision=vision)
+
+
+def replay_recorded(session, *, output: SessionOutput, speed: float) -> int:
+    """The recorded windows again, at `speed` (0 = at once), on the dashboard or as JSON lines."""
+    from moodlens.realtime.engine.events import JsonlSink
+    from moodlens.realtime.sessions.replay import ReplayClock, replay_events
+
+    output = output.check()
+    err = Console(stderr=True)
+    if not session.windows:
+        err.print(f"session {session.name} has no scored windows to replay", highlight=False)
+        return 0
+    sinks = [JsonlSink(output.jsonl)] if output.jsonl not in (None, "-") else []
+    label = f"replay {session.name}" + (f" ×{speed:g}" if speed not in (0, 1) else "")
+    clock = ReplayClock(session, speed)
+    count = 0
+    try:
+        if output.headless or not Console().is_terminal:
+            for event in replay_events(session, speed):
+                count += 1
+                clock.add(event)
+                for sink in sinks:
+                    sink.on_event(event)
+                if output.jsonl == "-":
+                    sys.stdout.write(event.to_json() + "\n")
+                    sys.stdout.flush()
+            err.print(f"{label}: {count} windows", highlight=False)
+            return 0
+        from moodlens.realtime.ui.dashboard import Dashboard
+
+        backends = sorted({w.backend for w in session.windows if w.backend})
+        devices = session.info.get("devices") or {}
+        dashboard = Dashboard(label, backend=", ".join(backends) or "recorded",
+                              device=str(devices.get("device", "recorded")), stats=clock.snapshot)
+        code = 0
+        with dashboard:
+            try:
+                for event in replay_events(session, speed):
+                    count += 1
+                    clock.add(event)
+                    dashboard.add(event)
+                    for sink in sinks:
+                        sink.on_event(event)
+                clock.finished = True
+                dashboard.set_state("finished")
+                dashboard.hold()
+            except KeyboardInterrupt:
+                dashboard.set_state("stopping")
+                code = 130
+        if dashboard.events:
+            Console().print(dashboard.summary())
+        return code
+    finally:
+        for sink in sinks:
+            sink.close()
 
 
 def make_recorder(folder: Path, config, scorer, pipeline, source_info: dict, realtime: bool,

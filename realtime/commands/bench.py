@@ -2,6 +2,7 @@
 
     moodlens bench                                   # default model on every available backend + the demo clip
     moodlens bench --backends eager,onnxruntime --skip-pipeline --json out.json --plot out.png
+    moodlens bench --skip-pipeline --json | jq .model     # the report as JSON on stdout
     moodlens bench --media talk.mp4 --pace fast --skip-model
 """
 
@@ -12,6 +13,7 @@ import argparse
 from rich.console import Console
 
 from moodlens.core.argtypes import nonnegative_int, positive_float, positive_int
+from moodlens.core.cli import add_device_argument, add_json_argument
 from moodlens.core.errors import ConfigError
 
 
@@ -30,7 +32,7 @@ def _name_list(text: str) -> list[str]:
 
 
 # Output paths the CLI checks before any work starts (moodlens.core.paths.check_outputs).
-OUTPUTS = {"json_out": ("file", "--json"), "plot": ("file", "--plot")}
+OUTPUTS = {"json": ("file", "--json"), "plot": ("file", "--plot")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--backends", type=_name_list, default=None,
                       help="comma-separated: tensorrt,compile,onnxruntime,eager (default: all, unavailable ones "
                            "are listed with what to install)")
-    what.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
+    add_device_argument(what)
     what.add_argument("--skip-model", action="store_true", help="skip the model-only part")
     what.add_argument("--skip-pipeline", action="store_true", help="skip the whole-pipeline part")
     model = parser.add_argument_group("model-only")
@@ -59,11 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pipe.add_argument("--pipeline-backend", default="auto", choices=("auto", "tensorrt", "compile", "onnxruntime", "eager"),
                       help="backend the pipeline scores with (default auto)")
     out = parser.add_argument_group("output")
-    out.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the report as JSON")
+    add_json_argument(out, "--json-out", help="the report as JSON: bare --json prints it on stdout (instead of "
+                                              "the table), --json FILE (or --json-out FILE) writes FILE")
     out.add_argument("--plot", default=None, metavar="PNG", help="write a latency plot (matplotlib)")
 
 
 def main(args: argparse.Namespace) -> int:
+    from moodlens.core.cli import write_json as write_json_text
     from moodlens.realtime.app.bench import BenchOptions, render, run_bench, save_plot, write_json
 
     if args.skip_model and args.skip_pipeline:
@@ -85,9 +89,14 @@ def main(args: argparse.Namespace) -> int:
         MediaFileSource(Path(args.media).expanduser(), pace="fast").close()
     err = Console(stderr=True)
     report = run_bench(options, console=err)
-    Console().print(render(report))
-    if args.json_out:
-        path = write_json(report, args.json_out)
+    if args.json == "-":
+        import json
+
+        write_json_text(json.dumps(json.loads(json.dumps(report, default=str)), indent=2), "-")
+    else:
+        Console().print(render(report))
+    if args.json not in (None, "-"):
+        path = write_json(report, args.json)
         err.print(f"wrote {path}", highlight=False)
     if args.plot:
         path = save_plot(report, args.plot)

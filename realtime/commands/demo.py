@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from moodlens.realtime.commands.run import add_engine_arguments, add_output_arguments
+from moodlens.realtime.commands.common import add_engine_arguments, add_output_arguments
 
 
 # Output paths the CLI checks before any work starts (moodlens.core.paths.check_outputs).
@@ -30,19 +30,8 @@ def demo_clip_path():
 
 
 def main(args: argparse.Namespace) -> int:
-    from moodlens.realtime.commands.run import apply_engine_arguments, finish
-    from moodlens.realtime.app.session import run_session
-    from moodlens.realtime.app.live_config import load_live_config
-    from moodlens.realtime.capture.media import MediaFileSource
+    from moodlens.realtime.app.session import play_file
+    from moodlens.realtime.commands.common import finish, live_config, session_output
 
-    config = load_live_config(args.config)
-    apply_engine_arguments(config, args)
-    pace = args.pace or ("fast" if args.headless else "realtime")
-    path = demo_clip_path()
-    s = config.sources
-
-    def open_source():
-        return MediaFileSource(path, pace=pace, video_fps=s.video_fps, origin=0.0, max_size=s.max_size)
-
-    return finish(run_session(open_source, label="demo clip", config=config, args=args, realtime=pace == "realtime",
-                       source_info={"kind": "demo", "path": str(path), "pace": pace}))
+    return finish(play_file(demo_clip_path(), label="demo clip", config=live_config(args),
+                            output=session_output(args), pace=args.pace, kind="demo"))

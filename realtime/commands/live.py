@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from moodlens.realtime.commands.run import add_engine_arguments, add_output_arguments
+from moodlens.realtime.commands.common import add_engine_arguments, add_output_arguments
 
 
 # Output paths the CLI checks before any work starts (moodlens.core.paths.check_outputs).
@@ -48,14 +48,12 @@ def parse_mic(value):
 
 
 def main(args: argparse.Namespace) -> int:
-    from moodlens.realtime.commands.run import apply_engine_arguments, finish
-    from moodlens.realtime.app.session import run_session
     from moodlens.core.errors import MediaError
-    from moodlens.realtime.app.live_config import load_live_config
+    from moodlens.realtime.app.session import run_session
     from moodlens.realtime.capture.devices import LiveSource
+    from moodlens.realtime.commands.common import finish, live_config, session_output
 
-    config = load_live_config(args.config)
-    apply_engine_arguments(config, args)
+    config = live_config(args)
     s = config.sources
     camera = None if args.no_camera else (args.camera if args.camera is not None else s.camera)
     mic = parse_mic(args.mic if args.mic is not None else s.mic)
@@ -81,5 +79,5 @@ def main(args: argparse.Namespace) -> int:
             notices.append("no microphone: vision only")
         return source
 
-    return finish(run_session(open_source, label="live", config=config, args=args, realtime=True,
-                       source_info={"kind": "live", "camera": camera, "mic": mic}, notices=notices))
+    return finish(run_session(open_source, label="live", config=config, output=session_output(args), realtime=True,
+                              source_info={"kind": "live", "camera": camera, "mic": mic}, notices=notices))

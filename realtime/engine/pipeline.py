@@ -481,7 +481,8 @@ class Pipeline:
         samples = []
         for item in items:
             audio = item.window.audio if self.has_audio else np.zeros(0, np.float32)
-            samples.append(self.featurizer.sample(item.text, audio, item.window.faces))
+            w = item.window
+            samples.append(self.featurizer.span_sample(item.text, audio, w.faces, w.start, w.end))
         batch = self.featurizer.collate(samples)
         t1 = time.perf_counter()
         output = self.scorer.score(batch)

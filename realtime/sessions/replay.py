@@ -5,7 +5,7 @@
 - `RecordedSource(session)`: the recorded audio (and video frames) as a pipeline source, in time
   order, like `MediaFileSource`; a face-features-only session yields placeholder frames whose faces
   come from `RecordedFaces` (passed to the pipeline as its vision stage), so no pixels are needed.
-- `rescore_pipeline(session, scorer, sinks)`: engine-B's pipeline over that source.
+A rescore runs that source through the session runner (realtime/app/session.py `rescore_session`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -144,18 +144,6 @@ class RecordedSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def rescore_pipeline(session: RecordedSession, scorer, sinks: Iterable = (), pace: str = "fast",
-                     pipeline_options=None, **pipeline_kwargs):
-    """Engine-B's pipeline over the recorded media with `scorer` (engine-A's Scorer); extra keyword
-    arguments go to `Pipeline` (vad, asr, features, a shared transcriber...)."""
-    from moodlens.realtime.engine.pipeline import Pipeline, PipelineOptions
-
-    source = RecordedSource(session, pace=pace)
-    options = pipeline_options or PipelineOptions(realtime=(pace == "realtime"))
-    vision = pipeline_kwargs.pop("vision", None) or source.vision_stand_in()
-    return Pipeline(source, scorer, options, sinks=list(sinks), vision=vision, **pipeline_kwargs)
 
 
 class ReplayClock:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 
 from moodlens.core.argtypes import nonnegative_int, positive_float, positive_int
+from moodlens.core.cli import add_device_argument, add_json_argument, write_json
 
 
 # Output paths the CLI checks before any work starts (moodlens.core.paths.check_outputs).
-OUTPUTS = {"out": ("dir", "--out")}
+OUTPUTS = {"out": ("dir", "--out"), "json": ("file", "--json")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,13 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-lr", type=positive_float, help="learning rate of the fine-tuned text encoder")
     parser.add_argument("--seed", type=int, nargs="+", help="one or more seeds (results as mean ± std)")
     parser.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    add_device_argument(parser)
     parser.add_argument("--resume", action="store_true", help="continue from DIR/seed_S/last.pt")
     parser.add_argument("--no-deterministic", action="store_true", help="allow non-deterministic kernels")
     parser.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     parser.add_argument("--threads", type=nonnegative_int, help="torch CPU threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--json", action="store_true", help="print the metrics summary as JSON")
+    add_json_argument(parser, help="the metrics summary as JSON: bare --json prints it on stdout (instead of the "
+                                   "table), --json FILE writes FILE")
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -92,8 +94,10 @@ def main(args) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0
     if args.json:
-        print(json.dumps(json_safe(summary), indent=2, ensure_ascii=False))
-        return 0
+        path = write_json(json.dumps(json_safe(summary), indent=2, ensure_ascii=False), args.json)
+        if path is None:
+            return 0
+        console.print(f"wrote {path}", highlight=False)
     title = (f"{config.model} on {summary['data']}: test split, "
              f"mean ± std over {len(summary['seeds'])} seed(s)")
     table = Table()

@@ -15,7 +15,7 @@ from moodlens.core.errors import ConfigError
 from moodlens.realtime.perception.features.audio import AudioFeaturizer
 from moodlens.realtime.perception.features.config import FeaturizerConfig
 from moodlens.realtime.perception.features.text import TextFeaturizer
-from moodlens.core.types import FaceFeatures, VideoFrame
+from moodlens.core.types import AUDIO_SAMPLE_RATE, FaceFeatures, VideoFrame
 
 MIN_SEQ_LEN = 2  # torch.export's dynamic dims start at 2 (models/batch.py)
 
@@ -60,8 +60,23 @@ class Featurizer:
         """Run the face tracker over frames in time order at the configured rate."""
         return [self.vision.process(f) for f in frames if self.vision.wants(f.t)]
 
+    def span_sample(self, text: str, audio: np.ndarray | None, faces: list[FaceFeatures], start: float, end: float,
+                    *, audio_start: float | None = None) -> Sample:
+        """Features for the span [start, end) of a stream: THE definition shared by live scoring (the
+        pipeline), offline featurizing (`moodlens featurize`) and training on recorded sessions, so a
+        model sees in training what it is given live.
+
+        `audio` holds the samples from `audio_start` on (seconds on the faces' clock; None = `audio`
+        is already the span's audio); `faces` may cover any times, those with start <= t < end count.
+        """
+        audio = np.zeros(0, np.float32) if audio is None else np.asarray(audio, dtype=np.float32)
+        if audio_start is not None:
+            audio = span_audio(audio, start, end, audio_start)
+        return self.sample(text, audio, span_faces(faces, start, end), start=start, end=end)
+
     def sample(self, text: str, audio: np.ndarray | None, faces: list[FaceFeatures],
                start: float = 0.0, end: float = 0.0) -> Sample:
+        """Features of one window from its own audio and faces (use `span_sample` for a span of a stream)."""
         text = text or ""
         enc = self.text.encode([text])
         ids = enc.ids[0][enc.mask[0]]
@@ -99,6 +114,18 @@ class Featurizer:
         if self._vision is not None:
             self._vision.close()
             self._vision = None
+
+
+def span_audio(audio: np.ndarray, start: float, end: float, audio_start: float = 0.0) -> np.ndarray:
+    """The samples of [start, end) in `audio`, whose first sample is at `audio_start` seconds."""
+    lo = int(round((start - audio_start) * AUDIO_SAMPLE_RATE))
+    hi = int(round((end - audio_start) * AUDIO_SAMPLE_RATE))
+    return audio[max(lo, 0):max(hi, 0)]
+
+
+def span_faces(faces: list[FaceFeatures], start: float, end: float) -> list[FaceFeatures]:
+    """The faces of [start, end) (a face at `end` belongs to the next span, as in the windower)."""
+    return [f for f in faces if start <= f.t < end]
 
 
 def pad_samples(samples: list[Sample], config: FeaturizerConfig, text_len: int | None = None,

@@ -1,0 +1,51 @@
+"""Argument spellings every `moodlens` command shares (argparse only: no torch, no moodlens imports),
+so that a flag means one thing everywhere:
+
+    --json [FILE]   the command's result as JSON: bare --json = to stdout, --json FILE = to that file
+    --device D      auto (the default: CUDA when available), cpu or cuda[:N]
+    --config FILE   a YAML of the command's own kind (live config; `train`: the training YAML)
+    --out PATH      what the command writes (a file for export/featurize, a folder for train)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEVICE_HELP = "auto (default: CUDA when available), cpu or cuda[:N]"
+JSON_HELP = "the result as JSON: bare --json prints it on stdout, --json FILE writes it to FILE"
+
+CONVENTIONS = """conventions (every command):
+  --json [FILE]   the result as JSON: bare prints it on stdout, with a value writes that file
+  --device D      auto (default: CUDA when available), cpu or cuda[:N]
+  --config FILE   a YAML of the command's own kind (the live config; for train the training YAML)
+  --out PATH      what the command writes (a file: export, featurize; a folder: train)
+  errors are one sentence on stderr; exit 0 ok, 1 finished but something asked for failed
+  (e.g. the recording), 2 bad input, 130 Ctrl-C or SIGTERM (docs/reliability.md)"""
+
+
+def add_device_argument(parser, *, default: str | None = None) -> None:
+    parser.add_argument("--device", default=default, metavar="DEVICE", help=DEVICE_HELP)
+
+
+def add_json_argument(parser, *aliases: str, help: str = JSON_HELP) -> None:
+    """`--json [FILE]` (bare: stdout). `aliases` keep an older spelling working (bench's --json-out)."""
+    parser.add_argument("--json", *aliases, dest="json", nargs="?", const="-", default=None, metavar="FILE", help=help)
+
+
+def write_json(text: str, target: str | None) -> Path | None:
+    """Put a JSON document where `--json` asked: '-' (or None) = stdout; else the file, whose path is returned."""
+    text = text.rstrip("\n") + "\n"
+    if target in (None, "-"):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return None
+    path = Path(target).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)

@@ -1,0 +1,88 @@
+"""Real media for tests: espeak-ng speech, frames of the bundled demo clip (a photographed face), and
+a talking-face clip muxed from both with PyAV."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "realtime" / "assets" / "demo.mp4"
+SR = 16_000
+
+
+def synthesize(text: str, out_wav: Path, voice: str = "en-us", words_per_minute: int = 150) -> Path:
+    """Speak `text` with espeak-ng into a 16 kHz mono WAV (real English speech with known words)."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        pytest.fail("espeak-ng is not installed; `make setup` (or .ci/run) installs it with apt")
+    raw = out_wav.with_suffix(".raw.wav")
+    subprocess.run([exe, "-v", voice, "-s", str(words_per_minute), "-w", str(raw), text], check=True)
+    import soundfile as sf
+    import librosa
+
+    audio, sr = sf.read(str(raw), dtype="float32")
+    if audio.ndim > 1:
+        audio = audio.mean(1)
+    audio = librosa.resample(audio, orig_sr=sr, target_sr=16000)
+    sf.write(str(out_wav), audio, 16000, subtype="PCM_16")
+    raw.unlink()
+    return out_wav
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * 16000), dtype=np.float32)
+
+
+def demo_face_frames(n: int, size=(240, 180)) -> list[np.ndarray]:
+    """Frames of the bundled demo clip: a real photographed face."""
+    import av
+
+    frames = []
+    with av.open(str(DEMO)) as c:
+        for f in c.decode(video=0):
+            frames.append(f.to_ndarray(format="rgb24", width=size[0], height=size[1]))
+            if len(frames) == n:
+                break
+    return frames
+
+
+def talking_face_clip(path: Path, wav: Path, fps: int = 8) -> Path:
+    """espeak-ng speech over the face frames of the bundled demo clip (a real photo), H.264 + AAC."""
+    import av
+
+    speech, _ = sf.read(str(wav), dtype="float32")
+    audio = np.concatenate([np.zeros(SR // 2, np.float32), speech, np.zeros(SR, np.float32)])
+    n_frames = int(len(audio) / SR * fps)
+    frames = []
+    with av.open(str(DEMO)) as c:
+        for f in c.decode(video=0):
+            frames.append(f.to_ndarray(format="rgb24", width=240, height=180))
+            if len(frames) == n_frames:
+                break
+    with av.open(str(path), "w") as c:
+        video = c.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = 240, 180, "yuv420p"
+        sound = c.add_stream("aac", rate=SR, layout="mono")
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            for p in video.encode(frame):
+                c.mux(p)
+        for p in video.encode():
+            c.mux(p)
+        pcm = (audio * 32767).astype(np.int16)
+        for s in range(0, len(pcm), 1024):
+            frame = av.AudioFrame.from_ndarray(pcm[None, s:s + 1024], format="s16", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = SR, s, Fraction(1, SR)
+            for p in sound.encode(frame):
+                c.mux(p)
+        for p in sound.encode():
+            c.mux(p)
+    return path
