@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     module = importlib.import_module(COMMANDS[args.command][0])
-    _sigterm_as_ctrl_c()
+    from moodlens.core import signals
+
+    signals.install()   # SIGTERM ends a run like Ctrl-C (exit 130, recording closed)
     try:
         from moodlens.core.paths import check_outputs
 
@@ -77,19 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[yellow]interrupted[/]")
         return EXIT_INTERRUPTED
     return int(code or 0)
-
-
-def _sigterm_as_ctrl_c() -> None:
-    """SIGTERM (kill, systemd, docker stop) ends a run the way Ctrl-C does: stages stop, sinks and
-    the recording are closed and flushed, exit 130. Without this it would end as abruptly as SIGKILL."""
-    import signal
-    import threading
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

@@ -173,6 +173,9 @@ CASES = [
     ("export {w}/session --out {w}/o.xyz", 2, "Cannot tell the export format"),
     ("replay {w}/adir", 2, "is not a recorded session"),
     ("run {w}/face.png --headless", 2, "is a still image, not audio or video"),
+    ("featurize {w}/face.png --out {w}/o.pkl", 2, "is a still image, not audio or video"),
+    ("featurize {w}/missing.mp4 --out {w}/o.pkl", 2, "does not exist"),
+    ("featurize {w}/text.mp4 --out {w}/o.pkl", 2, "cannot be opened"),
     ("run {w}/text.mp4 --headless", 2, "cannot be opened"),
     ("run {w}/missing.mp4 --headless", 2, "does not exist"),
     ("run {w}/face.png --headless --record-video faces", 2, "add --record DIR"),
@@ -297,3 +300,17 @@ def test_a_read_only_mount_is_refused_before_any_work(tmp_path):
             assert f"{flag} '{disk}" in output and "the file system is read-only" in output, output
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_resume_still_reads_a_real_training_state(work, tmp_path):
+    """The control for the --resume cases: a genuine last.pt loads under weights_only=True."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(work / "run", run)
+    (run / "seed_1111" / "metrics.json").unlink()      # not finished: resume from last.pt
+    result = _run(["train", "--model", "tecafn", "--data", "synthetic", "--epochs", "2", "--quiet", "--resume",
+                   "--out", str(run)], tmp_path)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 0 and "Traceback" not in output, output[-3000:]
+    assert "resuming after epoch 1" in output

@@ -205,6 +205,9 @@ def featurize_file(path: str | Path, out: str | Path | None = None, config: Feat
     config = config or FeaturizerConfig()
     options = options or FeaturizeOptions()
     vad_options = VadOptions.from_dict(options.vad)
+    from moodlens.realtime.capture.media import MediaFileSource
+
+    MediaFileSource(path, pace="fast").close()   # a missing or unreadable file fails before models load
     worker = ClipFeaturizer(config, options)
     try:
         samples = []

@@ -118,6 +118,8 @@ def run_session(open_source: Callable[[], object], *, label: str, config, output
         err.print("[yellow]interrupted[/]", highlight=False)
         code = 130
     finally:
+        if recorder is not None:      # before pipeline.stop(), which closes its sinks, the recorder too
+            recorder.end_reason = end_reason_for(code)
         if pipeline is not None:
             pipeline.stop()
         else:
@@ -127,11 +129,15 @@ def run_session(open_source: Callable[[], object], *, label: str, config, output
     return recording_exit_code(code, recorder)
 
 
+def end_reason_for(code: int | None) -> str:
+    """session.json `end_reason` from the run's exit code (None: an error is on its way out)."""
+    return "error" if code is None else ("interrupted" if code == 130 else "completed")
+
+
 def close_recorder(recorder, folder, code: int | None, err: Console) -> None:
     """Close the recording noting why it ended (session.json `end_reason`), and say how it went
     (after the dashboard is gone). `code` None: an error is on its way out."""
-    reason = "error" if code is None else ("interrupted" if code == 130 else "completed")
-    recorder.close(reason=reason)
+    recorder.close(reason=end_reason_for(code))
     if recorder.error:
         err.print(f"[bold yellow]recording:[/] {recorder.error}", highlight=False)
     else:

@@ -218,13 +218,19 @@ class SessionRecorder:
             raise ConfigError(f"The folder {folder} already has a file named {taken[0]} that recording "
                               f"would overwrite; choose a new or empty folder for --record.")
 
-    def close(self, reason: str = "completed") -> None:
-        """Write everything queued, finish the media files and mark the session closed, noting
-        `reason` ("completed" or "interrupted") unless a failed write already ended it."""
+    def close(self, reason: str | None = None) -> None:
+        """Write everything queued, finish the media files and mark the session closed, noting why
+        it ended: `reason`, else `end_reason` if the runner set it earlier (the pipeline closes its
+        sinks itself), else "completed"; a failed write overrides both ("disk full", "error")."""
         if self._closed:
             return
-        if self.end_reason is None:
+        if reason is not None and self.end_reason is None:
             self.end_reason = reason
+        if self.end_reason is None:
+            from moodlens.core.signals import interrupted
+
+            if interrupted():     # closed by the pipeline's cleanup while Ctrl-C / SIGTERM unwinds
+                self.end_reason = "interrupted"
         with self._cond:
             self._closing = True
             self._cond.notify_all()
