@@ -325,12 +325,18 @@ class SessionRecorder:
         self._save_meta()
         # Space kept back for the final session.json: on a full disk it is freed just before the
         # session's end (state, end_reason, error) is written, so that write still succeeds.
+        # Twice the metadata's size (at least RESERVE_BYTES): the final write needs one new copy.
+        # Best effort: a folder where even this does not fit still records (and may lose the end).
         reserve = self.folder / RESERVE_FILE
-        with open(reserve, "wb") as f:
-            f.write(b"\0" * RESERVE_BYTES)
-            if self.options.fsync:
-                os.fsync(f.fileno())
-        self._reserve = reserve
+        size = max(RESERVE_BYTES, 2 * (self.folder / SESSION_FILE).stat().st_size)
+        try:
+            with open(reserve, "wb") as f:
+                f.write(b"\0" * size)
+                if self.options.fsync:
+                    os.fsync(f.fileno())
+            self._reserve = reserve
+        except OSError:
+            _unlink_quietly(reserve)
 
     def _save_meta(self) -> None:
         _atomic_write_json(self.folder / SESSION_FILE, self._meta, fsync=self.options.fsync)
@@ -507,6 +513,13 @@ class SessionRecorder:
             self.on_error(self.error)
         except Exception:  # noqa: BLE001
             pass
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _truncate_quietly(fd: int, size: int) -> None:
