@@ -41,32 +41,48 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
 def fill_dataclass(cls: type[T], values: dict[str, Any], source: str) -> T:
-    """Build `cls` from `values`, refusing unknown keys and values of the wrong type."""
-    known = {f.name: f for f in fields(cls)}
+    """Build `cls` from `values`, refusing unknown keys and values of the wrong type.
+
+    A mapping given for a field whose default is itself an option dataclass fills that one the same
+    way (nested sections). Fields left out keep their defaults, computed as the class computes them
+    (`__post_init__` sees only the given values, so a default derived from another field follows it)."""
+    known = {f.name: f for f in fields(cls) if f.init}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(
             f"{source}: unknown key '{unknown[0]}' for {cls.__name__} "
             f"(known keys: {', '.join(sorted(known))})."
         )
-    defaults = cls()
     checked = {}
     for key, value in values.items():
-        default = getattr(defaults, key)
+        default = _default(known[key])
         if default is not None and value is not None:
-            if isinstance(default, bool) and not isinstance(value, bool):
+            if dataclasses.is_dataclass(default) and not isinstance(default, type):
+                if isinstance(value, dict):
+                    value = fill_dataclass(type(default), value, f"{source} ({key})")
+                elif not isinstance(value, type(default)):
+                    raise ConfigError(f"{source}: key '{key}' must be a mapping, got {value!r}.")
+            elif isinstance(default, bool) and not isinstance(value, bool):
                 raise ConfigError(f"{source}: key '{key}' must be true or false, got {value!r}.")
-            if isinstance(default, (int, float)) and not isinstance(default, bool):
+            elif isinstance(default, (int, float)) and not isinstance(default, bool):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ConfigError(f"{source}: key '{key}' must be a number, got {value!r}.")
                 if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
                     raise ConfigError(f"{source}: key '{key}' must be a whole number, got {value!r}.")
                 value = type(default)(value)
-            if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+            elif isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
                 value = type(default)(value)
         checked[key] = value
-    return dataclasses.replace(defaults, **checked)
+    return cls(**checked)
 
 
 class Options:

@@ -155,11 +155,12 @@ def _fit_problem(err: BaseException, state: dict, own: dict) -> str:
 
 def checkpoint_trained_modalities(extra: dict) -> list[str]:
     """The modalities a checkpoint's weights were trained on; checkpoints written before this was
-    recorded count as trained on all (what the scorer assumes too)."""
+    recorded (or with an empty record) count as trained on all. The one definition: the scorer and
+    the trainer both use it."""
     from moodlens.core.schema import MODALITIES
 
     recorded = extra.get("trained_modalities")
-    return list(MODALITIES) if recorded is None else [m for m in MODALITIES if m in recorded]
+    return list(MODALITIES) if not recorded else [m for m in MODALITIES if m in recorded]
 
 
 def load_checkpoint(path_or_default="default", device: str | torch.device = "cpu") -> LoadedCheckpoint:

@@ -15,8 +15,6 @@ Checkpoints written with the hand-written BERT (keys `text_encoder.embeddings.*`
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import torch
 from torch import nn

@@ -11,6 +11,8 @@ import soundfile as sf
 from moodlens.core.errors import AssetError, ConfigError, DataError
 from moodlens.realtime.perception.asr import AsrOptions, Transcriber
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def transcriber():
@@ -88,7 +90,7 @@ def test_bad_options_refused():
         AsrOptions(beam_size=0)
     with pytest.raises(ConfigError, match="device"):
         AsrOptions(device="tpu")
-    with pytest.raises(ConfigError, match="Unknown ASR option"):
+    with pytest.raises(ConfigError, match="unknown key 'beam' for AsrOptions"):
         AsrOptions.from_dict({"beam": 2})
 
 

@@ -18,6 +18,8 @@ from moodlens.models.batch import SentimentOutput
 from moodlens.realtime.scoring import backends as B
 from moodlens.core.errors import BackendError, ConfigError
 
+pytestmark = pytest.mark.export
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):

@@ -25,6 +25,7 @@ def test_percentiles_are_ordered():
     assert p["p50"] == 3.0
 
 
+@pytest.mark.e2e
 def test_bench_json_has_the_documented_keys(tmp_path, tts, capsys):
     speech = tts("I really love this wonderful day.")
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"

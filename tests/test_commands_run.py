@@ -16,6 +16,8 @@ import soundfile as sf
 
 from moodlens.realtime.engine.events import check_event_dict
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 MOODLENS = [sys.executable, "-m", "moodlens.realtime.cli"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "100"}

@@ -13,6 +13,8 @@ from moodlens.realtime.perception.features.config import VISION_FEATURE_NAMES, F
 from moodlens.realtime.perception.features.vision import VisionFeaturizer, head_pose
 from moodlens.core.types import VideoFrame
 
+pytestmark = pytest.mark.e2e
+
 YAW, PITCH, ROLL, TZ = (VISION_FEATURE_NAMES.index(n) for n in
                         ("head_yaw_rad", "head_pitch_rad", "head_roll_rad", "head_tz_dm"))
 

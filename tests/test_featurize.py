@@ -50,6 +50,7 @@ def speech(tts, text: str) -> np.ndarray:
     return audio
 
 
+@pytest.mark.e2e
 def test_featurize_file_gives_one_sample_per_utterance(tmp_path, tts):
     first = speech(tts, "The weather is lovely today.")
     second = speech(tts, "I am very happy with this result.")
@@ -117,6 +118,7 @@ def build_raw_dataset(root, tts) -> None:
             writer.writerow([video_id, clip_id, text, label, label, label / 2, "", "Positive", mode])
 
 
+@pytest.mark.e2e
 def test_raw_dataset_with_failures_and_resumable_cache(tmp_path, tts, capsys):
     build_raw_dataset(tmp_path, tts)
     out = tmp_path / "data.pkl"

@@ -179,6 +179,7 @@ def exported(shared_model, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.export
 def test_torch_export_with_dynamic_batch_and_lengths(name, shared_model, exported):
     model = shared_model(name)
     program, _ = exported(name)
@@ -192,6 +193,7 @@ def test_torch_export_with_dynamic_batch_and_lengths(name, shared_model, exporte
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.export
 def test_onnx_runtime_matches_eager_at_other_shapes(name, shared_model, exported):
     import onnxruntime as ort
 

@@ -22,6 +22,8 @@ from moodlens.realtime.engine.stats import PipelineStats
 from moodlens.realtime.engine.streams import WindowQueue, merge_windows
 from moodlens.core.types import Window
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "realtime" / "assets" / "demo.mp4"
 SR = 16_000

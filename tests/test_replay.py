@@ -104,6 +104,7 @@ def transcriber():
 
 
 
+@pytest.mark.e2e
 def test_record_with_the_pipeline_then_rescore(tts, tmp_path, scorer, transcriber):
     from moodlens.realtime.engine.events import JsonlSink, read_jsonl
     from moodlens.realtime.engine.pipeline import Pipeline, PipelineOptions

@@ -225,6 +225,7 @@ def test_faces_come_from_the_recorded_video_or_the_recorded_features(tmp_path):
     assert float(diff.median()) < 0.05, float(diff.median())
 
 
+@pytest.mark.e2e
 def test_round_trip_record_export_label_train(tts, tmp_path):
     """The real pipeline records espeak-ng speech; the exported csv is labelled; `moodlens train`
     fine-tunes on it and writes a checkpoint that loads."""

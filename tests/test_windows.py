@@ -161,7 +161,7 @@ def test_bad_inputs_refused():
         VadOptions(mode="smart")
     with pytest.raises(ConfigError, match="threshold"):
         VadOptions(threshold=1.5)
-    with pytest.raises(ConfigError, match="Unknown VAD option"):
+    with pytest.raises(ConfigError, match="unknown key 'treshold' for VadOptions"):
         VadOptions.from_dict({"treshold": 0.4})
     with pytest.raises(DataError, match="NaN"):
         UtteranceWindower(VadOptions(mode="fixed")).push_audio(np.array([0.0, np.nan], np.float32), t=0.0)

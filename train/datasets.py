@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from moodlens.core.errors import ConfigError, DataError, MoodlensError, RunFailed
+from moodlens.core.options import Options
 from moodlens.core.safeload import safe_pickle_load
 from moodlens.core.schema import SPLIT_ALIASES as SPLIT_NAMES
 from moodlens.realtime.perception.features.config import FeaturizerConfig
@@ -49,7 +50,7 @@ CACHE_FORMAT = "moodlens-featurize-clip/2"   # /2: npz (arrays) + JSON (the rest
 
 
 @dataclass
-class FeaturizeOptions:
+class FeaturizeOptions(Options):
     text_source: str = "auto"          # auto: label text when present else ASR; asr: always ASR; label: never ASR
     workers: int = 1                   # worker processes for raw datasets (1 = in this process)
     max_frame_size: int | None = None  # downscale frames whose longer side exceeds this before tracking
@@ -92,7 +93,7 @@ class ClipFeaturizer:
         if self._transcriber is None:
             from moodlens.realtime.perception.asr import AsrOptions, Transcriber
 
-            self._transcriber = Transcriber(AsrOptions.from_dict(self.options.asr))
+            self._transcriber = Transcriber(AsrOptions.from_dict(self.options.asr, "featurize asr options"))
         return self._transcriber
 
     def decode(self, path: Path, on_progress=None) -> tuple[np.ndarray, list[FaceFeatures], float, bool, bool]:
@@ -204,7 +205,7 @@ def featurize_file(path: str | Path, out: str | Path | None = None, config: Feat
     out = _check_out(out) if out is not None else None
     config = config or FeaturizerConfig()
     options = options or FeaturizeOptions()
-    vad_options = VadOptions.from_dict(options.vad)
+    vad_options = VadOptions.from_dict(options.vad, "featurize vad options")
     from moodlens.realtime.capture.media import MediaFileSource
 
     MediaFileSource(path, pace="fast").close()   # a missing or unreadable file fails before models load

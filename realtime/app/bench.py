@@ -39,13 +39,14 @@ from rich.table import Table
 from moodlens.core.schema import BACKEND_NAMES
 from moodlens.realtime.scoring.backends import BackendOptions, availability, resolve_device
 from moodlens.core.errors import BackendError, ConfigError, MoodlensError
+from moodlens.core.options import Options
 
 SCHEMA = "moodlens-bench/1"
 PAPER_MS_PER_SAMPLE = 265.3   # HCRL-MFD paper's reported inference time per sample
 
 
 @dataclass
-class BenchOptions:
+class BenchOptions(Options):
     checkpoint: str = "default"            # "default", a checkpoint path; see `model`
     model: str | None = None               # a zoo model name: benchmark it untrained (latency only)
     backends: list[str] | None = None      # None = every backend available on the device
@@ -61,7 +62,7 @@ class BenchOptions:
     run_model: bool = True
     run_pipeline: bool = True
 
-    def check(self) -> None:
+    def check(self, where: str = "bench options") -> None:
         for name in self.backends or []:
             if name not in BACKEND_NAMES:
                 raise ConfigError(f"Unknown backend '{name}' in --backends; choose from {', '.join(BACKEND_NAMES)}.")

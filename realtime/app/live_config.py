@@ -1,5 +1,8 @@
 """The live config: configs/live/default.yaml (or `--config FILE`) -> typed option dataclasses.
 
+Every section is an option dataclass read with `Options.from_dict(values, where)` (core/options.py):
+typed, unknown keys refused, then its own `check(where)`.
+
 Sections: sources, vad (VadOptions), asr (AsrOptions), features (overrides of the checkpoint's
 FeaturizerConfig), engine, pipeline (PipelineOptions), dashboard (DashboardOptions), recording
 (RecordingOptions, used by `--record DIR`). Every key is
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moodlens.core.options import configs_root, fill_dataclass, read_yaml
+from moodlens.core.options import Options, configs_root, fill_dataclass, read_yaml
 from moodlens.realtime.ui.dashboard import DashboardOptions
 from moodlens.core.errors import ConfigError
 from moodlens.core.schema import BACKEND_CHOICES
@@ -26,7 +29,7 @@ SECTIONS = ("sources", "vad", "asr", "features", "engine", "pipeline", "dashboar
 
 
 @dataclass
-class SourceOptions:
+class SourceOptions(Options):
     camera: int = 0                   # webcam index for `moodlens live` (--camera)
     mic: str | None = None            # microphone name or index (--mic); None = the system default
     width: int = 640                  # webcam capture size
@@ -35,12 +38,23 @@ class SourceOptions:
     video_fps: float | None = None    # files: keep at most this many frames per second (None = all)
     max_size: int | None = 640        # frames with a longer side are scaled down (face tracking cost)
 
+    def check(self, where: str = "sources") -> None:
+        if self.video_fps is not None and self.video_fps <= 0:
+            raise ConfigError(f"{where}: video_fps must be positive or null.")
+        if self.max_size is not None and self.max_size < 32:
+            raise ConfigError(f"{where}: max_size must be at least 32 or null.")
+
 
 @dataclass
-class EngineOptions:
+class EngineOptions(Options):
     checkpoint: str = "default"       # "default" (shipped weights) or a checkpoint path (--checkpoint)
     backend: str = "auto"             # auto | tensorrt | compile | onnxruntime | eager (--backend)
     device: str | None = None         # None = CUDA when available, else CPU
+
+    def check(self, where: str = "engine") -> None:
+        if self.backend not in BACKEND_CHOICES:
+            raise ConfigError(f"{where}: backend '{self.backend}' is unknown; choose one of: "
+                              f"{', '.join(BACKEND_CHOICES)}.")
 
 
 @dataclass
@@ -115,33 +129,5 @@ def load_live_config(path: str | Path | None = None) -> LiveConfig:
         if section == "features":
             config.features = _check_features(values, source)
             continue
-        cls = _section_class(section)
-        if section == "vad" and "neg_threshold" not in values:
-            values = {**values, "neg_threshold": None}   # follow the threshold, as VadOptions does
-        value = fill_dataclass(cls, values, source)
-        check = getattr(value, "check", None)
-        if isinstance(value, PipelineOptions):
-            value.check(source)
-        elif callable(check):
-            try:
-                check()
-            except ConfigError as err:
-                raise ConfigError(f"{source}: {err}") from None
-        setattr(config, section, value)
-    _validate(config, where)
+        setattr(config, section, _section_class(section).from_dict(values, source))
     return config
-
-
-def _validate(config: LiveConfig, where: dict[str, str]) -> None:
-    if config.engine.backend not in BACKEND_CHOICES:
-        raise ConfigError(f"{where.get('engine', 'live config')} [engine]: backend '{config.engine.backend}' is "
-                          f"unknown; choose one of: {', '.join(BACKEND_CHOICES)}.")
-    s = config.sources
-    if s.video_fps is not None and s.video_fps <= 0:
-        raise ConfigError(f"{where.get('sources', 'live config')} [sources]: video_fps must be positive or null.")
-    if s.max_size is not None and s.max_size < 32:
-        raise ConfigError(f"{where.get('sources', 'live config')} [sources]: max_size must be at least 32 or null.")
-    d = config.dashboard
-    if d.refresh_per_second <= 0 or d.hold_s < 0:
-        raise ConfigError(f"{where.get('dashboard', 'live config')} [dashboard]: refresh_per_second must be "
-                          f"positive and hold_s not negative.")

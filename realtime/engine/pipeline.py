@@ -37,6 +37,7 @@ import numpy as np
 from moodlens.realtime.engine.stats import PipelineStats
 from moodlens.realtime.engine.streams import FrameSchedule, WindowQueue
 from moodlens.core.errors import ConfigError, MoodlensError
+from moodlens.core.options import Options
 from moodlens.core.schema import MODALITIES
 from moodlens.realtime.engine.events import WindowEvent
 from moodlens.core.types import AudioChunk, FaceFeatures, VideoFrame, Window
@@ -56,7 +57,7 @@ class Sink(Protocol):
 
 
 @dataclass
-class PipelineOptions:
+class PipelineOptions(Options):
     realtime: bool = True            # live or paced: drop/merge when behind; False: stages wait (files, fast)
     frame_queue_size: int = 4        # frames waiting for the face featurizer
     asr_queue_size: int = 2          # windows waiting for Whisper; a full queue merges (realtime)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from moodlens.core.assets import WHISPER_TINY_EN, resolve
 from moodlens.core.errors import AssetError, ConfigError, DataError
+from moodlens.core.options import Options
 from moodlens.core.types import AUDIO_SAMPLE_RATE
 
 # Whisper on less audio than this returns noise words; such windows get an empty transcript.
@@ -24,7 +25,7 @@ MIN_AUDIO_S = 0.1
 
 
 @dataclass
-class AsrOptions:
+class AsrOptions(Options):
     model: str | None = None          # CTranslate2 model folder, or a size name ("base.en") where the hub is reachable
     language: str | None = "en"       # None = detect (multilingual models only)
     beam_size: int = 1
@@ -51,14 +52,6 @@ class AsrOptions:
             raise ConfigError(f"AsrOptions.max_tokens_per_s must be positive or null, not {self.max_tokens_per_s}.")
         if self.cpu_threads is not None and self.cpu_threads < 0:
             raise ConfigError(f"AsrOptions.cpu_threads must not be negative, not {self.cpu_threads}.")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "AsrOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"Unknown ASR option(s) {unknown}; known: {sorted(known)}.")
-        return cls(**values)
 
 
 @dataclass

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from moodlens.core.assets import SILERO_VAD, resolve_path
 from moodlens.core.errors import AssetError, ConfigError, DataError
+from moodlens.core.options import Options
 from moodlens.core.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures, Window
 
 VAD_FRAME = 512          # new samples per Silero frame (32 ms at 16 kHz)
@@ -36,7 +37,7 @@ GAP_FILL_S = 0.05
 
 
 @dataclass
-class VadOptions:
+class VadOptions(Options):
     mode: str = "vad"                 # "vad" (speech windows) or "fixed" (sliding windows)
     threshold: float = 0.5            # probability at or above which a frame is speech
     neg_threshold: float | None = None  # below this a frame is silence; None -> threshold - 0.15
@@ -69,14 +70,6 @@ class VadOptions:
             )
         if self.fixed_window_s <= 0 or self.fixed_hop_s <= 0:
             raise ConfigError("VadOptions.fixed_window_s and fixed_hop_s must be positive.")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "VadOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"Unknown VAD option(s) {unknown}; known: {sorted(known)}.")
-        return cls(**values)
 
 
 class SileroVad:

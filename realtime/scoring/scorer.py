@@ -42,14 +42,14 @@ class Scorer:
     def __init__(self, checkpoint: Any = "default", backend: str = "auto", device: str | None = None,
                  featurizer_config=None, options: BackendOptions | None = None, quiet: bool = False,
                  console: Console | None = None):
-        from moodlens.models.checkpoint import load_checkpoint
+        from moodlens.models.checkpoint import checkpoint_trained_modalities, load_checkpoint
 
         loaded = checkpoint if hasattr(checkpoint, "model") and hasattr(checkpoint, "featurizer_config") \
             else load_checkpoint(checkpoint, device="cpu")
         self.checkpoint_path = str(loaded.path)
         self.model_name = loaded.model_name
         self.metrics = dict(getattr(loaded, "metrics", {}) or {})
-        self.trained_modalities = _trained_modalities(getattr(loaded, "extra", {}) or {})
+        self.trained_modalities = tuple(checkpoint_trained_modalities(getattr(loaded, "extra", {}) or {}))
         self._setup(loaded.model, loaded.featurizer_config, featurizer_config,
                     where=f"checkpoint {loaded.path}", backend=backend, device=device, options=options,
                     quiet=quiet, console=console)
@@ -177,11 +177,3 @@ class Scorer:
                 "trained_modalities": list(self.trained_modalities),
                 "device": str(self.device), "reason": self.backend_reason, **{
                     k: v for k, v in self.backend.describe().items() if k not in ("backend", "device")}}
-
-
-def _trained_modalities(extra: dict) -> tuple[str, ...]:
-    """Modalities the checkpoint's training data contained (all three when it does not say)."""
-    trained = extra.get("trained_modalities")
-    if not trained:
-        return tuple(MODALITIES)
-    return tuple(m for m in MODALITIES if m in trained)

@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 from moodlens.core.errors import ConfigError, MediaError
+from moodlens.core.options import Options
 from moodlens.realtime.sessions.format import (
     RESERVE_BYTES,
     RESERVE_FILE,
@@ -66,7 +67,7 @@ from moodlens.core.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures, Vid
 
 
 @dataclass
-class RecordingOptions:
+class RecordingOptions(Options):
     video: str = "mp4"              # "mp4": H.264 video; "faces": face features only (privacy); "none"
     video_max_width: int = 640      # larger frames are scaled down (keeps encoding cheap)
     video_fps: float = 15.0         # frames closer together than 1/fps are skipped
@@ -80,12 +81,12 @@ class RecordingOptions:
     # not run through MediaPipe a second time); False: the recorder computes them from the frames.
     faces_from_pipeline: bool = False
 
-    def check(self) -> None:
+    def check(self, where: str = "recording options") -> None:
         if self.video not in VIDEO_MODES:
-            raise ConfigError(f"Recording option video='{self.video}' is unknown; choose one of: "
+            raise ConfigError(f"{where}: recording option video='{self.video}' is unknown; choose one of: "
                               f"{', '.join(VIDEO_MODES)}.")
         if self.video_fps <= 0 or self.video_max_width < 16:
-            raise ConfigError("Recording options need video_fps > 0 and video_max_width >= 16.")
+            raise ConfigError(f"{where}: recording options need video_fps > 0 and video_max_width >= 16.")
 
 
 @dataclass

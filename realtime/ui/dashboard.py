@@ -32,6 +32,8 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from moodlens.core.errors import ConfigError
+from moodlens.core.options import Options
 from moodlens.core.schema import MODALITIES
 from moodlens.realtime.engine.events import WindowEvent
 from moodlens.realtime.engine.stats import StatsSnapshot
@@ -48,11 +50,15 @@ UNTRAINED = Style(color="grey62", italic=True)
 
 
 @dataclass
-class DashboardOptions:
+class DashboardOptions(Options):
     refresh_per_second: float = 4.0   # redraws per second (each costs ~10-20 ms of CPU)
     hold_s: float = 3.0               # the final screen stays this long after a file ends
     max_events: int = 5000            # events kept for the timeline (older ones scroll away anyway)
     max_seconds_per_column: float = 1.0  # past this the timeline scrolls instead of squeezing
+
+    def check(self, where: str = "dashboard options") -> None:
+        if self.refresh_per_second <= 0 or self.hold_s < 0:
+            raise ConfigError(f"{where}: refresh_per_second must be positive and hold_s not negative.")
 
 
 def _mix(a: tuple[int, int, int], b: tuple[int, int, int], f: float) -> tuple[int, int, int]:
