@@ -95,6 +95,31 @@ def thirds(rows: list[dict], key: str) -> list[dict]:
     return out
 
 
+def markdown(result: dict) -> str:
+    """The report as the table docs/reliability.md shows (`--report soak.json`)."""
+    def third(rows, i):
+        r = rows[i]
+        return f"{r['median']:.0f} / {r['p95']:.0f} / {r['max']:.0f}" if r.get("windows") else "–"
+
+    rss = result["rss_mb"]
+    lines = [
+        f"| ran | {result['ran_minutes']:.1f} of {result['planned_minutes']:.0f} planned minutes"
+        f" ({'finished' if result['finished'] else 'stopped early' if result['interrupted'] else 'a snapshot of the run in progress'}) |",
+        f"| windows scored | {result['windows']} ({result['media_s_scored']:.0f} s of media) |",
+        f"| real time kept | {result['real_time_kept']:.3f} (media seconds scored / wall seconds) |",
+        f"| frames / windows dropped | {result['frames_dropped']} / {result['windows_dropped']} |",
+        f"| RSS | first {rss['first']} MB, last {rss['last']} MB, max {rss['max']} MB; slope after 2 min "
+        f"{rss['slope_mb_per_hour_after_2_min']} MB/hour |",
+    ]
+    for key, name in (("latency_ms_by_third", "end-of-utterance → score ms"), ("lag_ms_by_third", "lag ms")):
+        rows = result[key]
+        lines.append(f"| {name}, median / p95 / max by thirds | " + " · ".join(third(rows, i) for i in range(3)) + " |")
+    m = result["machine"]
+    lines.append(f"| machine | {m['cpus']} vCPUs, {m['threads']} thread(s), backend {m['backend']}, "
+                 f"1-min load average at the end {m['load_avg_1m']} |")
+    return "| measure | value |\n|---|---|\n" + "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--media", default=None, help="media file (default: the bundled demo clip)")
@@ -103,7 +128,11 @@ def main(argv=None) -> int:
     parser.add_argument("--backend", default="eager", help="scoring backend (default eager)")
     parser.add_argument("--checkpoint", default="default")
     parser.add_argument("--out", default="soak.json", help="report JSON (rewritten every minute)")
+    parser.add_argument("--report", metavar="JSON", help="print an earlier run's report as a markdown table")
     args = parser.parse_args(argv)
+    if args.report:
+        print(markdown(json.loads(Path(args.report).read_text())))
+        return 0
 
     import torch
 

@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 MOODLENS = [sys.executable, "-m", "moodlens.realtime.cli"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "400", "OMP_NUM_THREADS": "1"}
 
+pytestmark = pytest.mark.slow   # each case starts a fresh `moodlens` process
+
 
 class _RunsCode:
     """What a crafted pickle carries: a call that creates the marker file when unpickled."""
@@ -100,7 +102,7 @@ def work(tmp_path_factory):
 
     # a recorded session (synthetic stand-in for the pipeline, the real recorder)
     from moodlens.realtime.sessions.writer import RecordingOptions, SessionRecorder
-    from test_recording import synthetic_items
+    from helpers.sessions import synthetic_items
 
     recorder = SessionRecorder(w / "session", {}, RecordingOptions(video="none"))
     for kind, item in synthetic_items(1.5):
@@ -219,6 +221,7 @@ def test_a_featurize_cache_file_cannot_carry_code(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.shared
 def test_the_restricted_unpickler_reads_real_mmsa_files(shared_data):
     from moodlens.core.safeload import safe_pickle_load
 
@@ -227,6 +230,7 @@ def test_the_restricted_unpickler_reads_real_mmsa_files(shared_data):
         assert data["text"].ndim == 2 and data["text"].shape[1] == 768
 
 
+@pytest.mark.e2e
 def test_sigterm_ends_a_run_like_ctrl_c_and_the_session_says_so(tmp_path):
     """SIGTERM (docker stop, systemd) mid-run: exit 130, the recording closed with end_reason
     'interrupted', every window up to then readable."""
@@ -266,7 +270,7 @@ def test_disk_full_records_why_the_session_ended_and_leaves_no_temporary(tmp_pat
     'failed' with end_reason 'disk full' (the space reserve makes that last write fit), no .tmp left."""
     from moodlens.realtime.sessions.reader import open_session
     from moodlens.realtime.sessions.writer import RecordingOptions, SessionRecorder
-    from test_recording import synthetic_items
+    from helpers.sessions import synthetic_items
 
     disk = tmp_path / "small"
     _mount_tmpfs(disk, "768k")
