@@ -39,8 +39,9 @@ def test_wheel_holds_every_module_and_data_file(tmp_path):
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, tree / rel)
     out = tmp_path / "wheel"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(tree)], check=True, capture_output=True, text=True)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(out), str(tree)], capture_output=True, text=True)
+    assert built.returncode == 0, f"pip wheel failed: {built.stderr[-2000:]}"
     (wheel,) = out.glob("moodlens-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"moodlens/{rel}" for rel in source_files()}
