@@ -1,6 +1,6 @@
 """`moodlens featurize`: media files and raw-video datasets -> MMSA-layout feature pickles.
 
-Both paths use the live featurizers (realtime/features), so a model trained on this output sees
+Both paths use the live featurizers (realtime/perception/features), so a model trained on this output sees
 the same features live.
 
 One file (`featurize_file`): decoded with PyAV (MediaFileSource, streamed so memory stays flat),

@@ -24,7 +24,6 @@ from moodlens.core.schema import BACKEND_CHOICES
 from moodlens.realtime.engine.pipeline import PipelineOptions
 from moodlens.realtime.perception.vad import VadOptions
 
-# Same names as realtime/backends.py BACKEND_CHOICES (not imported: it pulls in torch).
 SECTIONS = ("sources", "vad", "asr", "features", "engine", "pipeline", "dashboard", "recording")
 
 
@@ -66,7 +65,7 @@ class LiveConfig:
     engine: EngineOptions = field(default_factory=EngineOptions)
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
     dashboard: DashboardOptions = field(default_factory=DashboardOptions)
-    recording: Any = None             # RecordingOptions for `--record DIR` (realtime/recording.py)
+    recording: Any = None             # RecordingOptions for `--record DIR` (realtime/sessions/writer.py)
     path: str = ""                    # where it was read from
 
     def to_dict(self) -> dict[str, Any]:
