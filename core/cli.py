@@ -21,7 +21,8 @@ CONVENTIONS = """conventions (every command):
   --device D      auto (default: CUDA when available), cpu or cuda[:N]
   --config FILE   a YAML of the command's own kind (the live config; for train the training YAML)
   --out PATH      what the command writes (a file: export, featurize; a folder: train)
-  errors are one sentence on stderr with exit status 2; Ctrl-C exits with 130"""
+  errors are one sentence on stderr with exit status 2 (bad input), or 1 when the run finished
+  but something asked for failed (e.g. the recording); Ctrl-C or SIGTERM exits with 130"""
 
 
 def add_device_argument(parser, *, default: str | None = None) -> None:

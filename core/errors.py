@@ -29,3 +29,26 @@ class DataError(MoodlensError):
 
 class BackendError(MoodlensError):
     """A scoring backend is unavailable or failed to build."""
+
+
+class OutputError(MoodlensError):
+    """An output path (file or folder) cannot be written: checked before any work starts."""
+
+
+class RunFailed(MoodlensError):
+    """The run finished but something the user asked for failed (every clip, the recording...).
+
+    Unlike the other errors this is not bad input: the CLI prints the sentence and exits 1."""
+
+    exit_code = 1
+
+
+# ---- exit-code policy (docs/reliability.md): one meaning per code, for every command ----------
+EXIT_OK = 0            # the run did everything asked
+EXIT_FAILED = 1        # the run finished, but something the user asked for failed (RunFailed)
+EXIT_BAD_INPUT = 2     # bad input, refused with one sentence before (or instead of) the work
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM; what was recorded so far is kept
+
+
+def exit_code_for(err: MoodlensError) -> int:
+    return int(getattr(err, "exit_code", EXIT_BAD_INPUT))

@@ -54,6 +54,10 @@ def describe(name: str) -> ModelInfo:
     return info
 
 
+# Output paths the CLI checks before any work starts (moodlens.core.paths.check_outputs).
+OUTPUTS = {"json": ("file", "--json")}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="*", metavar="MODEL",
                         help=f"models to list (default: all of {', '.join(MODEL_NAMES)})")

@@ -116,17 +116,41 @@ def model_from_payload(payload: dict, path, overrides: dict | None = None) -> to
         module = model_module(name)
     except ConfigError:
         raise AssetError(f"Checkpoint {path} holds model '{name}', which this moodlens does not know.") from None
+    if not isinstance(payload["model_config"], dict) or not isinstance(payload["state_dict"], dict):
+        raise AssetError(f"Checkpoint {path} is damaged: its model config or weights are not mappings.")
+    try:
+        fill_dataclass(module.Config, dict(payload["model_config"]), f"checkpoint {path}")
+    except ConfigError:
+        # keys of another model's config: the file names the wrong model (hand-edited or mixed up)
+        raise AssetError(f"Checkpoint {path} says it holds a '{name}' model, but its model config is not a "
+                         f"{name} config; it was saved from a different model or edited.") from None
     config = fill_dataclass(module.Config, {**payload["model_config"], **(overrides or {})}, f"checkpoint {path}")
+    bad = [k for k, v in payload["state_dict"].items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise AssetError(f"Checkpoint {path} holds NaN or infinite weights ({len(bad)} tensor(s), first "
+                         f"'{bad[0]}'); it cannot score. Use an earlier checkpoint or retrain.")
     model = module.Model(config)
     own = model.state_dict()
-    state = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v
+    state = {k: v.to(own[k].dtype) if k in own and isinstance(v, torch.Tensor) and v.is_floating_point() else v
              for k, v in payload["state_dict"].items()}
     try:
         model.load_checkpoint_state(state)
-    except (KeyError, RuntimeError) as err:
-        message = err.args[0] if err.args else str(err)
-        raise AssetError(f"Checkpoint {path} does not fit model '{name}': {message}.") from None
+    except (KeyError, RuntimeError, TypeError, AttributeError) as err:
+        raise AssetError(f"Checkpoint {path} does not fit model '{name}': {_fit_problem(err, state, own)}; "
+                         f"it was saved from a different version or config of the model.") from None
     return model
+
+
+def _fit_problem(err: BaseException, state: dict, own: dict) -> str:
+    """One line instead of PyTorch's multi-line load_state_dict report."""
+    for key, value in state.items():
+        if key in own and isinstance(value, torch.Tensor) and tuple(value.shape) != tuple(own[key].shape):
+            return f"weight '{key}' has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}"
+    if isinstance(err, KeyError):
+        return f"weight {err.args[0]!r} is missing or unexpected" if err.args else "a weight is missing"
+    first = (str(err.args[0]) if err.args else str(err)).strip().splitlines()
+    return first[0].rstrip(":. ") if first else type(err).__name__
 
 
 def checkpoint_trained_modalities(extra: dict) -> list[str]:

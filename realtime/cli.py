@@ -13,7 +13,7 @@ import sys
 from rich.console import Console
 
 from moodlens.core.cli import CONVENTIONS, formatter
-from moodlens.core.errors import MoodlensError
+from moodlens.core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, MoodlensError, exit_code_for
 
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -61,14 +61,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     module = importlib.import_module(COMMANDS[args.command][0])
+    from moodlens.core import signals
+
+    signals.install()   # SIGTERM ends a run like Ctrl-C (exit 130, recording closed)
     try:
+        from moodlens.core.paths import check_outputs
+
+        check_outputs(args, getattr(module, "OUTPUTS", {}))   # every output path, before any work
         code = module.main(args)
     except MoodlensError as err:
-        console.print(f"[red]error:[/] {err}", highlight=False)
-        return 2
+        # exit policy (docs/reliability.md): 2 bad input, 1 finished but something asked for failed
+        code = exit_code_for(err)
+        console.print(f"[red]error:[/] {err}" if code == EXIT_BAD_INPUT else f"[bold yellow]failed:[/] {err}",
+                      highlight=False)
+        return code
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
-        return 130
+        return EXIT_INTERRUPTED
     return int(code or 0)
 
 

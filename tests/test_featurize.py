@@ -146,7 +146,7 @@ def test_raw_dataset_with_failures_and_resumable_cache(tmp_path, tts, capsys):
     for split in ("train", "valid", "test"):
         part = data[split]
         assert part["present"][:, :2].all() and np.isfinite(part["audio"]).all()
-    cache_files = sorted((tmp_path / "data.pkl.cache").glob("*.pkl"))
+    cache_files = sorted((tmp_path / "data.pkl.cache").glob("*.npz"))
     assert len(cache_files) == 4
     stamps = [p.stat().st_mtime_ns for p in cache_files]
 

@@ -222,6 +222,18 @@ def _load_data_yaml(path: Path, options: DataOptions) -> DatasetSplits:
 # text-only TSV / CSV
 # ------------------------------------------------------------------------------------------------
 
+LABEL_LIMIT = 3.0 + 1e-4   # sentiment labels live in [-3, 3] (MOSI/MOSEI; SIMS uses [-1, 1])
+
+
+def check_label_range(labels: np.ndarray, where: str) -> None:
+    """Refuse labels outside the sentiment scale (a wrong column or units, e.g. MAE 7445)."""
+    finite = labels[np.isfinite(labels)]
+    bad = np.flatnonzero(np.abs(finite) > LABEL_LIMIT)
+    if bad.size:
+        raise DataError(f"{where} has {bad.size} label(s) outside -3 to +3 (first: {float(finite[bad[0]]):g} "
+                        f"at sample {int(bad[0])}); sentiment labels must lie on that scale.")
+
+
 def read_text_rows(path: Path, split: str) -> tuple[list[str], np.ndarray]:
     """Rows of a `text<TAB>label` TSV (quoting off) or a `text,label` CSV (standard quoting)."""
     delimiter, quoting = ("\t", csv.QUOTE_NONE) if path.suffix.lower() != ".csv" else (",", csv.QUOTE_MINIMAL)
@@ -251,6 +263,9 @@ def read_text_rows(path: Path, split: str) -> tuple[list[str], np.ndarray]:
                             f"({row[li]!r}).") from None
         if not np.isfinite(value):
             raise DataError(f"{path} (split {split}) line {line_no}: key 'label' is {value}.")
+        if abs(value) > LABEL_LIMIT:
+            raise DataError(f"{path} (split {split}) line {line_no}: key 'label' is {value}, outside "
+                            f"-3 to +3 (the sentiment scale).")
         texts.append(row[ti].strip().lower())  # the MiniLM / BERT vocabularies are uncased
         labels.append(value)
     if not texts:
@@ -311,11 +326,9 @@ def _load_text_file(path: Path, options: DataOptions) -> DatasetSplits:
 # ------------------------------------------------------------------------------------------------
 
 def _load_pickle(path: Path, options: DataOptions) -> DatasetSplits:
-    try:
-        with path.open("rb") as f:
-            data = pickle.load(f)
-    except Exception as err:  # unpickling raises many types for a corrupt file
-        raise DataError(f"Cannot read {path} as a pickle ({type(err).__name__}: {err}).") from None
+    from moodlens.core.safeload import safe_pickle_load
+
+    data = safe_pickle_load(path)  # builtins and numpy arrays only: a crafted file cannot run code
     if not isinstance(data, dict):
         raise DataError(f"{path} holds a {type(data).__name__}, not an MMSA dict of splits.")
     found = {SPLIT_ALIASES[k]: k for k in data if isinstance(k, str) and k in SPLIT_ALIASES}
@@ -426,6 +439,7 @@ def mmsa_split(raw: dict, split: str, source: str, options: DataOptions, tokeniz
         raise DataError(f"{source} split '{split}' is empty (key '{label_key}' has no samples).")
     if not np.all(np.isfinite(labels)):
         raise DataError(f"{source} split '{split}' key '{label_key}' holds NaN or inf.")
+    check_label_range(labels, f"{source} split '{split}' key '{label_key}'")
 
     # text: BERT token ids [input_ids, attention_mask, token_type_ids], or raw_text re-tokenized
     if "text_bert" in raw:

@@ -37,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from moodlens.core.errors import ConfigError, DataError, MoodlensError
+from moodlens.core.errors import ConfigError, DataError, MoodlensError, RunFailed
 from moodlens.core.options import Options
+from moodlens.core.safeload import safe_pickle_load
 from moodlens.core.schema import SPLIT_ALIASES as SPLIT_NAMES
 from moodlens.realtime.perception.features.config import FeaturizerConfig
 from moodlens.core.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures, VideoFrame
@@ -47,7 +48,7 @@ TEXT_SOURCES = ("auto", "asr", "label")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MEDIA_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".m4v", ".wav", ".mp3", ".flac") + IMAGE_SUFFIXES
 STILL_TRACKED_FRAMES = 3   # frames of a still run through the tracker; the rest of the window repeats the last
-CACHE_FORMAT = "moodlens-featurize-clip/1"
+CACHE_FORMAT = "moodlens-featurize-clip/2"   # /2: npz (arrays) + JSON (the rest); no pickle, no code
 
 
 @dataclass
@@ -229,12 +230,9 @@ def _write_pickle(data, out: Path) -> None:
 
 
 def _check_out(out: Path) -> Path:
-    out = Path(out)
-    if out.suffix != ".pkl":
-        raise ConfigError(f"The featurize output '{out}' must end in .pkl.")
-    if out.is_dir():
-        raise ConfigError(f"The featurize output '{out}' is a folder; give a .pkl file path.")
-    return out
+    from moodlens.core.paths import check_output_file
+
+    return check_output_file(out, "The featurize output", suffixes=(".pkl",))
 
 
 # ---- one media file ------------------------------------------------------------------------------
@@ -248,6 +246,9 @@ def featurize_file(path: str | Path, out: str | Path | None = None, config: Feat
     config = config or FeaturizerConfig()
     options = options or FeaturizeOptions()
     vad_options = VadOptions.from_dict(options.vad, "featurize vad options")
+    from moodlens.realtime.capture.media import MediaFileSource
+
+    MediaFileSource(path, pace="fast").close()   # a missing or unreadable file fails before models load
     worker = ClipFeaturizer(config, options)
     try:
         samples = []
@@ -364,7 +365,7 @@ def _clip_path(raw_dir: Path, video_id: str, clip_id: str) -> Path | None:
 
 def _cache_name(key: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", key)[:80]
-    return f"{safe}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.pkl"
+    return f"{safe}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.npz"
 
 
 def _fingerprint(job: ClipJob, config: FeaturizerConfig, options: FeaturizeOptions) -> str:
@@ -405,8 +406,7 @@ def _run_clip(job: ClipJob, cache_dir: str | None, fingerprint: str) -> tuple[st
             sample = _WORKER.window_sample(audio, faces, 0.0, duration, job.text)
         values = _sample_to_dict(sample)
         if cache_dir:
-            _write_pickle({"format": CACHE_FORMAT, "fingerprint": fingerprint, "sample": values},
-                          Path(cache_dir) / _cache_name(job.key))
+            _write_cache(values, fingerprint, Path(cache_dir) / _cache_name(job.key))
         return job.key, values, None
     except MoodlensError as err:
         return job.key, None, str(err)
@@ -414,15 +414,37 @@ def _run_clip(job: ClipJob, cache_dir: str | None, fingerprint: str) -> tuple[st
         return job.key, None, f"{type(err).__name__}: {err}"
 
 
+_CACHE_ARRAYS = ("text_ids", "audio", "vision", "vision_mask", "present")
+
+
+def _write_cache(values: dict, fingerprint: str, path: Path) -> None:
+    """One clip's sample as npz: arrays as members, everything else as a JSON member (no pickle,
+    so a cache file handed over or planted cannot carry code; see docs/reliability.md)."""
+    meta = {"format": CACHE_FORMAT, "fingerprint": fingerprint, "text": values["text"],
+            "start": float(values["start"]), "end": float(values["end"]), "extras": sorted(values["extras"])}
+    arrays = {k: np.asarray(values[k]) for k in _CACHE_ARRAYS}
+    arrays.update({f"extra.{k}": np.asarray(v) for k, v in values["extras"].items()})
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
 def _read_cache(path: Path, fingerprint: str) -> dict | None:
     try:
-        with path.open("rb") as f:
-            cached = pickle.load(f)
-    except Exception:  # a torn or foreign cache file is simply recomputed
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(bytes(npz["meta"]).decode("utf-8"))
+            if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT \
+                    or meta.get("fingerprint") != fingerprint:
+                return None
+            values = {k: npz[k] for k in _CACHE_ARRAYS}
+            values["extras"] = {k: npz[f"extra.{k}"] for k in meta["extras"]}
+    except Exception:  # a torn, foreign or object-holding cache file is simply recomputed
         return None
-    if isinstance(cached, dict) and cached.get("format") == CACHE_FORMAT and cached.get("fingerprint") == fingerprint:
-        return cached["sample"]
-    return None
+    values.update(text=str(meta["text"]), start=float(meta["start"]), end=float(meta["end"]))
+    return values
 
 
 @dataclass
@@ -455,6 +477,9 @@ def featurize_raw_dataset(raw_dir: str | Path, labels: str | Path, out: str | Pa
     rows = len(jobs) + len(failed)
     cache_dir = out.with_name(out.name + ".cache")
     if options.cache:
+        from moodlens.core.paths import check_output_dir
+
+        check_output_dir(cache_dir, "The featurize cache folder")
         cache_dir.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, dict] = {}
@@ -499,9 +524,10 @@ def featurize_raw_dataset(raw_dir: str | Path, labels: str | Path, out: str | Pa
     elif failed_path.exists():
         failed_path.unlink()  # a stale list from an earlier run would mislead
     if not results:
-        first = failed[0][3] if failed else "no rows"
-        raise DataError(f"None of the {rows} clips of {labels} could be featurized (the first: {first}); "
-                        f"every failure is listed in {failed_path}.")
+        # An empty dataset is no result: say so (exit 1) instead of writing it.
+        first = failed[0][3] if failed else "no clips"
+        raise RunFailed(f"None of the {rows} clips of {labels} could be featurized, so {out} was not written "
+                        f"(the first: {first}); every failure is listed in {failed_path}.")
     data = _dataset_dict(jobs, results, config)
     _write_pickle(data, out)
     return RawDatasetReport(out=out, clips=rows,
@@ -581,11 +607,7 @@ def load_featurized(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"The feature file '{path}' does not exist.")
-    try:
-        with path.open("rb") as f:
-            data = pickle.load(f)
-    except Exception as err:
-        raise DataError(f"The feature file '{path}' cannot be read as a pickle ({type(err).__name__}).") from None
+    data = safe_pickle_load(path, f"The feature file '{path}'")
     if not isinstance(data, dict) or "meta" not in data:
         raise DataError(f"The feature file '{path}' was not written by `moodlens featurize` (no 'meta').")
     return data

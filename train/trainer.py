@@ -89,8 +89,11 @@ def load_train_config(path: str | Path | None = None, model: str | None = None,
         if default.exists():
             values = read_yaml(default)
             source = str(default)
-    merged = {**values, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    fill_dataclass(TrainConfig, values, source)   # the file's own values are checked even where a flag wins
+    merged = {**values, **given}
     config = fill_dataclass(TrainConfig, merged, source)
+    check_train_config(config, lambda key: _FLAGS.get(key, key) if key in given else f"{source}: key '{key}'")
     if isinstance(config.seeds, int):
         config.seeds = [config.seeds]
     if not config.seeds:
@@ -102,6 +105,38 @@ def load_train_config(path: str | Path | None = None, model: str | None = None,
 
         config.test_missing_rates = parse_rates(config.test_missing_rates)
     return config
+
+
+_FLAGS = {"batch_size": "--batch-size", "learning_rate": "--lr", "text_learning_rate": "--text-lr",
+          "epochs": "--epochs", "num_threads": "--threads", "seeds": "--seed", "device": "--device"}
+
+
+def check_train_config(config: TrainConfig, blame) -> None:
+    """Refuse well-typed but impossible values; `blame(key)` names the flag or file:key."""
+    for key in ("epochs", "batch_size", "eval_batch_size", "early_stop"):
+        value = getattr(config, key)
+        if value < 1:
+            raise ConfigError(f"{blame(key)} must be a whole number of at least 1, got {value}.")
+    for key in ("learning_rate", "text_learning_rate", "auxiliary_learning_rate"):
+        value = getattr(config, key)
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{blame(key)} must be a positive learning rate, got {value:g}.")
+    for key in ("weight_decay", "text_weight_decay", "grad_clip"):
+        value = getattr(config, key)
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{blame(key)} must be zero or positive, got {value:g}.")
+    if config.num_threads < 0:
+        raise ConfigError(f"{blame('num_threads')} must be 0 (torch's default) or positive, got {config.num_threads}.")
+
+
+def check_model_overrides(model: str, overrides: dict, where: str = "--set") -> dict:
+    """Check KEY=VALUE model overrides against the model's config class, blaming `where` (the flag),
+    not the model YAML they would otherwise be merged into."""
+    from moodlens.models import model_module
+    from moodlens.core.options import fill_dataclass
+
+    fill_dataclass(model_module(model).Config, overrides, where)
+    return overrides
 
 
 # ------------------------------------------------------------------------------------------------
@@ -120,6 +155,25 @@ def read_init_checkpoint(init_from: str, model: str | None = None, model_config_
         raise ConfigError(f"A model config file ({model_config_path}) cannot be combined with --init-from: "
                           f"the model config comes from checkpoint {path}.")
     return payload, path
+
+
+RESUME_KEYS = ("model", "optimizer", "generator", "hook_generator", "torch_rng", "epoch", "best_loss",
+               "best_epoch", "bad_epochs")
+
+
+def load_resume_state(path: Path) -> dict:
+    """A seed's last.pt, read with weights_only=True (tensors and plain values only: a planted
+    file cannot run code), refused with one sentence when corrupt or missing keys."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a corrupt, foreign or code-carrying file
+        raise DataError(f"Cannot resume from {path}: it is not a readable moodlens training state "
+                        f"({type(err).__name__}); delete it or train into a new --out folder.") from None
+    missing = [k for k in RESUME_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise DataError(f"Cannot resume from {path}: it lacks key '{missing[0]}'; delete it or train "
+                        f"into a new --out folder.")
+    return state
 
 
 def set_seed(seed: int, deterministic: bool) -> None:
@@ -448,7 +502,12 @@ class Trainer:
         seed_dir = self.out_dir / f"seed_{seed}"
         done_file = seed_dir / "metrics.json"
         if self.resume and done_file.exists():
-            saved = json.loads(done_file.read_text())
+            try:
+                saved = json.loads(done_file.read_text())
+                saved = {k: saved[k] for k in ("best_epoch", "epochs_run", "valid", "test")}
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                raise DataError(f"Cannot resume: {done_file} is not a finished seed's metrics; delete it "
+                                f"or train into a new --out folder.") from None
             self.console.print(f"seed {seed}: already finished, reusing {done_file}")
             return SeedResult(seed, saved["best_epoch"], saved["epochs_run"], _nan(saved["valid"]),
                               _nan(saved["test"]), seed_dir / "best.pt")
@@ -462,14 +521,18 @@ class Trainer:
         best_state = None
         last_path = seed_dir / "last.pt"
         if self.resume and last_path.exists():
-            state = torch.load(last_path, map_location="cpu", weights_only=False)
-            model.load_checkpoint_state(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if aux_optimizer is not None and state.get("aux_optimizer"):
-                aux_optimizer.load_state_dict(state["aux_optimizer"])
-            generator.set_state(state["generator"])
-            hook_generator.set_state(state["hook_generator"])
-            torch.set_rng_state(state["torch_rng"])
+            state = load_resume_state(last_path)
+            try:
+                model.load_checkpoint_state(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                if aux_optimizer is not None and state.get("aux_optimizer"):
+                    aux_optimizer.load_state_dict(state["aux_optimizer"])
+                generator.set_state(state["generator"])
+                hook_generator.set_state(state["hook_generator"])
+                torch.set_rng_state(state["torch_rng"])
+            except (KeyError, ValueError, RuntimeError, TypeError) as err:
+                raise DataError(f"{last_path} does not fit this run's model '{c.model}' "
+                                f"({type(err).__name__}); delete it or train into a new --out folder.") from None
             start_epoch, best_loss = state["epoch"] + 1, state["best_loss"]
             best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
             best_state = state.get("best_state")

@@ -34,6 +34,10 @@ class SessionOutput:
         if self.record_video and self.record is None:
             raise ConfigError(f"--record-video {self.record_video} chooses what a recording keeps; "
                               f"add --record DIR to record a session.")
+        if self.record is not None:
+            from moodlens.realtime.sessions.writer import SessionRecorder
+
+            SessionRecorder.check_folder(self.record)   # before any work: a refused folder loses nothing
         jsonl = "-" if self.jsonl is None and self.headless else self.jsonl
         if jsonl == "-" and not self.headless and Console().is_terminal:
             raise ConfigError("--jsonl - writes events to the terminal the dashboard is drawn on; "
@@ -87,6 +91,7 @@ def run_session(open_source: Callable[[], object], *, label: str, config, output
     source = open_source()
     pipeline = None
     recorder = None
+    code = None          # stays None when an error ends the run
     try:
         with err.status("Loading the scoring engine…", spinner="dots"):
             scorer = scorer or build_scorer(config.engine)
@@ -105,23 +110,47 @@ def run_session(open_source: Callable[[], object], *, label: str, config, output
                                      video=output.record_video, on_error=lambda sentence: None)
             pipeline.sinks.append(recorder)
         if output.headless or not Console().is_terminal:
-            return run_headless(pipeline, label, err, to_stdout=output.jsonl == "-", fancy=not output.headless)
-        alert = (lambda: recorder.error) if recorder is not None else None
-        return run_dashboard(pipeline, label, config, notices or [], alert=alert)
+            code = run_headless(pipeline, label, err, to_stdout=output.jsonl == "-", fancy=not output.headless)
+        else:
+            alert = (lambda: recorder.error) if recorder is not None else None
+            code = run_dashboard(pipeline, label, config, notices or [], alert=alert)
     except KeyboardInterrupt:          # while loading
         err.print("[yellow]interrupted[/]", highlight=False)
-        return 130
+        code = 130
     finally:
+        if recorder is not None:      # before pipeline.stop(), which closes its sinks, the recorder too
+            recorder.end_reason = end_reason_for(code)
         if pipeline is not None:
             pipeline.stop()
         else:
             source.close()
         if recorder is not None:
-            recorder.close()
-            if recorder.error:
-                err.print(f"[bold yellow]recording:[/] {recorder.error}", highlight=False)
-            else:
-                err.print(f"recorded the session in {output.record}", highlight=False)
+            close_recorder(recorder, output.record, code, err)
+    return recording_exit_code(code, recorder)
+
+
+def end_reason_for(code: int | None) -> str:
+    """session.json `end_reason` from the run's exit code (None: an error is on its way out)."""
+    return "error" if code is None else ("interrupted" if code == 130 else "completed")
+
+
+def close_recorder(recorder, folder, code: int | None, err: Console) -> None:
+    """Close the recording noting why it ended (session.json `end_reason`), and say how it went
+    (after the dashboard is gone). `code` None: an error is on its way out."""
+    recorder.close(reason=end_reason_for(code))
+    if recorder.error:
+        err.print(f"[bold yellow]recording:[/] {recorder.error}", highlight=False)
+    else:
+        err.print(f"recorded the session in {folder}"
+                  + (" (interrupted; every window up to then is kept)" if code == 130 else ""), highlight=False)
+
+
+def recording_exit_code(code: int, recorder) -> int:
+    """Exit-code policy (docs/reliability.md): live scoring survives a failed recording, but the
+    recording the user asked for does not exist in full, so a finished run exits 1, not 0."""
+    if code == 0 and recorder is not None and recorder.error:
+        return 1
+    return code
 
 
 def play_file(path, *, label: str, config, output: SessionOutput, pace: str | None = None,

@@ -56,6 +56,12 @@ def _moving_video_streams(container) -> list:
     return [s for s in container.streams.video if not (s.disposition & attached) and s.codec_context is not None]
 
 
+def _is_still_image(container) -> bool:
+    """FFmpeg's image demuxers (image2, png_pipe, jpeg_pipe, webp_pipe...) hold one picture."""
+    name = container.format.name or ""
+    return name == "image2" or name.endswith("_pipe")
+
+
 def _audio_streams(container) -> list:
     """Audio streams FFmpeg has a decoder for (one it cannot decode counts as absent)."""
     return [s for s in container.streams.audio if s.codec_context is not None]
@@ -114,6 +120,10 @@ class MediaFileSource:
         if not (self.has_video or self.has_audio):
             self._container.close()
             raise MediaError(f"The media file '{self.path}' holds neither an audio nor a video stream.")
+        if not self.has_audio and _is_still_image(self._container):
+            self._container.close()
+            raise MediaError(f"'{self.path}' is a still image, not audio or video: moodlens scores timed utterance "
+                             f"windows; make a clip of it first (ffmpeg -loop 1 -i {self.path.name} -t 5 clip.mp4).")
         self.width = video[0].codec_context.width if self.has_video else 0
         self.height = video[0].codec_context.height if self.has_video else 0
         rate = video[0].average_rate if self.has_video else None

@@ -12,19 +12,27 @@ import argparse
 
 from rich.console import Console
 
+from moodlens.core.argtypes import nonnegative_int, positive_float, positive_int
 from moodlens.core.cli import add_device_argument, add_json_argument
 from moodlens.core.errors import ConfigError
 
 
 def _int_list(text: str) -> list[int]:
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of whole numbers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must list whole numbers of at least 1")
+    return values
 
 
 def _name_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
+
+
+# Output paths the CLI checks before any work starts (moodlens.core.paths.check_outputs).
+OUTPUTS = {"json": ("file", "--json"), "plot": ("file", "--plot")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,12 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--skip-model", action="store_true", help="skip the model-only part")
     what.add_argument("--skip-pipeline", action="store_true", help="skip the whole-pipeline part")
     model = parser.add_argument_group("model-only")
-    model.add_argument("--iterations", type=int, default=100, help="timed runs per backend at batch 1 (default 100)")
-    model.add_argument("--warmup", type=int, default=10, help="untimed runs before timing (default 10)")
+    model.add_argument("--iterations", type=positive_int, default=100, help="timed runs per backend at batch 1 (default 100)")
+    model.add_argument("--warmup", type=nonnegative_int, default=10, help="untimed runs before timing (default 10)")
     model.add_argument("--batch-sizes", type=_int_list, default=[8, 32],
                        help="throughput batch sizes (default 8,32)")
-    model.add_argument("--throughput-iterations", type=int, default=20, help="timed runs per batch size")
-    model.add_argument("--window-seconds", type=float, default=3.0,
+    model.add_argument("--throughput-iterations", type=positive_int, default=20, help="timed runs per batch size")
+    model.add_argument("--window-seconds", type=positive_float, default=3.0,
                        help="utterance length whose typical shapes are scored (default 3 s)")
     model.add_argument("--ort-quantize", choices=("none", "int8"), default=None,
                        help="ONNX Runtime: int8 dynamic quantization (kept only within its parity bound); "
@@ -82,6 +90,13 @@ def main(args: argparse.Namespace) -> int:
         ort_quantize=args.ort_quantize, speculative_silence_s=args.speculative_silence, interim_every_s=args.interim_every,
         run_pipeline=not args.skip_pipeline,
     )
+    if args.media and not args.skip_pipeline:
+        # bad input before minutes of model benchmarks: open the file once (one sentence, exit 2)
+        from pathlib import Path
+
+        from moodlens.realtime.capture.media import MediaFileSource
+
+        MediaFileSource(Path(args.media).expanduser(), pace="fast").close()
     err = Console(stderr=True)
     report = run_bench(options, console=err)
     if args.json == "-":
@@ -101,4 +116,10 @@ def main(args: argparse.Namespace) -> int:
 
         path = save_stage_plot(report, args.stage_plot)
         err.print(f"wrote {path}", highlight=False)
+    failed = [p for p in report.get("pipeline", []) if "error" in p]
+    if failed:   # exit policy: the run finished but a measurement asked for failed -> 1
+        from moodlens.core.errors import RunFailed
+
+        raise RunFailed(f"{len(failed)} of {len(report['pipeline'])} pipeline runs failed "
+                        f"({failed[0]['pace']}: {failed[0]['error']}).")
     return 0

@@ -12,6 +12,10 @@ import argparse
 from moodlens.realtime.commands.common import add_engine_arguments, add_output_arguments
 
 
+# Output paths the CLI checks before any work starts (moodlens.core.paths.check_outputs).
+OUTPUTS = {"jsonl": ("file", "--jsonl"), "record": ("dir", "--record")}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pace", choices=("realtime", "fast"), default=None,
                         help="realtime (default on the dashboard) or fast (default when --headless)")

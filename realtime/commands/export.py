@@ -9,6 +9,10 @@ from rich.console import Console
 from moodlens.realtime.sessions.export import EXPORT_FORMATS
 
 
+# Output paths the CLI checks before any work starts (moodlens.core.paths.check_outputs).
+OUTPUTS = {"out": ("file", "--out")}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("session", metavar="DIR", help="a session folder written by --record")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default=None,

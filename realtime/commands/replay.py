@@ -17,6 +17,10 @@ from pathlib import Path
 from moodlens.realtime.commands.common import add_engine_arguments, add_output_arguments
 
 
+# Output paths the CLI checks before any work starts (moodlens.core.paths.check_outputs).
+OUTPUTS = {"jsonl": ("file", "--jsonl"), "record": ("dir", "--record")}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("session", metavar="DIR", help="a session folder written by --record")
     parser.add_argument("--speed", type=float, default=None,

@@ -14,6 +14,10 @@ from pathlib import Path
 from moodlens.realtime.commands.common import add_engine_arguments, add_output_arguments
 
 
+# Output paths the CLI checks before any work starts (moodlens.core.paths.check_outputs).
+OUTPUTS = {"jsonl": ("file", "--jsonl"), "record": ("dir", "--record")}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="audio or video file (anything FFmpeg reads)")
     parser.add_argument("--pace", choices=("realtime", "fast"), default=None,

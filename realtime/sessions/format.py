@@ -25,6 +25,8 @@ WINDOWS_FILE = "windows.jsonl"
 AUDIO_FILE = "audio.wav"
 VIDEO_FILE = "video.mp4"
 FACES_FILE = "faces.bin"
+RESERVE_FILE = ".space.reserve"  # freed at the end so the last session.json fits on a full disk
+RESERVE_BYTES = 16 * 1024     # at least; the recorder keeps twice session.json's size
 LOCK_FILE = ".recording.lock"   # held (flock) while a recorder writes; the kernel drops it when the process dies
 VIDEO_MODES = ("mp4", "faces", "none")
 WAV_HEADER_BYTES = 44
@@ -42,12 +44,19 @@ def _atomic_write_json(path: Path, data: dict[str, Any], fsync: bool = True) -> 
     """Write JSON to a temporary file in the same folder, then rename: readers see old or new, never half."""
     tmp = path.with_name(f".{path.name}.tmp")
     payload = json.dumps(data, indent=2, ensure_ascii=False, default=_json_default).encode("utf-8")
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(payload)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            tmp.unlink(missing_ok=True)   # a full disk must not leave a 0-byte temporary behind
+        except OSError:
+            pass
+        raise
     if fsync:
         _fsync_dir(path.parent)
 

