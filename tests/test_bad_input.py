@@ -318,3 +318,26 @@ def test_resume_still_reads_a_real_training_state(work, tmp_path):
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode == 0 and "Traceback" not in output, output[-3000:]
     assert "resuming after epoch 1" in output
+
+
+def test_evaluate_refuses_non_finite_predictions_from_finite_weights(monkeypatch, capsys):
+    """Finite weights can still predict NaN (an overflow): evaluate names the checkpoint and exits 1
+    instead of printing 'MAE nan' with exit 0."""
+    import numpy as np
+
+    import moodlens.train.trainer as trainer
+    from moodlens.realtime.cli import main
+
+    real = trainer.evaluate_split
+
+    def nan_for_sample_1(model, split, *args, **kwargs):
+        metrics, preds = real(model, split, *args, **kwargs)
+        preds["fused"] = preds["fused"].copy()
+        preds["fused"][1] = np.nan
+        return metrics, preds
+
+    monkeypatch.setattr(trainer, "evaluate_split", nan_for_sample_1)
+    code = main(["evaluate", "--checkpoint", "default", "--data", "synthetic", "--batch-size", "64"])
+    err = " ".join(capsys.readouterr().err.split())     # the console wraps long sentences
+    assert code == 1
+    assert "non-finite fused score for 1 of" in err and "default.pt" in err and "Traceback" not in err

@@ -84,7 +84,7 @@ def test_fine_tuning_from_the_default_weights(default, tmp_path):
         (tmp_path / f"{split}.tsv").write_text("text\tlabel\n" + "\n".join(lines) + "\n")
     out = tmp_path / "run"
     code = main(["train", "--init-from", "default", "--data", str(tmp_path), "--epochs", "1", "--batch-size", "8",
-                 "--lr", "0", "--text-lr", "0", "--threads", "1", "--quiet", "--json", "--seed", "3",
+                 "--lr", "1e-12", "--text-lr", "1e-12", "--threads", "1", "--quiet", "--json", "--seed", "3",
                  "--out", str(out)])
     assert code == 0
     mc = default.model.config

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from moodlens.core.cli import add_device_argument, add_json_argument, write_json
 from moodlens.core.argtypes import positive_int
 
@@ -77,6 +79,13 @@ def evaluate(checkpoint: str, data_spec, split: str = "test", labels: str | None
     from moodlens.train.head_metrics import by_head
 
     metrics, preds = evaluate_split(loaded.model, chosen, variant, batch_size, device)
+    bad = ~np.isfinite(preds["fused"])
+    if bad.any():   # metrics over NaN are no result: refuse, as `moodlens run` does
+        from moodlens.core.errors import RunFailed
+
+        raise RunFailed(f"Checkpoint {loaded.path} gave a non-finite fused score for {int(bad.sum())} of "
+                        f"{len(bad)} samples of the {chosen.name} split (first: sample {int(np.argmax(bad))}); "
+                        "its metrics would be meaningless.")
     return {**result, **{k: metrics[k] for k in metric_names(variant)}, "by_head": by_head(preds, chosen, variant)}
 
 
