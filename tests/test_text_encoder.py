@@ -1,9 +1,9 @@
-"""The text encoder is transformers' AutoModel: shipped weights carry over, any HF encoder folder loads,
+"""The text encoder is transformers' AutoModel: checkpoints with the hand-written encoder's keys load (the shipped
+weights carried over within 4.8e-7 at f4b2289, before they were retrained), any HF encoder folder loads,
 the trainer's frozen-layer replay matches a plain forward."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -12,32 +12,8 @@ import torch
 
 from moodlens.core.errors import AssetError
 from moodlens.models import build_model
-from moodlens.models.checkpoint import (FORMAT, default_checkpoint_path, legacy_text_encoder_keys, load_checkpoint,
-                                        model_from_payload)
+from moodlens.models.checkpoint import FORMAT, legacy_text_encoder_keys, model_from_payload
 from moodlens.models.text_encoder import TextEncoder
-
-GOLDEN = Path(__file__).parent / "data" / "default_scores_before_automodel.json"
-
-
-def _score(model, sentences):
-    from moodlens.realtime.perception.features.featurizer import Featurizer
-
-    featurizer = Featurizer()
-    batch = featurizer.collate([featurizer.sample(s, None, []) for s in sentences])
-    with torch.no_grad():
-        out = model(*batch.tensors())
-    return out.fused, out.text
-
-
-def test_default_weights_score_as_with_the_hand_written_encoder():
-    golden = json.loads(GOLDEN.read_text())
-    sha = hashlib.sha256(default_checkpoint_path().read_bytes()).hexdigest()
-    if sha != golden["weights_sha256"]:
-        pytest.skip("the default weights were retrained after the encoder change; the carry-over check applies "
-                    "to the weights it was measured on (legacy keys stay covered by the test below)")
-    fused, text = _score(load_checkpoint("default").model, golden["sentences"])
-    assert torch.allclose(fused, torch.tensor(golden["fused"]), atol=1e-4)
-    assert torch.allclose(text, torch.tensor(golden["text"]), atol=1e-4)
 
 
 def test_checkpoint_with_hand_written_encoder_keys_loads(tmp_path):
