@@ -560,12 +560,7 @@ def save_plot(report: dict[str, Any], path: str | Path) -> Path:
         ax.set_ylabel("ms")
         ax.set_title("Pipeline latency")
         ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 STAGE_ORDER = (("vad", "VAD decision (silence)"), ("queue", "queue wait"), ("asr_after_close", "ASR (after close)"),
@@ -600,6 +595,12 @@ def save_stage_plot(report: dict[str, Any], path: str | Path) -> Path:
     ax.set_xlabel("ms from the end of speech (medians per stage; | = median speech end → score)")
     ax.set_title("Where the time goes, speech end → score")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
