@@ -31,6 +31,7 @@ import torch
 from moodlens.core.schema import MODALITIES
 from moodlens.models.batch import MultimodalBatch
 from moodlens.core.errors import ConfigError, DataError
+from moodlens.models.device import resolve_device
 from moodlens.models.checkpoint import checkpoint_trained_modalities, model_from_payload, read_checkpoint, save_checkpoint
 from moodlens.realtime.perception.features.config import live_featurizer_config
 from moodlens.train.data import DataOptions, DatasetSplits, Split, load_dataset, trim
@@ -187,17 +188,6 @@ def set_seed(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"Device '{name}' was requested but this torch build sees no CUDA GPU.")
-        if name == "cuda":
-            name = f"cuda:{local_rank}"
-    return torch.device(name)
 
 
 @dataclass

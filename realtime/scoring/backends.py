@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from moodlens.models.device import resolve_device  # noqa: F401  (re-exported: scorer and bench import it here)
 from moodlens.models.batch import MAX_SEQ_LEN, MAX_TEXT_LEN, MultimodalBatch, SentimentOutput
 from moodlens.core.options import configs_root, fill_dataclass, read_yaml
 from moodlens.core.errors import BackendError, ConfigError
@@ -270,20 +271,6 @@ def prune_cache(folder: Path, pattern: str, keep: int) -> None:
 
 
 # ---- availability ----------------------------------------------------------------------------
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"Unknown device '{device}'; use cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendError(f"Device '{device}' was asked for but no CUDA GPU is visible to PyTorch; use --device cpu.")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"Device '{device}' is not supported; use cpu or cuda.")
-    return device
-
-
 def availability(name: str, device: torch.device) -> tuple[bool, str]:
     """(available, reason). When unavailable, `reason` completes 'unavailable: ...' with what to install."""
     if name == "eager":

@@ -98,7 +98,7 @@ def main(args) -> int:
     from moodlens.train.metrics import format_value, json_safe, metric_names
 
     data = args.data[0] if len(args.data) == 1 else args.data
-    from moodlens.train.trainer import resolve_device
+    from moodlens.models.device import resolve_device
 
     device = str(resolve_device(args.device or "auto"))
     result = evaluate(args.checkpoint, data, args.split, args.labels, args.metric, device, args.batch_size,
