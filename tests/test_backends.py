@@ -158,13 +158,18 @@ def test_int8_onnxruntime_keeps_parity_or_falls_back(tiny, options, cpu_backends
     float_backend = cpu_backends["onnxruntime"]          # exported and cached above
     int8 = dataclasses.replace(options, onnxruntime=dataclasses.replace(options.onnxruntime, quantize="int8"))
     quant = B.create_backend("onnxruntime", tiny, "cpu", int8)
-    assert quant.quantized and quant.path.name.endswith("-int8dyn.onnx") and quant.path.exists()
+    assert quant.quantized and quant.path.name.endswith("-int8text.onnx") and quant.path.exists()
+    # Only the text encoder's weight MatMuls are quantized: the other branches stay float.
+    names = B.text_encoder_matmuls(float_backend.path)
+    assert names and all(n.startswith("node_") for n in names)
     assert 0 < quant.parity <= int8.onnxruntime.int8_parity     # measured against the float model
     batch = tiny.example_inputs(2, text_len=12, audio_len=30, vision_len=20)
     got, ref = quant(batch), float_backend(batch)
     for a, b in zip(got, ref):
         both = torch.isfinite(a) & torch.isfinite(b)
         assert float((a - b)[both].abs().max()) <= 2 * int8.onnxruntime.int8_parity
+    # The first int8_shadow_windows calls were also run by the float model and returned its result.
+    assert quant.shadow_checks == min(quant.calls, int8.onnxruntime.int8_shadow_windows)
     # A bound the int8 model cannot keep: the float model is used, and said so in the log.
     strict = dataclasses.replace(options, onnxruntime=dataclasses.replace(options.onnxruntime, quantize="int8",
                                                                           int8_parity=1e-9))
@@ -172,3 +177,30 @@ def test_int8_onnxruntime_keeps_parity_or_falls_back(tiny, options, cpu_backends
     assert not fallback.quantized and fallback.path == float_backend.path
     with pytest.raises(B.ConfigError, match="quantize must be none or int8"):
         B.OnnxRuntimeOptions(quantize="fp4")
+
+
+def test_int8_falls_back_on_a_live_window_over_the_bound(tiny, options, cpu_backends):
+    import dataclasses
+
+    float_backend = cpu_backends["onnxruntime"]
+    int8 = dataclasses.replace(options, onnxruntime=dataclasses.replace(options.onnxruntime, quantize="int8",
+                                                                        int8_shadow_windows=2, int8_recheck_every=3))
+    quant = B.create_backend("onnxruntime", tiny, "cpu", int8)
+    assert quant.quantized
+    batch = tiny.example_inputs(1, text_len=10, audio_len=20, vision_len=12, seed=3)
+    ref = float_backend(batch)
+    for call in range(6):
+        was_shadowed = quant._shadowed()
+        out = quant(batch)
+        if was_shadowed:                      # checked calls return the float model's result
+            for a, b in zip(out, ref):
+                torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert quant.shadow_checks == 3 and quant.live_parity is not None      # calls 0, 1 and 4
+    # A live window over the bound: the float model from then on, for good.
+    quant.options = dataclasses.replace(int8, onnxruntime=dataclasses.replace(int8.onnxruntime, int8_parity=1e-12))
+    quant.calls = 0                           # the next call is a shadowed one
+    quant(batch)
+    assert not quant.quantized and quant.path == float_backend.path and "max difference" in quant.int8_rejected
+    for a, b in zip(quant(batch), ref):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert quant.describe()["int8_rejected"]

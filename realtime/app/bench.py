@@ -268,6 +268,9 @@ def bench_backend(name: str, model, featurizer_config, options: BenchOptions, ba
         entry["optimization_level"] = backend_options.onnxruntime.optimization_level
         if getattr(scorer.backend, "parity", None) is not None:
             entry["int8_max_abs_diff_vs_float"] = float(f"{scorer.backend.parity:.3g}")
+        if getattr(scorer.backend, "live_parity", None) is not None:   # the shadowed calls (warm-up, timed)
+            entry["int8_shadow_max_abs_diff"] = float(f"{scorer.backend.live_parity:.3g}")
+            entry["int8_shadow_checks"] = scorer.backend.shadow_checks
     entry["builds"] = scorer.backend.builds
     entry["build_s_total"] = round(scorer.backend.build_seconds, 2)
     progress.update(task, description=f"{name}: done")

@@ -28,7 +28,7 @@ import torch
 
 from moodlens.models.device import resolve_device  # noqa: F401  (re-exported: scorer and bench import it here)
 from moodlens.models.batch import MAX_SEQ_LEN, MAX_TEXT_LEN, MultimodalBatch, SentimentOutput
-from moodlens.core.options import configs_root, fill_dataclass, read_yaml
+from moodlens.core.options import Options, configs_root, read_yaml
 from moodlens.core.errors import BackendError, ConfigError
 from moodlens.core.schema import BACKEND_CHOICES, BACKEND_NAMES  # noqa: F401  (BACKEND_CHOICES: public here too)
 
@@ -90,11 +90,17 @@ class OnnxRuntimeOptions:
     opset: int = 18
     # Graph optimizations ONNX Runtime applies when it loads the file: disable | basic | extended | all.
     optimization_level: str = "all"
-    # "int8": dynamic int8 quantization of the weights of MatMul/Gemm (onnxruntime.quantization,
-    # activations quantized at run time); the quantized file is kept only when every output stays
-    # within `int8_parity` of the float model on the typical window, else the float file is used.
+    # "int8": dynamic int8 quantization (onnxruntime.quantization, per output channel, activations
+    # quantized at run time) of the weight MatMuls of the text encoder only (the frozen MiniLM/BERT:
+    # 60 % of the model's time, the rest stays float). Kept only while it stays within `int8_parity`
+    # of the float model, checked on a random batch and the typical window when the file is built,
+    # then on live windows: the first `int8_shadow_windows` windows and every `int8_recheck_every`-th
+    # after them are also run by the float model, whose result is the one returned; one window
+    # over the bound switches the session back to the float model for good.
     quantize: str = "none"
     int8_parity: float = 0.15
+    int8_shadow_windows: int = 20
+    int8_recheck_every: int = 50
 
     def __post_init__(self) -> None:
         if self.optimization_level not in ("disable", "basic", "extended", "all"):
@@ -104,10 +110,12 @@ class OnnxRuntimeOptions:
             raise ConfigError(f"onnxruntime.quantize must be none or int8, not '{self.quantize}'.")
         if not self.int8_parity > 0:
             raise ConfigError(f"onnxruntime.int8_parity must be positive, not {self.int8_parity}.")
+        if self.int8_shadow_windows < 0 or self.int8_recheck_every < 0:
+            raise ConfigError("onnxruntime.int8_shadow_windows and int8_recheck_every must not be negative.")
 
 
 @dataclass
-class BackendOptions:
+class BackendOptions(Options):
     """configs/live/backends.yaml as a dataclass (see that file for what each key means)."""
 
     cache_dir: str | None = None
@@ -126,29 +134,7 @@ class BackendOptions:
         values = read_yaml(path) if path.exists() else {}
         return cls.from_dict(values, str(path))
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "backend options") -> "BackendOptions":
-        nested = {"buckets": Buckets, "typical_window": TypicalWindow, "auto_order": AutoOrder,
-                  "compile": CompileOptions, "tensorrt": TensorRTOptions, "onnxruntime": OnnxRuntimeOptions}
-        values = dict(values)
-        for key, sub_cls in nested.items():
-            if key in values:
-                sub = values[key]
-                if not isinstance(sub, dict):
-                    raise ConfigError(f"{source}: key '{key}' must be a mapping.")
-                if sub_cls is TensorRTOptions:
-                    sub = dict(sub)
-                    for shape_key in ("min_shape", "opt_shape", "max_shape"):
-                        if shape_key in sub:
-                            if not isinstance(sub[shape_key], dict):
-                                raise ConfigError(f"{source}: key 'tensorrt.{shape_key}' must be a mapping.")
-                            sub[shape_key] = fill_dataclass(ShapeDims, sub[shape_key], f"{source} (tensorrt.{shape_key})")
-                values[key] = fill_dataclass(sub_cls, sub, f"{source} ({key})")
-        options = fill_dataclass(cls, values, source)
-        options.validate(source)
-        return options
-
-    def validate(self, source: str = "backend options") -> None:
+    def check(self, source: str = "backend options") -> None:
         for f in fields(Buckets):
             sizes = getattr(self.buckets, f.name)
             if not sizes or any(not isinstance(s, int) or s < 1 for s in sizes) or sorted(sizes) != list(sizes):
@@ -443,7 +429,12 @@ class OnnxRuntimeBackend(Backend):
             self.builds += 1
             self.build_seconds += time.perf_counter() - start
         self.quantized = False
-        self.parity: float | None = None
+        self.parity: float | None = None         # int8 vs float on the check batches
+        self.live_parity: float | None = None    # int8 vs float on the shadowed live windows
+        self.shadow_checks = 0
+        self.int8_rejected: str | None = None
+        self.calls = 0
+        self.float_path = self.path
         self.session = self._session(self.path)
         self.input_names = [i.name for i in self.session.get_inputs()]
         if options.onnxruntime.quantize == "int8":
@@ -472,20 +463,25 @@ class OnnxRuntimeBackend(Backend):
                                "delete that file to re-export it.") from None
 
     def _use_int8(self) -> None:
-        """Quantize (cached beside the float file) and switch to it if it keeps parity."""
+        """Quantize the text encoder (cached beside the float file) and switch to it if it keeps parity."""
         import logging
 
-        qpath = self.path.with_name(self.path.stem + "-int8dyn.onnx")
+        qpath = self.path.with_name(self.path.stem + "-int8text.onnx")
         if not qpath.exists():
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
+            nodes = text_encoder_matmuls(self.path)
+            if not nodes:
+                log.warning("%s has no text-encoder MatMul to quantize; using the float model", self.path.name)
+                return
             start = time.perf_counter()
             tmp = qpath.with_suffix(f".{os.getpid()}.tmp.onnx")
             root = logging.getLogger()
             level = root.level
             root.setLevel(logging.ERROR)   # its "consider pre-processing" advice would land on the dashboard
             try:
-                quantize_dynamic(str(self.path), str(tmp), weight_type=QuantType.QInt8)
+                quantize_dynamic(str(self.path), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                                 nodes_to_quantize=nodes)
                 os.replace(tmp, qpath)
             except Exception as err:
                 tmp.unlink(missing_ok=True)
@@ -495,18 +491,27 @@ class OnnxRuntimeBackend(Backend):
                 root.setLevel(level)
             self.builds += 1
             self.build_seconds += time.perf_counter() - start
-        float_session, quant = self.session, self._session(qpath)
-        example = self.model.example_inputs(2, text_len=20, audio_len=75, vision_len=45)
-        tensors = dict(zip(MultimodalBatch.FIELDS, example.to("cpu").tensors()))
-        feeds = {name: tensors[name].detach().numpy() for name in self.input_names}
-        ref = float_session.run(list(OUTPUT_NAMES), feeds)
-        got = quant.run(list(OUTPUT_NAMES), feeds)
-        self.parity = max(float(np.nanmax(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(ref, got))
+        quant = self._session(qpath)
+        checks = [self.model.example_inputs(2, text_len=20, audio_len=75, vision_len=45),
+                  typical_batch(self.model, 1, self.options.typical_window.seconds, self.options.typical_window)]
+        self.parity = max(_max_abs_diff(self.session.run(list(OUTPUT_NAMES), self._feeds(b)),
+                                        quant.run(list(OUTPUT_NAMES), self._feeds(b))) for b in checks)
         if self.parity <= self.options.onnxruntime.int8_parity:
-            self.session, self.quantized, self.path = quant, True, qpath
+            self.float_session, self.session, self.quantized, self.path = self.session, quant, True, qpath
         else:
             log.warning("int8 model differs from the float one by %.3g > int8_parity %.3g; using the float model",
                         self.parity, self.options.onnxruntime.int8_parity)
+
+    def _feeds(self, batch: MultimodalBatch) -> dict[str, np.ndarray]:
+        tensors = dict(zip(MultimodalBatch.FIELDS, batch.tensors()))
+        return {name: tensors[name].detach().cpu().numpy() for name in self.input_names}
+
+    def _shadowed(self) -> bool:
+        """This call is also run by the float model (the first windows, then every recheck_every-th)."""
+        o = self.options.onnxruntime
+        n = self.calls
+        return n < o.int8_shadow_windows or bool(o.int8_recheck_every and
+                                                 (n - o.int8_shadow_windows + 1) % o.int8_recheck_every == 0)
 
     def export_path(self) -> Path:
         import onnxruntime as ort
@@ -544,10 +549,49 @@ class OnnxRuntimeBackend(Backend):
             self.model.to(self.device)
 
     def run(self, batch):
-        tensors = dict(zip(MultimodalBatch.FIELDS, batch.tensors()))
-        feeds = {name: tensors[name].detach().cpu().numpy() for name in self.input_names}
+        feeds = self._feeds(batch)
         outs = self.session.run(list(OUTPUT_NAMES), feeds)
+        if self.quantized and self._shadowed():
+            ref = self.float_session.run(list(OUTPUT_NAMES), feeds)
+            diff = _max_abs_diff(ref, outs)
+            self.live_parity = max(self.live_parity or 0.0, diff)
+            self.shadow_checks += 1
+            outs = ref                  # a checked call returns the float model's result
+            if diff > self.options.onnxruntime.int8_parity:
+                log.warning("int8 model differs from the float one by %.3g > int8_parity %.3g on a live window; "
+                            "using the float model from now on", diff, self.options.onnxruntime.int8_parity)
+                self.session, self.quantized, self.path = self.float_session, False, self.float_path
+                self.int8_rejected = f"live window {self.calls}: max difference {diff:.3g}"
+        self.calls += 1
         return SentimentOutput(*(torch.from_numpy(np.asarray(o, dtype=np.float32)) for o in outs))
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        if self.options.onnxruntime.quantize == "int8":
+            out.update(quantized=self.quantized, int8_parity_check=self.parity, int8_live_parity=self.live_parity,
+                       int8_shadow_checks=self.shadow_checks, int8_rejected=self.int8_rejected)
+        return out
+
+
+def _max_abs_diff(ref, got) -> float:
+    return max(float(np.nanmax(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(ref, got))
+
+
+def text_encoder_matmuls(path: Path) -> list[str]:
+    """Names of the MatMul nodes with a weight operand inside the model's `text_encoder` module
+    (torch.onnx's dynamo exporter records each node's module path in `pkg.torch.onnx.name_scopes`)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    names = []
+    for node in graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in weights:
+            continue
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
+        if "'text_encoder'" in scopes:
+            names.append(node.name)
+    return names
 
 
 class TensorRTBackend(Backend):
@@ -671,7 +715,3 @@ def create_backend(name: str, model: torch.nn.Module, device: str | torch.device
     backend.reason = reason
     return backend
 
-
-def available_backends(device: str | torch.device | None = None) -> dict[str, tuple[bool, str]]:
-    device = resolve_device(device)
-    return {name: availability(name, device) for name in BACKEND_NAMES}
