@@ -19,7 +19,7 @@ The JSON report (`--json OUT`) has these keys (docs/benchmarks.md describes each
                    "stages_ms": {"vad"|"queue"|"asr"|"asr_wait"|"score_wait"|"features"|"model": {"p50", "p95"}},
                    "speculation": {"speculative_silence_s", "emitted", "started", "used", "discarded", "skipped",
                                    "wasted_asr_ms", "wasted_cpu_ms"},
-                   "interims": {"every_s", "emitted", "skipped"},
+                   "interims": {"every_s", "emitted", "skipped"}, "vad": {"min_silence_s", "pad_s"}, "asr_cpu_threads",
                    "cpu_percent", "rss_mb": {"start", "peak", "end"}, "rss_slope_mb_per_min"}]}
 """
 
@@ -68,6 +68,8 @@ class BenchOptions(Options):
     ort_quantize: str | None = None               # None = backends.yaml's; "int8" or "none"
     speculative_silence_s: float | None = None   # None = the live config's; 0 = no speculation
     interim_every_s: float | None = None          # None = the live config's; 0 = no interim transcripts
+    min_silence_s: float | None = None            # None = the live config's VAD min_silence_s
+    asr_cpu_threads: int | None = None            # None = the live config's Whisper cpu_threads
     run_model: bool = True
     run_pipeline: bool = True
 
@@ -334,7 +336,12 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
         vad = dataclasses.replace(vad, speculative_silence_s=options.speculative_silence_s)
     if options.interim_every_s is not None:
         vad = dataclasses.replace(vad, interim_every_s=options.interim_every_s)
-    pipeline = Pipeline(source, scorer, pipeline_options, vad=vad, asr=config.asr, features=config.features)
+    if options.min_silence_s is not None:
+        vad = dataclasses.replace(vad, min_silence_s=options.min_silence_s)
+    asr = config.asr
+    if options.asr_cpu_threads is not None:
+        asr = dataclasses.replace(asr, cpu_threads=options.asr_cpu_threads)
+    pipeline = Pipeline(source, scorer, pipeline_options, vad=vad, asr=asr, features=config.features)
     progress.update(task, description=f"pipeline {pace}: {media.name}", total=round(duration, 1) or None,
                     completed=0)
     events = []
@@ -404,6 +411,8 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
                         "wasted_cpu_ms": round(snap.spec_wasted_cpu_ms, 1)},
         "interims": {"every_s": vad.interim_every_s, "emitted": snap.interims_emitted,
                      "skipped": snap.interims_skipped},
+        "vad": {"min_silence_s": vad.min_silence_s, "pad_s": vad.pad_s},
+        "asr_cpu_threads": getattr(getattr(pipeline, "transcriber", None), "cpu_threads", None),
         "cpu_percent": round(100 * cpu_s / wall, 1) if wall else None,
         "cpu_cores": os.cpu_count(), "rss_mb": memory.summary(),
         # Least-squares slope of resident memory over the run (flat: near 0).

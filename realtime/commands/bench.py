@@ -65,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="silence (s) after which Whisper starts speculatively; 0 = off (default: live config)")
     pipe.add_argument("--interim-every", type=float, default=None, metavar="S",
                       help="interim transcript every S seconds of a long utterance; 0 = off (default: live config)")
+    pipe.add_argument("--min-silence", type=float, default=None, metavar="S",
+                      help="silence (s) that ends an utterance (default: the live config's vad.min_silence_s)")
+    pipe.add_argument("--asr-threads", type=int, default=None, metavar="N",
+                      help="Whisper CPU threads (default: the live config's asr.cpu_threads)")
     pipe.add_argument("--pipeline-backend", default="auto", choices=("auto", "tensorrt", "compile", "onnxruntime", "eager"),
                       help="backend the pipeline scores with (default auto)")
     out = parser.add_argument_group("output")
@@ -88,6 +92,7 @@ def main(args: argparse.Namespace) -> int:
         paces=["fast", "realtime"] if args.pace == "both" else [args.pace],
         pipeline_backend=args.pipeline_backend, run_model=not args.skip_model,
         ort_quantize=args.ort_quantize, speculative_silence_s=args.speculative_silence, interim_every_s=args.interim_every,
+        min_silence_s=args.min_silence, asr_cpu_threads=args.asr_threads,
         run_pipeline=not args.skip_pipeline,
     )
     if args.media and not args.skip_pipeline:

@@ -34,6 +34,8 @@ class AsrOptions(Options):
     compute_type: str | None = None   # None -> int8 on CPU, float16 on CUDA
     cpu_threads: int | None = None    # None -> min(4, CPU count)
     word_timestamps: bool = True
+    # Decode without Whisper's timestamp tokens (one segment per window: the VAD already cut it).
+    without_timestamps: bool = False
     no_speech_threshold: float = 0.6
     # Cap on decoded tokens per second of audio: real speech needs ~3-5, a hallucination loop
     # runs to Whisper's 224-token limit and stalls the live view. None = no cap.
@@ -169,6 +171,7 @@ class Transcriber:
                 best_of=o.beam_size,
                 temperature=list(o.temperature),
                 word_timestamps=o.word_timestamps,
+                without_timestamps=o.without_timestamps,
                 vad_filter=False,
                 condition_on_previous_text=False,
                 no_speech_threshold=o.no_speech_threshold,
