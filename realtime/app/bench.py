@@ -321,7 +321,7 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
     import dataclasses
 
     from moodlens.realtime.app.live_config import load_live_config
-    from moodlens.realtime.engine.pipeline import Pipeline
+    from moodlens.realtime.engine.build import build_pipeline
     from moodlens.realtime.capture.media import MediaFileSource
 
     config = load_live_config()
@@ -341,7 +341,7 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
     asr = config.asr
     if options.asr_cpu_threads is not None:
         asr = dataclasses.replace(asr, cpu_threads=options.asr_cpu_threads)
-    pipeline = Pipeline(source, scorer, pipeline_options, vad=vad, asr=asr, features=config.features)
+    pipeline = build_pipeline(source, scorer, pipeline_options, vad=vad, asr=asr, features=config.features)
     progress.update(task, description=f"pipeline {pace}: {media.name}", total=round(duration, 1) or None,
                     completed=0)
     events = []

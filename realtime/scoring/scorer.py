@@ -2,9 +2,11 @@
 
     scorer = Scorer("default", backend="auto")       # prints which backend auto chose and why
     scorer.warmup()                                   # builds/compiles before the first window
-    result = scorer.score(batch)                      # list of per-sample dicts, plus .model_ms
-    result[0] == {"fused": 1.2, "text": 0.9, "audio": None, "vision": 0.3,
-                  "present": {"text": True, "audio": False, "vision": True}}
+    result = scorer.score(batch)                      # a ScoredBatch: rows, model_ms, backend
+    result[0] == WindowScores(fused=1.2, text=0.9, audio=None, vision=0.3,
+                              present={"text": True, "audio": False, "vision": True})
+
+The scorer is the one place that nulls a score (an absent modality, or one the checkpoint never trained).
 """
 
 from __future__ import annotations
@@ -18,17 +20,9 @@ from rich.console import Console
 
 from moodlens.core.schema import MODALITIES
 from moodlens.models.batch import MultimodalBatch, SentimentOutput
+from moodlens.realtime.scoring import ScoredBatch, WindowScores
 from moodlens.realtime.scoring.backends import Backend, BackendOptions, create_backend, resolve_device, typical_batch
 from moodlens.core.errors import ConfigError, DataError
-
-
-class ScoreList(list):
-    """Per-sample score dicts (a plain list to its users) with the batch's model time attached."""
-
-    def __init__(self, rows: list[dict[str, Any]], model_ms: float, backend: str):
-        super().__init__(rows)
-        self.model_ms = model_ms
-        self.backend = backend
 
 
 class Scorer:
@@ -134,9 +128,9 @@ class Scorer:
         model_ms = (time.perf_counter() - start) * 1000
         return SentimentOutput(*(t.numpy() for t in out)), model_ms
 
-    def score(self, batch: MultimodalBatch) -> ScoreList:
+    def score(self, batch: MultimodalBatch) -> ScoredBatch:
         """Per sample: the fused score (always a number) and per-modality scores (None where that
-        modality is absent), plus `model_ms` on the returned list."""
+        modality is absent or untrained), with the batch's model time."""
         out, model_ms = self.predict(batch)
         present = batch.present.detach().cpu().numpy().astype(bool)
         scored = present & np.array([m in self.trained_modalities for m in MODALITIES])
@@ -145,14 +139,12 @@ class Scorer:
             fused = float(out.fused[i])
             if not np.isfinite(fused):
                 raise DataError(f"The model gave a non-finite fused score for sample {i} of the batch.")
-            row: dict[str, Any] = {"fused": fused}
-            for j, modality in enumerate(MODALITIES):
-                # None where absent, and where the checkpoint never trained that branch (its score
-                # would be noise): `present` still reports what was perceived.
-                row[modality] = float(getattr(out, modality)[i]) if scored[i, j] else None
-            row["present"] = {m: bool(present[i, j]) for j, m in enumerate(MODALITIES)}
-            rows.append(row)
-        return ScoreList(rows, model_ms, self.backend_name)
+            # None where absent, and where the checkpoint never trained that branch (its score
+            # would be noise): `present` still reports what was perceived.
+            per = {m: float(getattr(out, m)[i]) if scored[i, j] else None for j, m in enumerate(MODALITIES)}
+            rows.append(WindowScores(fused=fused, **per,
+                                     present={m: bool(present[i, j]) for j, m in enumerate(MODALITIES)}))
+        return ScoredBatch(tuple(rows), model_ms, self.backend_name)
 
     def _without_untrained(self, batch: MultimodalBatch) -> MultimodalBatch:
         """Feed the model only modalities its checkpoint was trained on (a text-only checkpoint

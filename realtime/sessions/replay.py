@@ -19,24 +19,10 @@ import numpy as np
 
 from moodlens.core.errors import DataError
 from moodlens.realtime.engine.events import WindowEvent
-from moodlens.realtime.sessions.reader import RecordedSession, RecordedWindow
+from moodlens.realtime.sessions.reader import RecordedSession
 from moodlens.core.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures, SourceStats, VideoFrame
 
 CHUNK_SAMPLES = 512   # 32 ms, one Silero VAD frame (as the live sources)
-
-
-def window_event(w: RecordedWindow) -> WindowEvent:
-    """A recorded window as the live engine's event (times in session seconds)."""
-    return WindowEvent(
-        id=w.id, start=w.start, end=w.end, text=w.text,
-        fused=float(w.scores.get("fused") or 0.0),
-        text_score=w.scores.get("text") if w.present.get("text") else None,
-        audio_score=w.scores.get("audio") if w.present.get("audio") else None,
-        vision_score=w.scores.get("vision") if w.present.get("vision") else None,
-        present={m: bool(w.present.get(m)) for m in ("text", "audio", "vision")},
-        latency_ms={k: float(w.latency_ms.get(k, 0.0)) for k in ("asr", "features", "model", "total")},
-        backend=w.backend, interim=w.interim,
-    )
 
 
 def replay_events(session: RecordedSession, speed: float = 1.0,
@@ -53,7 +39,7 @@ def replay_events(session: RecordedSession, speed: float = 1.0,
                 return
         if stop.is_set():
             return
-        yield window_event(w)
+        yield w
 
 
 class RecordedFaces:
@@ -154,7 +140,7 @@ class ReplayClock:
         self.session = session
         self.speed = speed
         self.started = time.monotonic()
-        self.replayed: list[RecordedWindow] = []
+        self.replayed: list[WindowEvent] = []
         self.finished = False
 
     def add(self, event: WindowEvent) -> None:

@@ -42,7 +42,6 @@ from moodlens.realtime.sessions.format import (
     RESERVE_BYTES,
     RESERVE_FILE,
     AUDIO_FILE,
-    AUDIO_GAP_FILL_S,
     FACES_FILE,
     LOCK_FILE,
     REPEAT_FRAME_S,
@@ -64,6 +63,8 @@ from moodlens.realtime.sessions.format import (
     wav_header,
 )
 from moodlens.core.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures, VideoFrame
+from moodlens.realtime.capture.streams import gap_samples
+from moodlens.realtime.engine import SinkBase
 
 
 @dataclass
@@ -105,7 +106,7 @@ class RecordingStats:
 # the recorder (a pipeline sink)
 
 
-class SessionRecorder:
+class SessionRecorder(SinkBase):
     """Pipeline sink that records audio, video (or face features) and scored windows.
 
     `on_audio`, `on_frame` and `on_event` only queue the item (frames beyond the encoder's pace are
@@ -170,7 +171,7 @@ class SessionRecorder:
     # ---- sink protocol (called on pipeline threads; never raises) --------------------------
     def on_audio(self, chunk: AudioChunk) -> None:
         if self.enabled:
-            self._put(("audio", chunk))
+            self._put(chunk)
 
     def on_frame(self, frame: VideoFrame) -> None:
         if not self.enabled or self.options.video == "none":
@@ -190,18 +191,18 @@ class SessionRecorder:
                     return
                 self._pending_frames += 1
             self._last_frame_t = frame.t
-            self._put(("frame", frame))
+            self._put(frame)
         except Exception as err:  # noqa: BLE001 - a sink must not break the pipeline
             self._fail(err, "frame")
 
     def on_event(self, event: Any) -> None:
         if self.enabled:
-            self._put(("event", event))
+            self._put(event)
 
     def on_face(self, face: FaceFeatures) -> None:
         """Optional sink method: the pipeline's face features (used with `faces_from_pipeline`)."""
         if self.enabled and self.options.video == "faces" and self.options.faces_from_pipeline:
-            self._put(("face", face))
+            self._put(face)
 
     @staticmethod
     def check_folder(folder: str | Path) -> None:
@@ -254,7 +255,7 @@ class SessionRecorder:
         with self._cond:
             if len(self._items) >= self.options.max_queued_items:
                 # The disk has stalled for minutes: stop rather than fill memory.
-                self._fail(OSError(0, "the disk cannot keep up (writes stalled)"), item[0])
+                self._fail(OSError(0, "the disk cannot keep up (writes stalled)"), _kind(item))
                 return
             self._items.append(item)
             self._cond.notify()
@@ -266,7 +267,8 @@ class SessionRecorder:
                     self._cond.wait()
                 if not self._items and self._closing:
                     break
-                kind, item = self._items.popleft()
+                item = self._items.popleft()
+                kind = _kind(item)
                 if kind == "frame":
                     self._pending_frames -= 1
                     self._cond.notify_all()
@@ -362,10 +364,9 @@ class SessionRecorder:
             self._audio_start_t = float(chunk.t)
         # Where the file is on the session clock; a later chunk means chunks were dropped upstream.
         # (Measured from the sample count, so capture-time jitter never accumulates.)
-        gap = chunk.t - (self._audio_start_t + self.stats.audio_samples / AUDIO_SAMPLE_RATE)
+        n_gap = gap_samples(chunk.t, self._audio_start_t + self.stats.audio_samples / AUDIO_SAMPLE_RATE)
         parts = []
-        if gap > AUDIO_GAP_FILL_S:
-            n_gap = int(round(gap * AUDIO_SAMPLE_RATE))
+        if n_gap:
             parts.append(np.zeros(n_gap, dtype=np.int16))
             self.stats.audio_gap_samples += n_gap
         pcm = np.clip(np.nan_to_num(samples), -1.0, 1.0)
@@ -514,6 +515,17 @@ class SessionRecorder:
             self.on_error(self.error)
         except Exception:  # noqa: BLE001
             pass
+
+
+def _kind(item) -> str:
+    """What a queued item is: the writer's queue holds the sink calls' own typed items, in order."""
+    if isinstance(item, AudioChunk):
+        return "audio"
+    if isinstance(item, VideoFrame):
+        return "frame"
+    if isinstance(item, FaceFeatures):
+        return "face"
+    return "event"
 
 
 def _unlink_quietly(path: Path) -> None:
