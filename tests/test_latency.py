@@ -165,6 +165,11 @@ def test_speculative_path_gives_the_same_finals(plain, paced):
     assert len(reference) == len(SENTENCES) + 1
     # Same windows, same transcripts: a reused speculation never changes what is scored.
     assert [(e.id, e.start, e.end, e.text) for e in finals] == [(e.id, e.start, e.end, e.text) for e in reference]
+    # ... and the same scores: a final scored ahead, on its speculation, is scored on the same inputs.
+    assert pipe.prescored_used >= 1
+    for got, ref in zip(finals, reference):
+        assert got.fused == pytest.approx(ref.fused, abs=1e-4)
+        assert got.present == ref.present
     snap = pipe.stats.snapshot()
     assert snap.windows_scored == len(finals) and snap.windows_merged == 0 and snap.windows_dropped == 0
     assert snap.spec_emitted >= len(finals)       # one per utterance end, one more for the pause

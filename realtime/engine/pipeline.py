@@ -140,6 +140,16 @@ class _Transcribed:
     asr_done: float = 0.0
     speculative: bool = False      # the transcript was a speculative decode, reused
     audio_states: np.ndarray | None = None   # Whisper encoder states of the window (when kept)
+    prescored: "_Prescored | None" = None    # the speculation's score, for the identical window
+
+
+@dataclass
+class _Prescored:
+    """A speculative window scored while min_silence_s was still running (features + model)."""
+    faces: tuple                   # the face results it was featurized with (the final must hold the same)
+    row: object                    # its WindowScores
+    features_ms: float
+    model_ms: float
 
 
 @dataclass
@@ -152,6 +162,7 @@ class _Speculation:
     done: float = 0.0
     cancelled: bool = False
     states: np.ndarray | None = None
+    prescored: _Prescored | None = None
 
 
 class Pipeline:
@@ -213,6 +224,7 @@ class Pipeline:
         self._spec: _Speculation | None = None
         self._preview_waiting: Window | None = None
         self._last_final_id = -1
+        self.prescored_used = 0        # finals whose score was the speculation's (same window, same faces)
         # (start, end, arrival) of recent audio chunks: when each voiced sample was spoken.
         self._chunk_times: deque[tuple[float, float, float]] = deque(maxlen=8192)
 
@@ -313,7 +325,6 @@ class Pipeline:
 
     # ---- stages ----------------------------------------------------------------------------------
     def _capture_stage(self) -> None:
-        realtime = self.options.realtime
         face_rate = FrameRate(self.featurizer_config.vision_fps, early=0.25, what="vision_fps")
         try:
             for item in self.source:
@@ -558,9 +569,24 @@ class Pipeline:
             spec = self._spec = _Speculation(window)
         self.stats.add(spec_started=1)
         spec.text, spec.asr_ms, spec.cpu_ms, spec.started, spec.done, spec.states = self._whisper(window)
+        if not spec.cancelled:
+            # Score it too while min_silence_s runs: when the end is confirmed with the same window
+            # (same audio, same faces) the final's score is this one, ready at the confirmation.
+            cpu0 = time.process_time()
+            spec.prescored = self._prescore(window, spec.text, spec.states)
+            spec.cpu_ms += (time.process_time() - cpu0) * 1000
         with self._early_lock:
             if spec.cancelled and self._spec is spec:
                 self._discard_spec()
+
+    def _prescore(self, window: Window, text: str, states) -> _Prescored:
+        t0 = time.perf_counter()
+        audio = window.audio if self.has_audio else np.zeros(0, np.float32)
+        sample = self.featurizer.span_sample(text, audio, window.faces, window.start, window.end, audio_states=states)
+        batch = self.featurizer.collate([sample])
+        features_ms = (time.perf_counter() - t0) * 1000
+        output = self.scorer.score(batch)
+        return _Prescored(tuple(window.faces), output.rows[0], features_ms, output.model_ms)
 
     def _transcribe_final(self, window: Window) -> _Transcribed:
         with self._early_lock:
@@ -582,8 +608,14 @@ class Pipeline:
                 self._preview_waiting = None
                 self.stats.add(interims_skipped=1)
         if reuse:
+            pre = spec.prescored
+            if pre is not None and (len(pre.faces) != len(window.faces)
+                                    or any(a is not b for a, b in zip(pre.faces, window.faces))):
+                pre = None            # a face result arrived for the span since: score it again
+            if pre is not None:
+                self.prescored_used += 1
             return _Transcribed(window, spec.text, spec.asr_ms, spec.started, spec.done, speculative=True,
-                               audio_states=spec.states)
+                               audio_states=spec.states, prescored=pre)
         return self._transcribe(window)
 
     def _score_stage(self) -> None:
@@ -620,27 +652,34 @@ class Pipeline:
                 return
 
     def _score(self, items: list[_Transcribed]) -> list[WindowEvent]:
-        t0 = time.perf_counter()
-        samples = []
-        for item in items:
-            audio = item.window.audio if self.has_audio else np.zeros(0, np.float32)
-            w = item.window
-            samples.append(self.featurizer.span_sample(item.text, audio, w.faces, w.start, w.end,
-                                                          audio_states=item.audio_states))
-        batch = self.featurizer.collate(samples)
-        t1 = time.perf_counter()
-        output = self.scorer.score(batch)
+        fresh = [item for item in items if item.prescored is None]
+        rows, features_ms, model_ms = {}, 0.0, 0.0
+        if fresh:
+            t0 = time.perf_counter()
+            samples = []
+            for item in fresh:
+                audio = item.window.audio if self.has_audio else np.zeros(0, np.float32)
+                w = item.window
+                samples.append(self.featurizer.span_sample(item.text, audio, w.faces, w.start, w.end,
+                                                              audio_states=item.audio_states))
+            batch = self.featurizer.collate(samples)
+            t1 = time.perf_counter()
+            output = self.scorer.score(batch)
+            features_ms = (t1 - t0) * 1000 / len(fresh)
+            model_ms = output.model_ms     # the scorer's own model time (leaves out its input checks)
+            rows = {id(item): row for item, row in zip(fresh, output.rows)}
         done = time.monotonic()
-        t2 = time.perf_counter()
-        features_ms = (t1 - t0) * 1000 / len(items)
-        model_ms = output.model_ms         # the scorer's own model time (leaves out its input checks)
         events = []
         origin = self.origin or 0.0
-        for i, item in enumerate(items):
-            scores = output.rows[i]        # nulled by the scorer (absent or untrained modality)
+        for item in items:
+            pre = item.prescored
+            # Nulled by the scorer (absent or untrained modality). A pre-scored final's features and
+            # model time were spent before its window closed.
+            scores = pre.row if pre is not None else rows[id(item)]
             w = item.window
             closed = w.closed_at or done
-            latency = {"asr": item.asr_ms, "features": features_ms, "model": model_ms,
+            latency = {"asr": item.asr_ms, "features": pre.features_ms if pre else features_ms,
+                       "model": pre.model_ms if pre else model_ms,
                        "total": max(0.0, (done - closed) * 1000) if w.closed_at else 0.0}
             speech_end = ready_at = None
             if w.speech_end is not None and w.speech_end_mono is not None:
