@@ -189,6 +189,11 @@ def main(argv=None) -> int:
                        "slope_mb_per_hour_after_2_min": (round(s, 2) if (s := slope_per_hour(warm)) is not None
                                                          else None)},
             "windows_merged": sum(1 for r in rows if r["merged"] > 1),
+            "speculation": (lambda st: {"emitted": st.spec_emitted, "used": st.spec_used, "discarded": st.spec_discarded,
+                                        "skipped": st.spec_skipped, "wasted_asr_ms": round(st.spec_wasted_ms, 1),
+                                        "prescored_used": getattr(pipeline, "prescored_used", None),
+                                        "interims_emitted": st.interims_emitted,
+                                        "interims_skipped": st.interims_skipped})(pipeline.stats.snapshot()),
             "latency_ms_by_third": thirds(rows, "latency_ms"),
             "speech_end_to_score_ms_by_third": thirds([r for r in rows if r["speech_end_ms"] == r["speech_end_ms"]],
                                                       "speech_end_ms"),
