@@ -157,3 +157,41 @@ def test_bad_product_settings_are_refused_in_one_sentence(overrides, words):
     with pytest.raises(ConfigError) as err:
         build_model("hcrl_mfd", overrides, load_text_weights=False)
     assert words in " ".join(str(err.value).split())
+
+
+def test_absent_modalities_with_junk_and_nan_change_nothing():
+    """The model contract's check (tests/test_models_contract.py) with the additions on."""
+    from test_models_contract import mixed_presence, scramble_absent
+
+    model = product_model(seed=7)
+    batch = mixed_presence(model, 6, seed=7)
+    reference = scores(model, batch)
+    for use_nan in (False, True):
+        scrambled = scores(model, scramble_absent(batch, seed=8, use_nan=use_nan))
+        for a, b in zip(reference, scrambled):
+            assert torch.isfinite(a).all() and torch.equal(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.export
+def test_product_model_exports_to_onnx_and_matches_eager(tmp_path):
+    """The live scorer may run the default weights in ONNX Runtime: the additions must export."""
+    import numpy as np
+    import onnxruntime as ort
+    from torch.export import Dim
+
+    from moodlens.models.batch import MultimodalBatch, SentimentOutput
+    from test_models_contract import OUTPUT_NAMES, mixed_presence
+
+    model = product_model(seed=8)
+    batch = model.example_inputs(2)
+    program = torch.export.export(model, batch.tensors(), dynamic_shapes=batch.dynamic_shapes(Dim("batch")))
+    path = tmp_path / "product.onnx"
+    torch.onnx.export(program, batch.tensors(), str(path), dynamo=True, input_names=list(MultimodalBatch.FIELDS),
+                      output_names=OUTPUT_NAMES)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    test = mixed_presence(model, 6, seed=3, text_len=11, audio_len=40, vision_len=7)
+    eager = scores(model, test)
+    feeds = {k: v.numpy() for k, v in zip(MultimodalBatch.FIELDS, test.tensors())}
+    for field, got, want in zip(SentimentOutput._fields, session.run(OUTPUT_NAMES, feeds), eager):
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-3, err_msg=field)
