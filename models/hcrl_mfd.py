@@ -257,7 +257,7 @@ class PooledHead(nn.Module):
         width = dim * (2 if use_std else 1)
         self.register_buffer("stat_mean", torch.zeros(width))
         self.register_buffer("stat_log_std", torch.zeros(width))   # log: float16 checkpoints keep small stds
-        self.register_buffer("stat_count", torch.zeros(()))
+        self.register_buffer("stat_count", torch.zeros(1))   # (1,), not a scalar: fingerprints view bytes
         self.drop = nn.Dropout(dropout)
         self.members = nn.ModuleList(MLP(width, hidden, 1, 2, dropout) if hidden > 0 else nn.Linear(width, 1)
                                      for _ in range(members))
@@ -272,7 +272,7 @@ class PooledHead(nn.Module):
 
     @torch.no_grad()
     def _accumulate(self, s: torch.Tensor) -> None:
-        n, seen = float(len(s)), min(float(self.stat_count), self.COUNT_CAP)
+        n, seen = float(len(s)), min(float(self.stat_count[0]), self.COUNT_CAP)
         if n == 0:
             return
         old_mean, old_var = self.stat_mean.clone(), (2 * self.stat_log_std).exp() if seen else torch.zeros_like(s[0])

@@ -195,3 +195,14 @@ def test_product_model_exports_to_onnx_and_matches_eager(tmp_path):
     feeds = {k: v.numpy() for k, v in zip(MultimodalBatch.FIELDS, test.tensors())}
     for field, got, want in zip(SentimentOutput._fields, session.run(OUTPUT_NAMES, feeds), eager):
         np.testing.assert_allclose(got, want.numpy(), atol=1e-3, err_msg=field)
+
+
+def test_the_live_scorer_can_fingerprint_the_product_model():
+    """The ONNX Runtime backend keys its export cache by the weights' bytes (a 0-d buffer broke it)."""
+    from moodlens.realtime.scoring.backends import model_fingerprint
+
+    a, b = product_model(seed=1), product_model(seed=1)
+    assert model_fingerprint(a) == model_fingerprint(b)
+    with torch.no_grad():
+        b.pooled_heads["vision"].stat_mean += 1.0
+    assert model_fingerprint(a) != model_fingerprint(b)
