@@ -20,15 +20,8 @@ from helpers.models import make_tiny_model, ragged_batch
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny_encoder"))
-
-
-@pytest.fixture(scope="module")
-def options(tmp_path_factory):
-    opts = B.BackendOptions.load()
-    opts.cache_dir = str(tmp_path_factory.mktemp("engine_cache"))
-    return opts
+def options(backend_options):
+    return backend_options
 
 
 @pytest.fixture(scope="module")
