@@ -345,6 +345,9 @@ class Model(SentimentModel):
         audio, audio_mask = self.audio_encoder(audio, audio_mask)                    # X_a (CLS first)
         vision, vision_mask = self.vision_encoder(vision, vision_mask)               # X_v (CLS first)
         h = self.alignment(text, audio, audio_mask, vision, vision_mask, present)    # eq. 4
+        if fuse:  # (fusion built before the pooling: the autograd graph, so runs, stay bit-identical)
+            fused, streams, history = self.fusion(h, text_mask, [text, audio, vision],   # eq. 6-9
+                                                  [text_mask, audio_mask, vision_mask], present, return_history=True)
 
         def absent_aware(xs, table):
             return torch.stack([torch.where(present[:, i:i + 1], x, table[i].expand_as(x)) for i, x in enumerate(xs)])
@@ -355,8 +358,6 @@ class Model(SentimentModel):
         encoded = {"pooled": pooled, "h_pooled": masked_mean(h, text_mask)}
         if not fuse:
             return encoded
-        fused, streams, history = self.fusion(h, text_mask, [text, audio, vision],   # eq. 6-9
-                                              [text_mask, audio_mask, vision_mask], present, return_history=True)
         encoded["first"] = absent_aware([s[:, 0] for s in streams], self.absent_first)
         encoded["bottleneck"] = fused[:, 0]
         if return_history:
