@@ -21,8 +21,10 @@ Read top to bottom:
 Where the paper is silent the authors' code (github.com/ultramarineX/DashFusion, read for facts,
 not copied) decided: 8 heads, FFN width 2d, the CLS token of the audio/vision encoders, Multi-CA
 as one residual over the sum of the three CAs, the stream update reading the refined bottleneck,
-classes of the contrastive sampler = round(label). The sampler is per batch here, not over the
-whole dataset (see `contrastive_groups`); docs/fidelity/dashfusion.md lists every difference.
+classes of the contrastive sampler = round(label), its top-10 lists and their refresh every 2 epochs.
+The sampler draws over the whole training set (`DatasetSampler`, `contrastive_sampler: dataset`, the
+paper configs) or, cheaper, inside the batch (`contrastive_groups`, the default config);
+docs/fidelity/dashfusion.md lists every difference.
 
 Additions to the paper, needed by moodlens (they change nothing when every modality is present and
 `unimodal_weight` is 0, as in the paper configs):
@@ -208,8 +210,8 @@ def contrastive_groups(similarity: torch.Tensor, classes: torch.Tensor, valid: t
     """§III-D sampler within a batch: for anchor i, `positives` same-class samples most similar to
     i, `similar_negatives` other-class samples most similar and `dissimilar_negatives` least
     similar. similarity (N, N), classes (N,), valid (N,) bool. Returns (positive, negative) (N, N)
-    bool pair masks. The paper draws them from the whole training set (ConFEDE's sampler, random
-    among the most similar); a batch holds fewer candidates, so the most similar are taken."""
+    bool pair masks. The paper draws them from the whole training set (`DatasetSampler`, random
+    among the 10 most similar); a batch holds fewer candidates, so the most similar are taken."""
     n = similarity.shape[0]
     eye = torch.eye(n, dtype=torch.bool, device=similarity.device)
     ok = valid.unsqueeze(0) & valid.unsqueeze(1) & ~eye
