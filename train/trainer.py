@@ -609,6 +609,11 @@ class Trainer:
     def train_epoch(self, model, optimizer, aux_optimizer, generator, hook_generator, progress,
                     label: str) -> dict[str, float]:
         c = self.config
+        # DashFusion §III-D: contrastive partners drawn over the whole training set (its paper configs);
+        # the similarities are refreshed (in eval mode) before the epoch's train/freeze modes are set.
+        dataset_sampler = getattr(model, "uses_dataset_sampler", False)
+        if dataset_sampler:
+            model.refresh_sampler(self.data.train.batches(c.eval_batch_size))
         model.train()
         if c.freeze:  # frozen parts compute as at inference (no dropout): they are fixed features
             for module in model.modules():
@@ -622,13 +627,17 @@ class Trainer:
         count = 0
         main_params = [p for g in optimizer.param_groups for p in g["params"]]
         aux_params = [p for g in aux_optimizer.param_groups for p in g["params"]] if aux_optimizer else []
-        for batch, labels in split.batches(c.batch_size, shuffle=True, generator=generator, rank=self.dist.rank,
-                                           world_size=self.dist.world_size, bucket=c.bucket_by_length):
+        for batch, labels, idx in split.batches(c.batch_size, shuffle=True, generator=generator, rank=self.dist.rank,
+                                                world_size=self.dist.world_size, bucket=c.bucket_by_length,
+                                                with_index=True):
             if batch.batch_size < 2:  # contrastive terms need pairs; a lone leftover sample is skipped
                 progress.advance(task)
                 continue
             batch, labels = batch.to(self.device), labels.to(self.device)
             train_batch, extras = model.training_batch(batch, labels, generator=hook_generator)
+            if dataset_sampler:
+                partners, partner_ok = model.contrastive_partners(idx, generator=hook_generator)
+                extras.update(partners=split.rows(partners).to(self.device), partner_ok=partner_ok.to(self.device))
             if aux_optimizer is not None:  # DAR's CLUB: estimator step on its own loss first, on the
                 aux_optimizer.zero_grad(set_to_none=True)  # batch the main step sees (the erased one)
                 with autocast(self.device, self.amp):
