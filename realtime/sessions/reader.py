@@ -100,7 +100,7 @@ class RecordedSession:
             with open(self.audio_path, "rb") as f:
                 f.seek(WAV_HEADER_BYTES + 2 * lo)
                 pcm = np.frombuffer(f.read(2 * (hi - lo)), dtype="<i2")
-            out[lo - first: lo - first + len(pcm)] = pcm.astype(np.float32) / 32767.0
+            out[lo - first: lo - first + len(pcm)] = pcm.astype(np.float32) / 32768.0  # as the writer (libsndfile's convention)
         return out
 
     def iter_frames(self, start: float = 0.0, end: float = math.inf) -> Iterator[VideoFrame]:
