@@ -102,6 +102,8 @@ class Config(BaseModelConfig):
     pooled_l2: float = 0.0              # L2 penalty on the pooled heads' weights (their only regulariser)
     weight_pooled: float = 1.0          # weight of their MSE term in the loss
     late_fusion: list = ()              # [w_T, w_A, w_V]; empty = the paper's fusion MLP gives `fused`
+    pooled_mirror: list = ()            # [vision]: its pooled head also trains on each face mirrored (FACE_MIRROR)
+    pooled_independent: bool = False    # each member fits the label on its own (an ensemble), not their mean
 
 
 # ---- paper-specific blocks ---------------------------------------------------------------------
@@ -241,6 +243,28 @@ def unified_contrastive_loss(similarity: torch.Tensor, positives: torch.Tensor, 
 
 # ---- product additions (module docstring; off in the paper configs) ----------------------------
 
+# A horizontally mirrored face in the live 64-d face features (realtime/perception/features/config.py
+# VISION_FEATURE_NAMES: 52 MediaPipe blendshapes, yaw/pitch/roll/tx/ty/tz, 6 ratios): the subject's left
+# and right swap (every ...Left/...Right blendshape pair, right/left eye aspect and brow height), and yaw,
+# roll and x translation change sign. A test derives the pairs from the names and checks it on a real
+# image and its flipped copy (tests/test_models_hcrl_mfd_product.py).
+FACE_MIRROR_PAIRS = ((1, 2), (4, 5), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16), (17, 18), (19, 20),
+                     (21, 22), (24, 26), (28, 29), (30, 31), (33, 39), (34, 35), (36, 37), (44, 45), (46, 47),
+                     (48, 49), (50, 51), (59, 60), (61, 62))
+FACE_MIRROR_NEGATE = (52, 54, 55)   # yaw, roll, tx
+
+
+def mirror_face(x: torch.Tensor) -> torch.Tensor:
+    """The 64-d face features (last dim) of the mirrored face (FACE_MIRROR_PAIRS); sequences or statistics
+    of them alike (a mean mirrors as its frames do; a std would not change sign: mirror frames, not stds)."""
+    order = list(range(x.shape[-1]))
+    for a, b in FACE_MIRROR_PAIRS:
+        order[a], order[b] = b, a
+    out = x[..., order].clone()
+    out[..., list(FACE_MIRROR_NEGATE)] = -out[..., list(FACE_MIRROR_NEGATE)]
+    return out
+
+
 class PooledHead(nn.Module):
     """Score from utterance statistics of one modality's input frames (product addition).
 
@@ -285,11 +309,15 @@ class PooledHead(nn.Module):
         self.stat_count.fill_(total)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        return self.member_outputs(x, mask, present).mean(0)
+
+    def member_outputs(self, x: torch.Tensor, mask: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """(members, B): each member's score."""
         s = self.statistics(x.float(), mask)
         if self.training:
             self._accumulate(s[present & mask.any(1)])
         z = (s - self.stat_mean) * torch.exp(-self.stat_log_std.float())
-        return torch.stack([member(self.drop(z)).squeeze(-1) for member in self.members]).mean(0)
+        return torch.stack([member(self.drop(z)).squeeze(-1) for member in self.members])
 
 
 def late_fusion(scores: dict, present: dict, weights: dict, fallback: torch.Tensor) -> torch.Tensor:
@@ -339,17 +367,20 @@ class Model(SentimentModel):
         self.fusion = MLP(sum(widths.values()), c.fusion_hidden, 1, 3, c.dropout)
         # Product additions (module docstring); absent in the paper configs.
         bad = (sorted(set(c.pooled_heads) - {"audio", "vision"}) + sorted(set(c.pooled_std) - set(c.pooled_heads))
-               + sorted(set(c.pooled_linear) - set(c.pooled_heads)))
+               + sorted(set(c.pooled_linear) - set(c.pooled_heads))
+               + sorted(set(c.pooled_mirror) - ({"vision"} & set(c.pooled_heads))))
         if c.pooled_members < 1 or not all(0.0 <= x <= 1.0 for x in (c.pooled_share_audio, c.pooled_share_vision)):
             raise ConfigError(f"hcrl_mfd: pooled_members must be >= 1 and pooled_share_* in [0, 1], got "
                               f"{c.pooled_members}, {c.pooled_share_audio}, {c.pooled_share_vision}.")
         if bad:
             raise ConfigError(f"hcrl_mfd: pooled_heads takes audio and vision, pooled_std and pooled_linear "
-                              f"subsets of them; "
-                              f"got {bad[0]!r}.")
+                              f"subsets of them, pooled_mirror only vision (a face); got {bad[0]!r}.")
         if c.late_fusion and (len(c.late_fusion) != 3 or any(float(w) < 0 for w in c.late_fusion)):
             raise ConfigError(f"hcrl_mfd: late_fusion needs three weights >= 0 (text, audio, vision), "
                               f"got {list(c.late_fusion)}.")
+        if c.pooled_mirror and c.vision_dim != 64:
+            raise ConfigError(f"hcrl_mfd: pooled_mirror needs the live 64-d face features, got vision_dim "
+                              f"{c.vision_dim}.")
         dims = {"audio": c.audio_dim, "vision": c.vision_dim}
         self.pooled_heads = nn.ModuleDict({
             m: PooledHead(dims[m], m in c.pooled_std, 0 if m in c.pooled_linear else c.pooled_hidden,
@@ -461,7 +492,14 @@ class Model(SentimentModel):
                 on = present[:, self.modalities.index(m)]
                 y, known = label_for(labels, m)
                 rows = known & on
-                errors.append(masked_mse(head(*inputs[m], on), y, rows))
+                x, mask = inputs[m]
+                if m in c.pooled_mirror:    # each face and its mirror image, same label
+                    x, mask = torch.cat([x, mirror_face(x)]), torch.cat([mask, mask])
+                    on, y, rows = torch.cat([on, on]), torch.cat([y, y]), torch.cat([rows, rows])
+                scores = head.member_outputs(x, mask, on)
+                if not c.pooled_independent:
+                    scores = scores.mean(0, keepdim=True)
+                errors.append(torch.stack([masked_mse(k, y, rows) for k in scores]).mean())
                 used.append(rows.any())
             terms["pooled"] = _mean_over(errors, used)
             l2 = sum(p.pow(2).sum() for name, p in self.pooled_heads.named_parameters() if name.endswith("weight"))

@@ -5,6 +5,7 @@ valid split for blending with the paper's own heads. docs/model_card.md quotes i
     python scripts/probe_pooled_heads.py cv audio          # 6 folds over actors 01-18
     python scripts/probe_pooled_heads.py cv vision         # 5 folds over the train+valid face persons
     python scripts/probe_pooled_heads.py valid --checkpoint runs/default_stage2/best.pt
+    python scripts/probe_pooled_heads.py face [--only TAG ...]   # mirror / ensemble / regularisers, CV + valid
 
 `cv` trains the shipped PooledHead (standardised utterance mean[/std] -> linear or MLP, MSE, + and -
 labels drawn equally often) on each fold's training groups and reports balanced Acc-2 (mean recall of
@@ -69,8 +70,12 @@ def draw_weights(y):
     return w / w.sum()
 
 
-def fit_predict(x_train, y_train, x_test, modality, hidden, dropout, passes, seed=0, members=1):
-    from moodlens.models.hcrl_mfd import PooledHead
+def fit_predict(x_train, y_train, x_test, modality, hidden, dropout, passes, seed=0, members=1, *,
+                mirror=False, independent=False, weight_decay=0.0):
+    """As stage 3 trains a pooled head: `mirror` adds each face's mirror image to its batch
+    (`pooled_mirror`), `independent` fits each member on its own (`pooled_independent`), `weight_decay`
+    is `pooled_l2`."""
+    from moodlens.models.hcrl_mfd import PooledHead, mirror_face
 
     torch.manual_seed(seed)
     dim = SOURCES[modality][2]
@@ -84,8 +89,16 @@ def fit_predict(x_train, y_train, x_test, modality, hidden, dropout, passes, see
         rows = rng.choice(n, n, p=p)
         for s in range(0, n - 1, 32):
             b = rows[s:s + 32]
-            out = head(xt[b], torch.ones(len(b), 1, dtype=torch.bool), torch.ones(len(b), dtype=torch.bool))
-            loss = (out - yt[b]).pow(2).mean()
+            xb, yb = xt[b], yt[b]
+            if mirror:
+                xb, yb = torch.cat([xb, mirror_face(xb)]), torch.cat([yb, yb])
+            out = head.member_outputs(xb, torch.ones(len(xb), 1, dtype=torch.bool),
+                                      torch.ones(len(xb), dtype=torch.bool))
+            out = out if independent else out.mean(0, keepdim=True)
+            loss = (out - yb).pow(2).mean()
+            if weight_decay:
+                loss = loss + weight_decay * sum(p.pow(2).sum() for name, p in head.named_parameters()
+                                                 if name.endswith("weight"))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -116,13 +129,50 @@ def report(tag, pred, y, emotion):
     print(line, flush=True)
 
 
+# The second face round (issue 10): (tag, settings) on top of MLP-64, dropout 0.2, 20 passes.
+FACE = [("one head", {}), ("one head + mirror", {"mirror": True}),
+        ("3 members, joint (as shipped)", {"members": 3}),
+        ("3 members, independent", {"members": 3, "independent": True}),
+        ("3 members, independent + mirror", {"members": 3, "independent": True, "mirror": True}),
+        ("3 seeds", {"seeds": 3}), ("3 seeds + mirror", {"seeds": 3, "mirror": True}),
+        ("one head + mirror, l2 1e-4", {"mirror": True, "weight_decay": 1e-4}),
+        ("one head + mirror, dropout 0.5", {"mirror": True, "dropout": 0.5})]
+
+
+def face_study(only=None) -> None:
+    """`face`: each FACE setting on grouped CV (5 folds over train+valid persons) and train -> valid."""
+    x, y, groups, emotion = load("vision")
+    folds = group_folds(groups, 5)
+    x_train, y_train, _, _ = load("vision", ("train",))
+    x_valid, y_valid, _, emotion_valid = load("vision", ("valid",))
+    for tag, setting in FACE:
+        if only and tag not in only:
+            continue
+        setting = dict(setting)
+        seeds, dropout = setting.pop("seeds", 1), setting.pop("dropout", 0.2)
+
+        def fit(a, b, c):
+            return np.mean([fit_predict(a, b, c, "vision", 64, dropout, 20, seed=s, **setting)
+                            for s in range(seeds)], 0)
+
+        pred = np.zeros(len(y))
+        for train, test in folds:
+            pred[test] = fit(x[train], y[train], x[test])
+        report(f"CV    {tag}", pred, y, emotion)
+        report(f"valid {tag}", fit(x_train, y_train, x_valid), y_valid, emotion_valid)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["cv", "valid"])
+    parser.add_argument("what", choices=["cv", "valid", "face"])
     parser.add_argument("modality", nargs="?", choices=["audio", "vision"])
     parser.add_argument("--checkpoint", default="runs/default_stage2/best.pt")
+    parser.add_argument("--only", nargs="*", help="face: only these FACE settings (tags)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.what == "face":
+        face_study(args.only)
+        return 0
     if args.what == "cv":
         x, y, groups, emotion = load(args.modality)
         folds = group_folds(groups, 6 if args.modality == "audio" else 5)

@@ -206,3 +206,84 @@ def test_the_live_scorer_can_fingerprint_the_product_model():
     with torch.no_grad():
         b.pooled_heads["vision"].stat_mean += 1.0
     assert model_fingerprint(a) != model_fingerprint(b)
+
+
+def test_face_mirror_follows_the_live_feature_names():
+    """FACE_MIRROR_PAIRS is every Left/Right (right_/left_) pair of VISION_FEATURE_NAMES; yaw, roll and x
+    translation change sign; mirroring twice is the identity."""
+    from moodlens.models.hcrl_mfd import FACE_MIRROR_NEGATE, FACE_MIRROR_PAIRS, mirror_face
+    from moodlens.realtime.perception.features.config import VISION_FEATURE_NAMES as names
+
+    def partner(name):
+        for a, b in (("Left", "Right"), ("Right", "Left"), ("right_", "left_"), ("left_", "right_")):
+            if a in name:
+                return name.replace(a, b)
+        return name
+
+    expected = {tuple(sorted((i, names.index(partner(n))))) for i, n in enumerate(names) if partner(n) != n}
+    assert set(FACE_MIRROR_PAIRS) == expected and len(expected) == 22
+    assert [names[i] for i in FACE_MIRROR_NEGATE] == ["head_yaw_rad", "head_roll_rad", "head_tx_dm"]
+    x = torch.randn(3, 5, 64)
+    m = mirror_face(x)
+    assert torch.equal(mirror_face(m), x)
+    smile_l, smile_r = names.index("mouthSmileLeft"), names.index("mouthSmileRight")
+    assert torch.equal(m[..., smile_l], x[..., smile_r]) and torch.equal(m[..., 52], -x[..., 52])
+    assert torch.equal(m[..., 53], x[..., 53])             # pitch is unchanged by a horizontal flip
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "faces").is_dir(), reason="../shared/data/faces absent")
+def test_mirror_matches_the_live_featurizer_on_flipped_real_faces():
+    """The live featurizer on a real face and on its horizontally flipped copy: mirror_face of the first
+    is closer to the second than the first is, and the pose agrees closely (MediaPipe's blendshapes are
+    not exactly mirror-symmetric, so the rest agrees only roughly)."""
+    import numpy as np
+    from PIL import Image
+
+    from moodlens.models.hcrl_mfd import mirror_face
+    from moodlens.realtime.perception.features.vision import VisionFeaturizer
+
+    def featurize(image):
+        with VisionFeaturizer() as f:
+            return [f.process_image(image, k / 15) for k in range(3)][-1].values
+
+    raw, mapped = [], []
+    for path in ("muxspace/Goran_Persson_0001.jpg", "muxspace/Rose_Marie_0001.jpg",
+                 "ckplus48/happy/S076_006_00000018.png"):
+        image = np.asarray(Image.open(ROOT.parent / "shared" / "data" / "faces" / path).convert("RGB"))
+        a, b = featurize(image), featurize(np.ascontiguousarray(image[:, ::-1]))
+        assert a is not None and b is not None, path
+        m = mirror_face(torch.tensor(a)).numpy()
+        raw.append(np.abs(a - b))
+        mapped.append(np.abs(m - b))
+        assert np.abs(m[[52, 54]] - b[[52, 54]]).max() < 0.05, path      # yaw and roll, radians
+    assert np.mean(mapped) < 0.8 * np.mean(raw)
+
+
+def test_mirrored_faces_and_independent_members_in_the_pooled_term():
+    model = product_model(seed=7, pooled_mirror=["vision"], pooled_independent=True).train()
+    batch = model.example_inputs(4, seed=7)
+    labels = torch.full((4, 4), float("nan"))
+    labels[1, 3] = -2.0                                    # one known vision label
+    terms = model.loss(batch, labels)
+    from moodlens.models.hcrl_mfd import mirror_face
+
+    head = model.pooled_heads["vision"].eval()
+    with torch.no_grad():
+        t = model.clean_inputs(*batch.tensors())
+        x, mask, on = t[4][1:2], t[5][1:2], t[6][1:2, 2]
+        both = torch.cat([head.member_outputs(x, mask, on), head.member_outputs(mirror_face(x), mask, on)], 1)
+    assert both.shape == (2, 2)                            # members x (face, mirror)
+    assert terms["pooled"].item() == pytest.approx((both + 2.0).pow(2).mean().item(), rel=1e-4)
+    joint = product_model(seed=7, pooled_mirror=["vision"]).train()
+    joint.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        expected = (both.mean(0) + 2.0).pow(2).mean()      # joint: the members' mean fits the label
+    assert joint.loss(batch, labels)["pooled"].item() == pytest.approx(expected.item(), rel=1e-3)
+
+
+def test_mirror_is_refused_for_the_voice():
+    from moodlens.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        build_model("hcrl_mfd", {"pooled_heads": ["audio"], "pooled_mirror": ["audio"]}, load_text_weights=False)
+    assert "pooled_mirror only vision" in " ".join(str(err.value).split())
