@@ -39,6 +39,9 @@ configs/train/default_trimodal.yaml turns them on; docs/model_card.md says why a
     averaged. The audio / vision output is `pooled_share_m` x that head + the rest x the paper's MLP_m.
     Why: on RAVDESS voices and face stills, linear probes on such pooled statistics beat the paper's
     sequence branches trained on the same data (docs/model_card.md), and 700 clips are few for a Transformer.
+    Training options (off in the shipped weights; measured in docs/model_card.md): `pooled_mirror: [vision]`
+    also trains the face head on each face mirrored (`mirror_face`), `pooled_independent` fits each member
+    on its own label term (an ensemble) instead of fitting their mean.
   - `late_fusion` [w_T, w_A, w_V]: the fused output is Σ_m w_m s_m [m] / Σ_m w_m [m] over the present
     modalities, with s_A, s_V the pooled heads and s_T the paper model's own words-only prediction (its
     fused output with audio and vision absent), which is also the text output. (2, 1, 1) is the fused

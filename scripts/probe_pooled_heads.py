@@ -5,7 +5,7 @@ valid split for blending with the paper's own heads. docs/model_card.md quotes i
     python scripts/probe_pooled_heads.py cv audio          # 6 folds over actors 01-18
     python scripts/probe_pooled_heads.py cv vision         # 5 folds over the train+valid face persons
     python scripts/probe_pooled_heads.py valid --checkpoint runs/default_stage2/best.pt
-    python scripts/probe_pooled_heads.py face [--only TAG ...]   # mirror / ensemble / regularisers, CV + valid
+    python scripts/probe_pooled_heads.py face [--only TAG ...] [--repeats 4]   # mirror, ensembles, regularisers
 
 `cv` trains the shipped PooledHead (standardised utterance mean[/std] -> linear or MLP, MSE, + and -
 labels drawn equally often) on each fold's training groups and reports balanced Acc-2 (mean recall of
@@ -71,10 +71,11 @@ def draw_weights(y):
 
 
 def fit_predict(x_train, y_train, x_test, modality, hidden, dropout, passes, seed=0, members=1, *,
-                mirror=False, independent=False, weight_decay=0.0):
+                mirror=False, independent=False, weight_decay=0.0, tta=False, noise=0.0):
     """As stage 3 trains a pooled head: `mirror` adds each face's mirror image to its batch
     (`pooled_mirror`), `independent` fits each member on its own (`pooled_independent`), `weight_decay`
-    is `pooled_l2`."""
+    is `pooled_l2`, `tta` also scores each test face mirrored and averages the two, `noise` adds Gaussian
+    noise of that many feature standard deviations to each training batch."""
     from moodlens.models.hcrl_mfd import PooledHead, mirror_face
 
     torch.manual_seed(seed)
@@ -84,6 +85,7 @@ def fit_predict(x_train, y_train, x_test, modality, hidden, dropout, passes, see
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-3)
     xt, yt = torch.tensor(x_train, dtype=torch.float32)[:, None], torch.tensor(y_train, dtype=torch.float32)
     rng, n, p = np.random.default_rng(seed), len(y_train), draw_weights(y_train)
+    scale, g = xt.std(0), torch.Generator().manual_seed(seed)
     head.train()
     for _ in range(passes):
         rows = rng.choice(n, n, p=p)
@@ -92,6 +94,8 @@ def fit_predict(x_train, y_train, x_test, modality, hidden, dropout, passes, see
             xb, yb = xt[b], yt[b]
             if mirror:
                 xb, yb = torch.cat([xb, mirror_face(xb)]), torch.cat([yb, yb])
+            if noise:
+                xb = xb + noise * scale * torch.randn(xb.shape, generator=g)
             out = head.member_outputs(xb, torch.ones(len(xb), 1, dtype=torch.bool),
                                       torch.ones(len(xb), dtype=torch.bool))
             out = out if independent else out.mean(0, keepdim=True)
@@ -104,9 +108,10 @@ def fit_predict(x_train, y_train, x_test, modality, hidden, dropout, passes, see
             optimizer.step()
     head.eval()
     with torch.no_grad():
-        n_test = len(x_test)
-        return head(torch.tensor(x_test, dtype=torch.float32)[:, None], torch.ones(n_test, 1, dtype=torch.bool),
-                    torch.ones(n_test, dtype=torch.bool)).numpy()
+        n_test, xs = len(x_test), torch.tensor(x_test, dtype=torch.float32)[:, None]
+        views = [xs, mirror_face(xs)] if tta else [xs]
+        return np.mean([head(v, torch.ones(n_test, 1, dtype=torch.bool), torch.ones(n_test, dtype=torch.bool)).numpy()
+                        for v in views], 0)
 
 
 def group_folds(groups, k):
@@ -136,30 +141,55 @@ FACE = [("one head", {}), ("one head + mirror", {"mirror": True}),
         ("3 members, independent + mirror", {"members": 3, "independent": True, "mirror": True}),
         ("3 seeds", {"seeds": 3}), ("3 seeds + mirror", {"seeds": 3, "mirror": True}),
         ("one head + mirror, l2 1e-4", {"mirror": True, "weight_decay": 1e-4}),
-        ("one head + mirror, dropout 0.5", {"mirror": True, "dropout": 0.5})]
+        ("one head + mirror, dropout 0.5", {"mirror": True, "dropout": 0.5}),
+        ("3 members, joint + mirror", {"members": 3, "mirror": True}),
+        ("one head + mirror, mirrored at test too", {"mirror": True, "tta": True}),
+        ("3 members, joint + mirror, mirrored at test too", {"members": 3, "mirror": True, "tta": True}),
+        ("3 members, joint, l2 1e-3", {"members": 3, "weight_decay": 1e-3}),
+        ("3 members, joint, input noise 0.3 sd", {"members": 3, "noise": 0.3}),
+        ("3 members, joint, 10 passes", {"members": 3, "passes": 10}),
+        ("3 members, joint, 40 passes", {"members": 3, "passes": 40})]
 
 
-def face_study(only=None) -> None:
-    """`face`: each FACE setting on grouped CV (5 folds over train+valid persons) and train -> valid."""
+def face_study(only=None, repeats=1) -> None:
+    """`face`: each FACE setting on grouped CV (5 folds over train+valid persons), train -> valid, and
+    across corpora (web faces -> CK+ and back, train+valid persons);
+    `repeats` > 1 reruns each with other seeds (init, dropout, data order) and gives mean and spread."""
     x, y, groups, emotion = load("vision")
     folds = group_folds(groups, 5)
     x_train, y_train, _, _ = load("vision", ("train",))
     x_valid, y_valid, _, emotion_valid = load("vision", ("valid",))
+    corpus = np.array([g.split(":")[0] for g in groups])     # mux (web faces) / ck (CK+), train+valid persons
     for tag, setting in FACE:
         if only and tag not in only:
             continue
         setting = dict(setting)
-        seeds, dropout = setting.pop("seeds", 1), setting.pop("dropout", 0.2)
+        seeds, dropout, passes = setting.pop("seeds", 1), setting.pop("dropout", 0.2), setting.pop("passes", 20)
 
-        def fit(a, b, c):
-            return np.mean([fit_predict(a, b, c, "vision", 64, dropout, 20, seed=s, **setting)
-                            for s in range(seeds)], 0)
+        cv, valid, cross = [], [], {"mux->ck": [], "ck->mux": []}
+        for r in range(repeats):
+            def fit(a, b, c):
+                return np.mean([fit_predict(a, b, c, "vision", 64, dropout, passes, seed=100 * r + s, **setting)
+                                for s in range(seeds)], 0)
 
-        pred = np.zeros(len(y))
-        for train, test in folds:
-            pred[test] = fit(x[train], y[train], x[test])
-        report(f"CV    {tag}", pred, y, emotion)
-        report(f"valid {tag}", fit(x_train, y_train, x_valid), y_valid, emotion_valid)
+            pred = np.zeros(len(y))
+            for train, test in folds:
+                pred[test] = fit(x[train], y[train], x[test])
+            cv.append(balanced_acc_2(pred, y))
+            valid.append(balanced_acc_2(fit(x_train, y_train, x_valid), y_valid))
+            for a, b in (("mux", "ck"), ("ck", "mux")):   # another corpus: train on one, score the other
+                tr, te = corpus == a, corpus == b
+                cross[f"{a}->{b}"].append(balanced_acc_2(fit(x[tr], y[tr], x[te]), y[te]))
+            if repeats == 1:
+                report(f"CV    {tag}", pred, y, emotion)
+                report(f"valid {tag}", fit(x_train, y_train, x_valid), y_valid, emotion_valid)
+        if repeats > 1:
+            print(f"{tag:48s} CV {np.mean(cv):.3f} ± {np.std(cv):.3f}   valid {np.mean(valid):.3f} ± "
+                  f"{np.std(valid):.3f}   " + "   ".join(f"{k} {np.mean(v):.3f}" for k, v in cross.items())
+                  + f"   ({repeats} seeds: CV {' '.join(f'{v:.3f}' for v in cv)})", flush=True)
+        else:
+            print(f"{'':6s}{tag:28s} another corpus: "
+                  + "   ".join(f"{k} {np.mean(v):.3f}" for k, v in cross.items()), flush=True)
 
 
 def main(argv=None) -> int:
@@ -168,10 +198,11 @@ def main(argv=None) -> int:
     parser.add_argument("modality", nargs="?", choices=["audio", "vision"])
     parser.add_argument("--checkpoint", default="runs/default_stage2/best.pt")
     parser.add_argument("--only", nargs="*", help="face: only these FACE settings (tags)")
+    parser.add_argument("--repeats", type=int, default=1, help="face: seeds per setting (mean ± sd)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.what == "face":
-        face_study(args.only)
+        face_study(args.only, args.repeats)
         return 0
     if args.what == "cv":
         x, y, groups, emotion = load(args.modality)
