@@ -56,6 +56,7 @@ class Window:
     kind: str = "final"
     speech_end: float | None = None   # clock time of the last voiced sample the VAD saw (None: no VAD)
     speech_end_mono: float | None = None  # monotonic time that sample was spoken (set by the pipeline)
+    merged: int = 1              # closed windows merged into this one (the ASR queue, when behind)
 
     @property
     def duration(self) -> float:

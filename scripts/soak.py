@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     from moodlens.core.assets import DEMO_CLIP, resolve_path
     from moodlens.realtime.app.live_config import load_live_config
     from moodlens.realtime.app.session import build_scorer
-    from moodlens.realtime.engine.pipeline import Pipeline
+    from moodlens.realtime.engine.build import build_pipeline
 
     torch.set_num_threads(args.threads)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     loops = max(1, int(args.minutes * 60 / first.clip_s + 0.999))
     source = LoopSource(media, loops, config.sources.video_fps, config.sources.max_size)
     scorer = build_scorer(config.engine)
-    pipeline = Pipeline(source, scorer, dataclasses.replace(config.pipeline, realtime=True), vad=config.vad,
+    pipeline = build_pipeline(source, scorer, dataclasses.replace(config.pipeline, realtime=True), vad=config.vad,
                         asr=config.asr, features=config.features)
 
     rows: list[dict] = []

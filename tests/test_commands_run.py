@@ -195,7 +195,7 @@ def test_live_config_layers_a_user_file_over_the_defaults(tmp_path):
 def test_a_feature_override_that_changes_values_is_refused(tmp_path):
     from moodlens.models import build_model
     from moodlens.core.errors import ConfigError
-    from moodlens.realtime.engine.pipeline import Pipeline
+    from moodlens.realtime.engine.build import build_pipeline
     from moodlens.realtime.scoring.scorer import Scorer
     from moodlens.realtime.capture.media import MediaFileSource
 
@@ -203,9 +203,9 @@ def test_a_feature_override_that_changes_values_is_refused(tmp_path):
     wav = tmp_path / "a.wav"
     sf.write(str(wav), np.zeros(8000, np.float32), 16000)
     with pytest.raises(ConfigError, match="audio_n_mels"):
-        Pipeline(MediaFileSource(wav), scorer, features={"audio_n_mels": 64}, transcriber=object())
+        build_pipeline(MediaFileSource(wav), scorer, features={"audio_n_mels": 64}, transcriber=object())
     # An override that keeps the values (here: the same rate spelled as an int) is accepted.
-    pipe = Pipeline(MediaFileSource(wav), scorer, features={"vision_fps": int(scorer.featurizer_config.vision_fps)},
+    pipe = build_pipeline(MediaFileSource(wav), scorer, features={"vision_fps": int(scorer.featurizer_config.vision_fps)},
                     transcriber=object())
     assert pipe.featurizer_config.vision_fps == scorer.featurizer_config.vision_fps
     pipe.stop()

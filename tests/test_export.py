@@ -44,7 +44,7 @@ def test_csv_one_row_per_window_with_empty_label(session, session_dir, tmp_path)
         rows = list(csv.DictReader(f))
     assert len(rows) == len(session.windows)
     assert list(rows[0]) == ["session", "id", "start", "end", "text", "text_score", "audio_score", "vision_score",
-                             "fused_score", "text_present", "audio_present", "vision_present", "interim", "label"]
+                             "fused_score", "text_present", "audio_present", "vision_present", "cut", "label"]
     for row, w in zip(rows, session.windows):
         assert int(row["id"]) == w.id and row["text"] == w.text and row["label"] == ""
         assert float(row["start"]) == pytest.approx(w.start, abs=1e-3)

@@ -116,7 +116,7 @@ SENTENCES = ["I love this wonderful day.",
 def clip(tmp_path_factory):
     """Three sentences with 1.3 s gaps, plus one sentence with a 0.35 s pause inside (audio only)."""
     from conftest import synthesize
-    from test_pipeline import write_clip
+    from helpers.media import write_clip
 
     folder = tmp_path_factory.mktemp("latency")
     parts = [zeros(0.5)]
@@ -131,10 +131,11 @@ def clip(tmp_path_factory):
 
 def run(clip, scorer, transcriber, pace: str, vad: VadOptions, sinks=()):
     from moodlens.realtime.capture.media import MediaFileSource
-    from moodlens.realtime.engine.pipeline import Pipeline, PipelineOptions
+    from moodlens.realtime.engine.pipeline import PipelineOptions
+    from moodlens.realtime.engine.build import build_pipeline
 
     source = MediaFileSource(clip, pace=pace, origin=0.0)
-    pipe = Pipeline(source, scorer, PipelineOptions(realtime=pace == "realtime"), vad=vad,
+    pipe = build_pipeline(source, scorer, PipelineOptions(realtime=pace == "realtime"), vad=vad,
                     transcriber=transcriber, sinks=list(sinks))
     return pipe, pipe.run(interim=True)
 

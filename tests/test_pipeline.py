@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +16,17 @@ import pytest
 import soundfile as sf
 
 from moodlens.realtime.engine.events import check_event_dict
-from moodlens.realtime.engine.pipeline import Pipeline, PipelineOptions
+from moodlens.realtime.engine.pipeline import PipelineOptions
+from moodlens.realtime.engine.build import build_pipeline
 from moodlens.realtime.engine.stats import PipelineStats
-from moodlens.realtime.engine.streams import WindowQueue, merge_windows
+from moodlens.realtime.engine.streams import merge_windows, window_queue
 from moodlens.core.types import Window
 
 pytestmark = pytest.mark.e2e
 
+from helpers.media import DEMO, SR, write_clip
+
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "realtime" / "assets" / "demo.mp4"
-SR = 16_000
 SENTENCES = ["I love this wonderful day.", "This is terrible and I hate it.", "The meeting is on Tuesday at three o'clock."]
 
 
@@ -62,38 +62,6 @@ def gradient_frames(n: int, size=(160, 120)) -> list[np.ndarray]:
     return [np.clip(base + 3 * i, 0, 255).astype(np.uint8) for i in range(n)]
 
 
-def write_clip(path: Path, audio: np.ndarray | None, frames: list[np.ndarray] | None, fps: int = 10) -> Path:
-    """H.264 + AAC (either stream optional) with PyAV."""
-    import av
-
-    with av.open(str(path), "w") as c:
-        video = audio_stream = None
-        if frames:
-            video = c.add_stream("libx264", rate=fps)
-            video.height, video.width = frames[0].shape[:2]
-            video.pix_fmt = "yuv420p"
-        if audio is not None:
-            audio_stream = c.add_stream("aac", rate=SR, layout="mono")
-        for i, img in enumerate(frames or []):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts, f.time_base = i, Fraction(1, fps)
-            for p in video.encode(f):
-                c.mux(p)
-        if video is not None:
-            for p in video.encode():
-                c.mux(p)
-        if audio is not None:
-            pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
-            for s in range(0, len(pcm), 1024):
-                f = av.AudioFrame.from_ndarray(pcm[None, s:s + 1024], format="s16", layout="mono")
-                f.sample_rate, f.pts, f.time_base = SR, s, Fraction(1, SR)
-                for p in audio_stream.encode(f):
-                    c.mux(p)
-            for p in audio_stream.encode():
-                c.mux(p)
-    return path
-
-
 # ---- shared heavy parts ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -121,7 +89,7 @@ def run_file(path: Path, scorer, transcriber, realtime=False, pace="fast", sinks
     from moodlens.realtime.capture.media import MediaFileSource
 
     source = MediaFileSource(path, pace=pace, origin=0.0, max_size=320)
-    pipe = Pipeline(source, scorer, PipelineOptions(realtime=realtime, **options), sinks=list(sinks),
+    pipe = build_pipeline(source, scorer, PipelineOptions(realtime=realtime, **options), sinks=list(sinks),
                     transcriber=transcriber)
     return pipe, pipe.run()
 
@@ -234,7 +202,7 @@ def test_stop_ends_every_stage_within_a_second(tts, tmp_path, scorer, transcribe
 
     audio, _ = speech_track(tts, SENTENCES[:1] * 3)
     clip = write_clip(tmp_path / "long.mp4", audio, demo_frames(len(audio) / SR), fps=10)
-    pipe = Pipeline(MediaFileSource(clip, pace="realtime", origin=0.0, max_size=320), scorer,
+    pipe = build_pipeline(MediaFileSource(clip, pace="realtime", origin=0.0, max_size=320), scorer,
                     PipelineOptions(realtime=True), transcriber=transcriber)
     got = []
 
@@ -263,7 +231,7 @@ def window(i, start, end, closed_at=0.0):
 
 def test_window_queue_merges_then_drops_when_whisper_falls_behind():
     stats = PipelineStats()
-    q = WindowQueue(maxsize=2, realtime=True, max_merged_s=5.0, stats=stats, stop=threading.Event())
+    q = window_queue(2, realtime=True, max_merged_s=5.0, stats=stats, stop=threading.Event())
     q.put(window(0, 0, 2, closed_at=10.0))
     q.put(window(1, 3, 5, closed_at=11.0))
     q.put(window(2, 6, 8, closed_at=12.0))          # full: merged into window 1
@@ -279,7 +247,7 @@ def test_window_queue_merges_then_drops_when_whisper_falls_behind():
 
 def test_window_queue_waits_instead_of_merging_when_not_realtime():
     stats, stop = PipelineStats(), threading.Event()
-    q = WindowQueue(maxsize=1, realtime=False, max_merged_s=5.0, stats=stats, stop=stop)
+    q = window_queue(1, realtime=False, max_merged_s=5.0, stats=stats, stop=stop)
     q.put(window(0, 0, 1))
     t = threading.Thread(target=q.put, args=(window(1, 2, 3),), daemon=True)
     t.start()
@@ -341,7 +309,9 @@ class StandInCamera:
 def test_live_camera_without_microphone_scores_vision_windows_in_real_time(scorer, transcriber):
     from moodlens.realtime.capture.devices import LiveSource, WebcamSource
 
-    class Collector:   # a sink that keeps what it is given (the sink protocol, with the optional on_face)
+    from moodlens.realtime.engine import SinkBase
+
+    class Collector(SinkBase):   # a sink that keeps what it is given
         def __init__(self):
             self.frames, self.faces, self.events, self.closed = 0, [], [], False
 
@@ -362,7 +332,7 @@ def test_live_camera_without_microphone_scores_vision_windows_in_real_time(score
 
     sink = Collector()
     source = LiveSource(WebcamSource(0, capture=StandInCamera()), None)
-    pipe = Pipeline(source, scorer, PipelineOptions(realtime=True, no_audio_window_s=1.0), sinks=[sink],
+    pipe = build_pipeline(source, scorer, PipelineOptions(realtime=True, no_audio_window_s=1.0), sinks=[sink],
                     transcriber=transcriber)
     events = []
     started = time.monotonic()
@@ -383,18 +353,21 @@ def test_live_camera_without_microphone_scores_vision_windows_in_real_time(score
     assert [e.id for e in sink.events[:2]] == [e.id for e in events]
 
 
-def test_frame_schedule_keeps_the_face_rate():
-    from moodlens.realtime.engine.streams import FrameSchedule
+def test_frame_rate_keeps_the_face_rate():
+    from moodlens.realtime.capture.streams import FrameRate
 
     for fps_in, fps_out, expect in ((30, 15, 30), (25, 15, 30), (10, 15, 20), (60, 10, 20)):
-        schedule = FrameSchedule(fps_out)
-        kept = sum(schedule.due(i / fps_in) for i in range(2 * fps_in))       # two seconds of frames
+        schedule = FrameRate(fps_out, early=0.25)
+        kept = sum(schedule.keep(i / fps_in) for i in range(2 * fps_in))       # two seconds of frames
         assert abs(kept - expect) <= 1, (fps_in, fps_out, kept)             # the last may fall a bit early
-    schedule = FrameSchedule(15)
-    assert [i for i in range(12) if schedule.due(i / 30)] == [0, 2, 4, 6, 8, 10]   # every other, not every third
-    schedule = FrameSchedule(10)
-    assert schedule.due(5.0) and not schedule.due(5.05) and schedule.due(5.1)
-    assert schedule.due(1.0)                                                 # time went back: new stream
+    schedule = FrameRate(15, early=0.25)
+    assert [i for i in range(12) if schedule.keep(i / 30)] == [0, 2, 4, 6, 8, 10]   # every other, not every third
+    schedule = FrameRate(10, early=0.25)
+    assert schedule.keep(5.0) and not schedule.keep(5.05) and schedule.keep(5.1)
+    assert schedule.keep(1.0)                                                 # time went back: new stream
+    # Without the early slack (a source's video_fps decimation) 25 fps to 15 keeps every slot's first frame.
+    strict = FrameRate(15)
+    assert [i for i in range(10) if strict.keep(i / 25)] == [0, 2, 4, 5, 7, 9]
 
 
 def test_bundled_demo_clip_matches_its_sentence_list():
@@ -425,7 +398,7 @@ def test_waiting_windows_are_scored_in_one_batch(tts, tmp_path, scorer):
     speech, _ = sf.read(str(tts("I love this wonderful day.")), dtype="float32")
     wav = tmp_path / "a.wav"
     sf.write(str(wav), speech, SR)
-    pipe = Pipeline(MediaFileSource(wav, origin=0.0), scorer, transcriber=object())
+    pipe = build_pipeline(MediaFileSource(wav, origin=0.0), scorer, transcriber=object())
     pipe.origin = 0.0
     face = FaceFeatures(t=0.1, values=np.full(64, 0.2, np.float32), face_present=True)
     items = [

@@ -184,6 +184,29 @@ def test_unwritable_folder_gives_a_sentence_and_the_pipeline_goes_on(tmp_path):
     assert said == [recorder.error]
 
 
+def test_without_a_callback_the_sentence_is_logged_and_the_cli_shows_it_as_before(tmp_path, caplog):
+    import logging
+
+    from rich.console import Console
+
+    from moodlens.core.cli import configure_logging
+    from moodlens.realtime.sessions.writer import RecordingOptions, SessionRecorder
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    console = Console(record=True, width=400)
+    handler = configure_logging(console)
+    try:
+        with caplog.at_level(logging.INFO, logger="moodlens"):
+            recorder = SessionRecorder(blocker / "session", {}, RecordingOptions())
+    finally:
+        logging.getLogger("moodlens").removeHandler(handler)
+    recorder.close()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in warnings] == [recorder.error]
+    assert console.export_text().strip() == f"recording: {recorder.error}"
+
+
 def test_disk_full_mid_recording(tmp_path):
     """A real write error from the kernel (file size limit, EFBIG): the recorder switches itself off
     with one sentence, the process keeps scoring, and what was written stays valid."""

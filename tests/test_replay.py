@@ -107,18 +107,19 @@ def transcriber():
 @pytest.mark.e2e
 def test_record_with_the_pipeline_then_rescore(tts, tmp_path, scorer, transcriber):
     from moodlens.realtime.engine.events import JsonlSink, read_jsonl
-    from moodlens.realtime.engine.pipeline import Pipeline, PipelineOptions
+    from moodlens.realtime.engine.pipeline import PipelineOptions
+    from moodlens.realtime.engine.build import build_pipeline
     from moodlens.realtime.sessions.writer import RecordingOptions, SessionRecorder
     from moodlens.realtime.sessions.reader import open_session
     from moodlens.realtime.app.live_config import LiveConfig
-    from moodlens.realtime.app.session import build_pipeline
+    from moodlens.realtime.app.session import configured_pipeline
     from moodlens.realtime.sessions.replay import RecordedSource
     from moodlens.realtime.capture.media import MediaFileSource
 
     clip = talking_face_clip(tmp_path / "talk.mp4", tts("I really enjoyed the concert last night."))
     folder = tmp_path / "recorded"
     source = MediaFileSource(clip, pace="fast", origin=0.0, max_size=240)
-    pipe = Pipeline(source, scorer, PipelineOptions(realtime=False), transcriber=transcriber)
+    pipe = build_pipeline(source, scorer, PipelineOptions(realtime=False), transcriber=transcriber)
     recorder = SessionRecorder(folder, {"featurizer_config": pipe.featurizer_config.to_dict(),
                                         "checkpoint": "untrained hcrl_mfd", "source": {"path": str(clip)}},
                                RecordingOptions(block_when_busy=True))
@@ -135,7 +136,7 @@ def test_record_with_the_pipeline_then_rescore(tts, tmp_path, scorer, transcribe
 
     out = tmp_path / "rescored.jsonl"
     recorded = RecordedSource(session)        # what `moodlens replay --rescore` builds (app/session.py)
-    rescore = build_pipeline(recorded, scorer, LiveConfig(), realtime=False, vision=recorded.vision_stand_in(),
+    rescore = configured_pipeline(recorded, scorer, LiveConfig(), realtime=False, vision=recorded.vision_stand_in(),
                              transcriber=transcriber)
     rescore.sinks.append(JsonlSink(out))
     rescored = rescore.run()

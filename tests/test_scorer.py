@@ -13,21 +13,15 @@ from moodlens.models import build_model
 from moodlens.realtime.scoring import backends as B
 from moodlens.core.errors import ConfigError, DataError
 from moodlens.realtime.perception.features.config import FeaturizerConfig
+from moodlens.realtime.scoring import WindowScores
 from moodlens.realtime.scoring.scorer import Scorer
 from moodlens.models.checkpoint import save_checkpoint
 from helpers.models import make_tiny_model, ragged_batch
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny_encoder"))
-
-
-@pytest.fixture(scope="module")
-def options(tmp_path_factory):
-    opts = B.BackendOptions.load()
-    opts.cache_dir = str(tmp_path_factory.mktemp("engine_cache"))
-    return opts
+def options(backend_options):
+    return backend_options
 
 
 @pytest.fixture(scope="module")
@@ -49,21 +43,31 @@ def test_scores_per_sample_with_none_for_absent(tiny, options):
     with torch.inference_mode():
         ref = tiny(*batch.tensors())
     for i, row in enumerate(result):
-        assert set(row) == {"fused", "text", "audio", "vision", "present"}
-        assert row["fused"] == pytest.approx(float(ref.fused[i]), abs=1e-5)
-        assert row["text"] == pytest.approx(float(ref.text[i]), abs=1e-5)
-    assert result[0]["audio"] is None and result[0]["present"]["audio"] is False
-    assert result[1]["audio"] == pytest.approx(float(ref.audio[1]), abs=1e-5)
+        assert isinstance(row, WindowScores)
+        assert row.fused == pytest.approx(float(ref.fused[i]), abs=1e-5)
+        assert row.text == pytest.approx(float(ref.text[i]), abs=1e-5)
+    assert result[0].audio is None and result[0].present["audio"] is False
+    assert result[1].audio == pytest.approx(float(ref.audio[1]), abs=1e-5)
 
 
-def test_auto_backend_prints_its_reason(tiny, options):
+def test_auto_backend_logs_its_reason_and_the_cli_shows_it(tiny, options, caplog):
+    import logging
+
     from rich.console import Console
 
+    from moodlens.core.cli import configure_logging
+
     console = Console(record=True, width=300)
+    handler = configure_logging(console)        # what the CLI does: the library logs, the CLI prints
     # An order whose first entry is unavailable here, so auto must skip it and say why.
     opts = dataclasses.replace(options, auto_order=B.AutoOrder(cpu=["tensorrt", "eager"]))
-    scorer = Scorer.from_model(tiny, backend="auto", options=opts, console=console)
+    try:
+        with caplog.at_level(logging.INFO, logger="moodlens"):
+            scorer = Scorer.from_model(tiny, backend="auto", options=opts)
+    finally:
+        logging.getLogger("moodlens").removeHandler(handler)
     printed = console.export_text()
+    assert [r.getMessage() for r in caplog.records if r.name.endswith("scorer")] == [scorer.backend_reason]
     assert scorer.backend_name == "eager"
     assert "auto chose eager on cpu" in printed
     assert "skipped tensorrt (unavailable: install" in printed
@@ -78,7 +82,7 @@ def test_warmup_builds_before_the_first_window(tiny, options):
     assert built >= 1 and scorer.warmed_up
     result = scorer.score(scorer.typical_batch(1, 2.5))  # shorter window, same buckets
     assert scorer.backend.builds == built
-    assert np.isfinite(result[0]["fused"])
+    assert np.isfinite(result[0].fused)
 
 
 def test_nan_feature_is_refused_with_a_sentence(tiny, options):
@@ -93,7 +97,7 @@ def test_nan_feature_is_refused_with_a_sentence(tiny, options):
     mask = batch.audio_mask.clone()
     mask[0, -1] = False
     audio[0, -1, 0] = float("nan")
-    assert np.isfinite(scorer.score(batch.replace(audio=audio, audio_mask=mask))[0]["fused"])
+    assert np.isfinite(scorer.score(batch.replace(audio=audio, audio_mask=mask))[0].fused)
 
 
 def test_checkpoint_featurizer_mismatch_is_refused(hcrl_checkpoint, options):
@@ -114,7 +118,7 @@ def test_checkpoint_loads_and_scores_like_the_model(hcrl_checkpoint, options):
     with torch.inference_mode():
         ref = model(*batch.tensors())
     result = scorer.score(batch)
-    assert [r["fused"] for r in result] == pytest.approx(ref.fused.tolist(), abs=1e-5)
+    assert [r.fused for r in result] == pytest.approx(ref.fused.tolist(), abs=1e-5)
 
 
 def test_model_dims_must_match_the_featurizer(tmp_path, options):

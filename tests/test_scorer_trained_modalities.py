@@ -23,14 +23,14 @@ def test_text_only_checkpoint_scores_audio_and_vision_as_untrained(tmp_path):
     with torch.inference_mode():
         expected = model(*text_only.tensors())
     for i, row in enumerate(rows):
-        assert row["present"] == {"text": True, "audio": True, "vision": True}
-        assert row["audio"] is None and row["vision"] is None
-        assert abs(row["fused"] - float(expected.fused[i])) < 1e-4
-        assert abs(row["text"] - float(expected.text[i])) < 1e-4
+        assert row.present == {"text": True, "audio": True, "vision": True}
+        assert row.audio is None and row.vision is None
+        assert abs(row.fused - float(expected.fused[i])) < 1e-4
+        assert abs(row.text - float(expected.text[i])) < 1e-4
 
     # Changing the (untrained) audio and vision inputs does not move any score.
     noisy = batch.replace(audio=batch.audio * 50 + 3, vision=-batch.vision)
-    assert [r["fused"] for r in scorer.score(noisy)] == [r["fused"] for r in rows]
+    assert [r.fused for r in scorer.score(noisy)] == [r.fused for r in rows]
 
 
 def test_checkpoint_without_the_field_scores_every_modality(tmp_path):
@@ -38,4 +38,4 @@ def test_checkpoint_without_the_field_scores_every_modality(tmp_path):
     path = save_checkpoint(tmp_path / "all.pt", model, live_featurizer_config(), {})
     scorer = Scorer(load_checkpoint(path), backend="eager", quiet=True)
     rows = scorer.score(model.example_inputs(1))
-    assert all(rows[0][m] is not None for m in ("text", "audio", "vision"))
+    assert all(getattr(rows[0], m) is not None for m in ("text", "audio", "vision"))

@@ -232,7 +232,8 @@ def test_round_trip_record_export_label_train(tts, tmp_path):
     from moodlens.models import build_model
     from moodlens.realtime.perception.asr import AsrOptions, Transcriber
     from moodlens.realtime.perception.features.config import FeaturizerConfig
-    from moodlens.realtime.engine.pipeline import Pipeline, PipelineOptions
+    from moodlens.realtime.engine.pipeline import PipelineOptions
+    from moodlens.realtime.engine.build import build_pipeline
     from moodlens.realtime.sessions.writer import RecordingOptions, SessionRecorder
     from moodlens.realtime.sessions.reader import open_session
     from moodlens.realtime.capture.media import MediaFileSource
@@ -250,7 +251,7 @@ def test_round_trip_record_export_label_train(tts, tmp_path):
     scorer = Scorer.from_model(build_model("hcrl_mfd").eval(), FeaturizerConfig().to_dict(), backend="eager",
                                quiet=True)
     source = MediaFileSource(wav, pace="fast", origin=0.0)
-    pipe = Pipeline(source, scorer, PipelineOptions(realtime=False),
+    pipe = build_pipeline(source, scorer, PipelineOptions(realtime=False),
                     transcriber=Transcriber(AsrOptions(cpu_threads=2)))
     folder = tmp_path / "sessions" / "talk"
     pipe.sinks.append(SessionRecorder(folder, {"featurizer_config": pipe.featurizer_config.to_dict()},

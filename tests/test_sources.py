@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from moodlens.core.errors import ConfigError, MediaError
-from moodlens.realtime.capture.streams import DropOldestQueue
+from moodlens.realtime.capture.streams import BoundedQueue
 from moodlens.realtime.capture.devices import LiveSource, MicrophoneSource, StreamResampler, WebcamSource
 from moodlens.realtime.capture.media import MediaFileSource, read_media
 from moodlens.realtime.capture.synthetic import SyntheticSource
@@ -314,7 +314,7 @@ def test_live_source_with_nothing_refused():
 
 def test_drop_oldest_queue_counts():
     dropped = []
-    queue = DropOldestQueue(2, dropped.append)
+    queue = BoundedQueue(2, policy="drop_oldest", on_drop=dropped.append)
     for i in range(5):
         queue.put(i)
     assert dropped == [0, 1, 2]

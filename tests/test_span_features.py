@@ -21,7 +21,8 @@ def live_run(tmp_path_factory):
     from helpers.media import synthesize
     from moodlens.models import build_model
     from moodlens.realtime.capture.media import MediaFileSource
-    from moodlens.realtime.engine.pipeline import Pipeline, PipelineOptions
+    from moodlens.realtime.engine.pipeline import PipelineOptions
+    from moodlens.realtime.engine.build import build_pipeline
     from moodlens.realtime.perception.asr import AsrOptions, Transcriber
     from moodlens.realtime.perception.features.config import FeaturizerConfig
     from moodlens.realtime.perception.features.featurizer import Featurizer
@@ -43,7 +44,7 @@ def live_run(tmp_path_factory):
     Featurizer.span_sample = spy
     try:
         source = MediaFileSource(clip, pace="fast", origin=0.0, max_size=240)
-        pipe = Pipeline(source, scorer, PipelineOptions(realtime=False), transcriber=Transcriber(AsrOptions(cpu_threads=2)))
+        pipe = build_pipeline(source, scorer, PipelineOptions(realtime=False), transcriber=Transcriber(AsrOptions(cpu_threads=2)))
         folder = tmp / "session"
         recorder = SessionRecorder(folder, {"featurizer_config": pipe.featurizer_config.to_dict()},
                                    RecordingOptions(video="faces", block_when_busy=True, faces_from_pipeline=True))

@@ -316,7 +316,7 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
     import dataclasses
 
     from moodlens.realtime.app.live_config import load_live_config
-    from moodlens.realtime.engine.pipeline import Pipeline
+    from moodlens.realtime.engine.build import build_pipeline
     from moodlens.realtime.capture.media import MediaFileSource
 
     config = load_live_config()
@@ -331,7 +331,7 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
         vad = dataclasses.replace(vad, speculative_silence_s=options.speculative_silence_s)
     if options.interim_every_s is not None:
         vad = dataclasses.replace(vad, interim_every_s=options.interim_every_s)
-    pipeline = Pipeline(source, scorer, pipeline_options, vad=vad, asr=config.asr, features=config.features)
+    pipeline = build_pipeline(source, scorer, pipeline_options, vad=vad, asr=config.asr, features=config.features)
     progress.update(task, description=f"pipeline {pace}: {media.name}", total=round(duration, 1) or None,
                     completed=0)
     events = []

@@ -69,12 +69,12 @@ def build_scorer(engine):
     return scorer
 
 
-def build_pipeline(source, scorer, config, *, realtime: bool, vision=None, transcriber=None):
+def configured_pipeline(source, scorer, config, *, realtime: bool, vision=None, transcriber=None):
     """The pipeline over `source` with the config's VAD, ASR, feature and pipeline options."""
-    from moodlens.realtime.engine.pipeline import Pipeline
+    from moodlens.realtime.engine import build
 
     options = dataclasses.replace(config.pipeline, realtime=realtime)
-    return Pipeline(source, scorer, options, vad=config.vad, asr=config.asr, features=config.features,
+    return build.build_pipeline(source, scorer, options, vad=config.vad, asr=config.asr, features=config.features,
                     vision=vision, transcriber=transcriber)
 
 
@@ -97,7 +97,7 @@ def run_session(open_source: Callable[[], object], *, label: str, config, output
             scorer = scorer or build_scorer(config.engine)
         stand_in = vision(source, scorer) if vision is not None else None
         with err.status("Loading Whisper, the voice detector and the face tracker…", spinner="dots"):
-            pipeline = build_pipeline(source, scorer, config, realtime=realtime, vision=stand_in)
+            pipeline = configured_pipeline(source, scorer, config, realtime=realtime, vision=stand_in)
         if output.jsonl not in (None, "-"):
             from moodlens.realtime.engine.events import JsonlSink
 

@@ -15,16 +15,16 @@ from typing import Iterator
 import numpy as np
 from moodlens.realtime.capture.streams import (
     CHUNK_SAMPLES,
-    DropOldestQueue,
+    BoundedQueue,
     Item,
-    _count_dropped,
+    count_dropped,
 )
 from moodlens.core.errors import MediaError
 from moodlens.core.types import AUDIO_SAMPLE_RATE, AudioChunk, SourceStats, VideoFrame
 
 
 class _ThreadedSource:
-    """Base of live sources: a capture thread fills a DropOldestQueue; iteration drains it."""
+    """Base of live sources: a capture thread fills a drop-oldest BoundedQueue; iteration drains it."""
 
     has_video = False
     has_audio = False
@@ -32,14 +32,14 @@ class _ThreadedSource:
 
     def __init__(self, queue_size: int):
         self.stats = SourceStats()
-        self.queue = DropOldestQueue(queue_size, self._count_drop)
+        self.queue = BoundedQueue(queue_size, policy="drop_oldest", on_drop=self._count_drop)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: MediaError | None = None
         self._lock = threading.Lock()
 
     def _count_drop(self, item) -> None:
-        _count_dropped(self.stats, item)
+        count_dropped(self.stats, item)
 
     def start(self) -> None:
         """Open the device (raising MediaError with one sentence) and start capturing."""

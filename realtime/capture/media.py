@@ -16,8 +16,8 @@ from moodlens.realtime.capture.streams import (
     Item,
     _AudioChunker,
     _check_pace,
-    _FpsDecimator,
-    _merge_in_time,
+    FrameRate,
+    merge_in_time,
     _Pacer,
 )
 from moodlens.core.errors import ConfigError, MediaError
@@ -101,7 +101,7 @@ class MediaFileSource:
         _check_pace(pace)
         if chunk_samples <= 0:
             raise ConfigError(f"chunk_samples must be positive, not {chunk_samples}.")
-        _FpsDecimator(video_fps)  # validates
+        FrameRate(video_fps)  # validates
         self.path = Path(path)
         self.pace = pace
         self.video_fps = video_fps
@@ -187,7 +187,7 @@ class MediaFileSource:
         offset = container.start_time / 1_000_000 if container.start_time is not None else 0.0
         resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_SAMPLE_RATE) if audio_stream else None
         chunker = _AudioChunker(self.chunk_samples)
-        decimator = _FpsDecimator(self.video_fps)
+        decimator = FrameRate(self.video_fps)
         video_q: deque = deque()
         audio_q: deque = deque()
         video_index = 0
@@ -244,7 +244,7 @@ class MediaFileSource:
                 else:
                     for frame in decoded:
                         on_audio(resampler.resample(frame))
-                for t, (kind, payload, index) in _merge_in_time(video_q, audio_q, video_stream is None, audio_stream is None):
+                for t, (kind, payload, index) in merge_in_time(video_q, audio_q, video_stream is None, audio_stream is None):
                     yield t, kind, payload, index
             if resampler is not None:
                 on_audio(resampler.resample(None))
@@ -253,7 +253,7 @@ class MediaFileSource:
                     end_t = max(end_t, ct + len(chunk) / AUDIO_SAMPLE_RATE)
         except av.FFmpegError as err:
             raise MediaError(f"Decoding '{self.path}' failed near {end_t:.2f} s: the file is corrupt or truncated ({err.strerror or err}).") from err
-        for t, (kind, payload, index) in _merge_in_time(video_q, audio_q, True, True):
+        for t, (kind, payload, index) in merge_in_time(video_q, audio_q, True, True):
             yield t, kind, payload, index
         exact = bool(EXACT_DURATION_FORMATS & set(container.format.name.split(",")))
         if exact and self.duration and end_t < self.duration - max(TRUNCATION_TOLERANCE_S, 0.1 * self.duration):

@@ -11,11 +11,11 @@ from typing import Iterator
 import numpy as np
 from moodlens.realtime.capture.streams import (
     CHUNK_SAMPLES,
-    DropOldestQueue,
+    BoundedQueue,
     Item,
     _check_pace,
-    _count_dropped,
-    _merge_in_time,
+    count_dropped,
+    merge_in_time,
     _Pacer,
 )
 from moodlens.core.types import AUDIO_SAMPLE_RATE, AudioChunk, SourceStats, VideoFrame
@@ -53,11 +53,11 @@ class SyntheticSource:
         self.chunk_samples = chunk_samples
         self.stats = SourceStats()
         self._stop = threading.Event()
-        self.queue = DropOldestQueue(queue_size, self._count_drop) if live else None
+        self.queue = BoundedQueue(queue_size, policy="drop_oldest", on_drop=self._count_drop) if live else None
         self._thread: threading.Thread | None = None
 
     def _count_drop(self, item) -> None:
-        _count_dropped(self.stats, item)
+        count_dropped(self.stats, item)
 
     def _frame(self, index: int) -> np.ndarray:
         h, w = self.size
@@ -86,7 +86,7 @@ class SyntheticSource:
             samples = self._samples()
             for start in range(0, len(samples), self.chunk_samples):
                 audio.append((start / AUDIO_SAMPLE_RATE, samples[start:start + self.chunk_samples]))
-        for t, payload in _merge_in_time(video, audio, True, True):
+        for t, payload in merge_in_time(video, audio, True, True):
             if isinstance(payload, int):
                 yield t, VideoFrame(t=t, image=self._frame(payload), index=payload)
             else:

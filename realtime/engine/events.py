@@ -1,5 +1,7 @@
-"""The per-window event the live pipeline emits: what the dashboard shows, `--jsonl` writes and
-sinks (the session recorder) receive.
+"""The scored-window record: the event the live pipeline emits (what the dashboard shows, `--jsonl`
+writes and sinks such as the session recorder receive) and, read back, a recorded session's window
+(`seq` and `recorded_t` set, times relative to the session's start). `to_dict`/`from_dict` are its
+one converter to and from a JSONL line; `windows.jsonl` lines are `to_dict()` plus `seq` and `recorded_t`.
 
 JSONL schema, version 2 (one object per line, `WindowEvent.to_dict()`; docs/sessions.md):
     {"v": 2, "id": int, "start": s, "end": s, "text": str,
@@ -32,6 +34,7 @@ from typing import IO, Any
 
 from moodlens.core.errors import DataError
 from moodlens.core.schema import MODALITIES
+from moodlens.realtime.engine import SinkBase
 
 SCHEMA_VERSION = 2
 LATENCY_KEYS = ("asr", "features", "model", "total")            # always present (version 1 had only these)
@@ -59,6 +62,9 @@ class WindowEvent:
     ready_at: float | None = None     # media clock: when the score was ready
     cut: bool = False             # cut at max_utterance_s while speech went on (the next window goes on)
     speculative: bool = False     # the transcript came from a speculative decode
+    # Read back from a recording: its line number and wall seconds since the recording started.
+    seq: int | None = None
+    recorded_t: float | None = None
 
     @property
     def felt_ms(self) -> float | None:
@@ -101,8 +107,9 @@ class WindowEvent:
         return json.dumps(self.to_dict(), ensure_ascii=False)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "WindowEvent":
-        check_event_dict(d)
+    def from_dict(cls, d: dict[str, Any], where: str = "event") -> "WindowEvent":
+        """The event of a JSONL line of either version (checked; `seq`/`recorded_t` when recorded)."""
+        check_event_dict(d, where)
         scores = d["scores"]
         v1 = d.get("v", 1) == 1
         optional = lambda k: None if d.get(k) is None else float(d[k])  # noqa: E731
@@ -115,7 +122,9 @@ class WindowEvent:
                    interim=False if v1 else bool(d.get("interim", False)),
                    cut=bool(d.get("interim", False)) if v1 else bool(d.get("cut", False)),
                    speech_end=optional("speech_end"), ready_at=optional("ready_at"),
-                   speculative=bool(d.get("speculative", False)))
+                   speculative=bool(d.get("speculative", False)), merged=1,
+                   seq=None if d.get("seq") is None else int(d["seq"]),
+                   recorded_t=optional("recorded_t"))
 
 
 def check_event_dict(d: dict[str, Any], where: str = "event") -> None:
@@ -174,7 +183,7 @@ def check_event_dict(d: dict[str, Any], where: str = "event") -> None:
                                 f"({times['speech_end']}).")
 
 
-class JsonlSink:
+class JsonlSink(SinkBase):
     """Pipeline sink that writes one event per line (flushed, so `tail -f` works)."""
 
     def __init__(self, path: str | Path):
@@ -184,12 +193,6 @@ class JsonlSink:
             self._file: IO[str] | None = self.path.open("w", encoding="utf-8")
         except OSError as err:
             raise DataError(f"Cannot write the JSONL file {self.path}: {err.strerror}.") from None
-
-    def on_audio(self, chunk) -> None:
-        pass
-
-    def on_frame(self, frame) -> None:
-        pass
 
     def on_event(self, event: WindowEvent) -> None:
         if self._file is not None:

@@ -44,39 +44,66 @@ the id of the final that will supersede them (sinks get them through an optional
 `on_interim(event)`; `on_event` only ever sees finals).
 
 `stop()` (or Ctrl-C in the thread iterating `events()`) ends every stage within a second.
+
+The pipeline is handed built components (`engine/build.py` builds them from options); stages pass
+typed messages (`AudioIn`, `FaceIn`, `FaceClock`, `StreamEnd`) through `BoundedQueue`s, each with
+a named policy (`capture/streams.py`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import queue
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Union
 
 import numpy as np
-from moodlens.realtime.engine.stats import PipelineStats
-from moodlens.realtime.engine.streams import FrameSchedule, WindowQueue
-from moodlens.core.errors import ConfigError, MoodlensError
+from moodlens.core.errors import ConfigError
 from moodlens.core.options import Options
-from moodlens.core.schema import MODALITIES
-from moodlens.realtime.engine.events import WindowEvent
 from moodlens.core.types import AudioChunk, FaceFeatures, VideoFrame, Window
+from moodlens.realtime.capture import Source
+from moodlens.realtime.capture.streams import END, BoundedQueue, FrameRate
+from moodlens.realtime.engine import Sink
+from moodlens.realtime.engine.events import WindowEvent
+from moodlens.realtime.engine.stats import PipelineStats
+from moodlens.realtime.engine.streams import window_queue
+from moodlens.realtime.perception import FaceTracker
+from moodlens.realtime.scoring import BatchScorer
 
-_END = object()          # end of stream marker passed down the queues
+if TYPE_CHECKING:
+    from moodlens.realtime.perception.asr import Transcriber
+    from moodlens.realtime.perception.features.featurizer import Featurizer
+    from moodlens.realtime.perception.vad import UtteranceWindower
+
 _POLL_S = 0.05           # how often blocked stages look at the stop event
 
 
+# Messages to the window stage (one queue, in arrival order)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AudioIn:
+    chunk: AudioChunk
+    arrived: float                 # monotonic time the capture stage got it
 
 
-class Sink(Protocol):
-    def on_audio(self, chunk: AudioChunk) -> None: ...
-    def on_frame(self, frame: VideoFrame) -> None: ...
-    def on_event(self, event: WindowEvent) -> None: ...
-    def close(self) -> None: ...
-    # optional: def on_face(self, face: FaceFeatures) -> None  (each face result of the tracker)
+@dataclass(frozen=True)
+class FaceIn:
+    face: FaceFeatures
+
+
+@dataclass(frozen=True)
+class FaceClock:
+    t: float                       # every frame moves the face clock on, processed or skipped
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    stream: Literal["audio", "vision"]
+
+
+WindowMessage = Union[AudioIn, FaceIn, FaceClock, StreamEnd]
 
 
 @dataclass
@@ -130,16 +157,16 @@ class _Speculation:
 class Pipeline:
     """Runs `source` through windows, Whisper, features and `scorer`; yields `WindowEvent`s.
 
-    `source`: a MediaFileSource, LiveSource or SyntheticSource (iterates VideoFrame | AudioChunk).
-    `scorer`: engine-A's Scorer (`score(batch)`, `backend_name`, `featurizer_config`).
-    `vad`, `asr`: VadOptions / AsrOptions; `features`: FeaturizerConfig overrides (a dict) applied
-    to the scorer's featurizer config (a value-changing override is refused by its compatibility
-    check). `transcriber`, `featurizer`, `vision` may be given ready-made (shared between runs).
+    It is handed built components (`engine.build.build_pipeline` makes them from options):
+    `featurizer` (whose config is the live featurizer config), `windower` and `transcriber` (None
+    when the source has no audio), `vision` (the face tracker; None: no face tracking), `sinks`.
+    `owns_vision`: the pipeline closes the tracker when it stops.
     """
 
-    def __init__(self, source, scorer, options: PipelineOptions | None = None, sinks: Iterable[Sink] = (),
-                 vad=None, asr=None, features: dict[str, Any] | None = None,
-                 transcriber=None, featurizer=None, vision=None, windower=None):
+    def __init__(self, source: Source, scorer: BatchScorer, options: PipelineOptions | None = None, *,
+                 featurizer: "Featurizer", windower: "UtteranceWindower | None" = None,
+                 transcriber: "Transcriber | None" = None, vision: FaceTracker | None = None,
+                 sinks: Iterable[Sink] = (), owns_vision: bool = False):
         self.source = source
         self.scorer = scorer
         self.options = options or PipelineOptions()
@@ -147,53 +174,38 @@ class Pipeline:
         self.sinks = list(sinks)
         self.stats = PipelineStats(self.options.latency_history)
         self.stats.source = source
-        self.stats.duration_s = getattr(source, "duration", None) or None
-        self.has_audio = bool(getattr(source, "has_audio", True))
-        self.has_video = bool(getattr(source, "has_video", True))
+        self.stats.duration_s = source.duration or None
+        self.has_audio, self.has_video = bool(source.has_audio), bool(source.has_video)
         self.stats.has_audio, self.stats.has_video = self.has_audio, self.has_video
-        self.backend_name = str(getattr(scorer, "backend_name", type(scorer).__name__))
-        self.device = str(getattr(scorer, "device", "cpu"))
-        self.featurizer_config = self._featurizer_config(features)
-
-        from moodlens.realtime.perception.vad import UtteranceWindower, VadOptions
-
-        if windower is None and self.has_audio:
-            windower = UtteranceWindower(vad or VadOptions())
-        self.windower = windower
-        if transcriber is None and self.has_audio:
-            from moodlens.realtime.perception.asr import AsrOptions, Transcriber
-
-            transcriber = Transcriber(asr or AsrOptions())
-        self.transcriber = transcriber
-        if featurizer is None:
-            from moodlens.realtime.perception.features.featurizer import Featurizer
-
-            featurizer = Featurizer(self.featurizer_config, transcriber=transcriber)
+        self.backend_name = str(scorer.backend_name)
+        self.device = str(scorer.device)
         self.featurizer = featurizer
+        self.featurizer_config = featurizer.config
+        self.windower = windower          # None: vision-only windows
+        self.transcriber = transcriber
         # Whisper-state audio features reuse the states of the window's transcription.
-        self._keep_states = bool(getattr(featurizer, "wants_encoder_states", False))
-        self._owns_vision = vision is None and self.has_video
-        if self._owns_vision:
-            from moodlens.realtime.perception.features.vision import VisionFeaturizer
-
-            vision = VisionFeaturizer(self.featurizer_config)
+        self._keep_states = bool(featurizer.wants_encoder_states)
         self.vision = vision
+        self._owns_vision = owns_vision and self.vision is not None
 
         # Event times are seconds from this origin: the source's own (media time for files opened
-        # with origin=0) or else the first item's capture time.
+        # with origin=0; an optional member of a Source) or else the first item's capture time.
         self.origin: float | None = getattr(source, "origin", None)
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
         self._started = False
         self._closed = False
-        realtime = self.options.realtime
-        self._frames: queue.Queue = queue.Queue(self.options.frame_queue_size)
-        self._window_in: queue.Queue = queue.Queue(512)
-        self._asr_in = WindowQueue(self.options.asr_queue_size, realtime, self.options.max_merged_s,
-                                   self.stats, self._stop)
-        self._score_in: queue.Queue = queue.Queue(16)
-        self._out: queue.Queue = queue.Queue()
+        realtime, stop = self.options.realtime, self._stop
+        # Frames waiting for the face tracker: realtime drops the oldest (counted), else waits.
+        self._frames = BoundedQueue(self.options.frame_queue_size, stop=stop,
+                                    policy="drop_oldest" if realtime else "block",
+                                    on_drop=lambda _: self.stats.add(frames_dropped=1))
+        self._window_in = BoundedQueue(512, stop=stop)
+        self._asr_in = window_queue(self.options.asr_queue_size, realtime=realtime,
+                                    max_merged_s=self.options.max_merged_s, stats=self.stats, stop=stop)
+        self._score_in = BoundedQueue(16, stop=stop)
+        self._out = BoundedQueue(None, stop=stop)       # the caller's thread takes them as they come
         # Early work for Whisper, below the finals in _asr_in: one speculative window and one
         # preview at most (newer replaces older), and the speculation being or already decoded.
         self._early_lock = threading.Lock()
@@ -203,21 +215,6 @@ class Pipeline:
         self._last_final_id = -1
         # (start, end, arrival) of recent audio chunks: when each voiced sample was spoken.
         self._chunk_times: deque[tuple[float, float, float]] = deque(maxlen=8192)
-
-    # ---- set-up ----------------------------------------------------------------------------
-    def _featurizer_config(self, overrides: dict[str, Any] | None):
-        from moodlens.realtime.perception.features.config import FeaturizerConfig
-
-        base = getattr(self.scorer, "featurizer_config", None)
-        if base is None:
-            base = FeaturizerConfig()
-        elif isinstance(base, dict):
-            base = FeaturizerConfig.from_dict(base, source="featurizer config of the scoring checkpoint")
-        if not overrides:
-            return base
-        live = dataclasses.replace(base, **overrides)
-        base.check_compatible(live, where="the live config's features section")
-        return live
 
     # ---- public API --------------------------------------------------------------------------
     def start(self) -> "Pipeline":
@@ -242,15 +239,14 @@ class Pipeline:
         self.start()
         try:
             while True:
-                try:
-                    item = self._out.get(timeout=_POLL_S)
-                except queue.Empty:
+                item = self._out.get(_POLL_S)
+                if item is None:
                     if self._error is not None:
                         raise self._error
                     if self._stop.is_set():
                         return
                     continue
-                if item is _END:
+                if item is END:
                     if self._error is not None:
                         raise self._error
                     self.stats.finished_at = time.monotonic()
@@ -307,28 +303,18 @@ class Pipeline:
                 self._error = err
             self._stop.set()
 
-    def _put(self, q: queue.Queue, item) -> bool:
-        """Blocking put that gives up when the pipeline stops."""
+    def _get(self, q: BoundedQueue):
+        """The next item, or END at the end of the stream or when the pipeline stops."""
         while not self._stop.is_set():
-            try:
-                q.put(item, timeout=_POLL_S)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _get(self, q: queue.Queue):
-        while not self._stop.is_set():
-            try:
-                return q.get(timeout=_POLL_S)
-            except queue.Empty:
-                continue
-        return _END
+            item = q.get(_POLL_S)
+            if item is not None:
+                return item
+        return END
 
     # ---- stages ----------------------------------------------------------------------------------
     def _capture_stage(self) -> None:
         realtime = self.options.realtime
-        face_schedule = FrameSchedule(self.featurizer_config.vision_fps)
+        face_rate = FrameRate(self.featurizer_config.vision_fps, early=0.25, what="vision_fps")
         try:
             for item in self.source:
                 if self._stop.is_set():
@@ -340,18 +326,16 @@ class Pipeline:
                     for sink in self.sinks:
                         sink.on_frame(item)
                     # Only frames the face tracker will use are queued, so a dropped frame is a real loss.
-                    if self.vision is None or not face_schedule.due(item.t):
+                    if self.vision is None or not face_rate.keep(item.t):
                         continue
-                    if realtime:
-                        self._put_dropping_oldest(item)
-                    elif not self._put(self._frames, item):
+                    if not self._frames.put(item):
                         return
                 elif isinstance(item, AudioChunk):
                     self.stats.saw(item.t + item.duration)
                     self.stats.audio_level(item.samples)
                     for sink in self.sinks:
                         sink.on_audio(item)
-                    if not self._put(self._window_in, ("audio", item, time.monotonic())):
+                    if not self._window_in.put(AudioIn(item, time.monotonic())):
                         return
         finally:
             # Released here, on the thread that reads it: device threads (a camera's capture loop)
@@ -360,21 +344,8 @@ class Pipeline:
                 self.source.close()
             except Exception:
                 pass
-            if self.has_video and self.vision is not None:
-                self._put(self._frames, _END)
-            self._put(self._window_in, ("audio_end", None, None))
-
-    def _put_dropping_oldest(self, frame: VideoFrame) -> None:
-        while True:
-            try:
-                self._frames.put_nowait(frame)
-                return
-            except queue.Full:
-                try:
-                    self._frames.get_nowait()
-                    self.stats.add(frames_dropped=1)
-                except queue.Empty:
-                    pass
+            self._frames.close()
+            self._window_in.put(StreamEnd("audio"))
 
     def _vision_stage(self) -> None:
         try:
@@ -385,24 +356,20 @@ class Pipeline:
 
     def _track_faces(self) -> None:
         vision = self.vision
-        # Optional sink method: sinks that keep face features (the recorder's privacy mode) get ours.
-        face_sinks = [sink.on_face for sink in self.sinks if callable(getattr(sink, "on_face", None))]
         while True:
             frame = self._get(self._frames)
-            if frame is _END:
-                self._put(self._window_in, ("vision_end", None, None))
+            if frame is END:
+                self._window_in.put(StreamEnd("vision"))
                 return
-            wants = getattr(vision, "wants", None)
-            if wants is None or wants(frame.t):
+            if vision.wants(frame.t):
                 t0 = time.perf_counter()
                 face = vision.process(frame)
                 self.stats.face(bool(face.face_present), (time.perf_counter() - t0) * 1000)
-                for on_face in face_sinks:
-                    on_face(face)
-                if not self._put(self._window_in, ("face", face, None)):
+                for sink in self.sinks:       # sinks that keep face features (the recorder's privacy mode)
+                    sink.on_face(face)
+                if not self._window_in.put(FaceIn(face)):
                     return
-            # Every frame moves the face clock on, processed or skipped by the fps limit.
-            if not self._put(self._window_in, ("mark", frame.t, None)):
+            if not self._window_in.put(FaceClock(frame.t)):
                 return
 
     def _window_stage(self) -> None:
@@ -415,21 +382,19 @@ class Pipeline:
         vision_done = not (self.has_video and self.vision is not None)
         wait_s = self.options.face_wait_s if self.options.realtime else np.inf
         while not self._stop.is_set():
-            try:
-                kind, payload, arrived = self._window_in.get(timeout=_POLL_S)
-            except queue.Empty:
-                kind = None
-            if kind == "audio":
-                pending.append((payload, arrived))
-            elif kind == "face":
-                windower.push_face(payload)
-                face_clock = max(face_clock, payload.t)
-            elif kind == "mark":
-                face_clock = max(face_clock, payload)
-            elif kind == "audio_end":
-                audio_done = True
-            elif kind == "vision_end":
-                vision_done = True
+            message = self._window_in.get(_POLL_S)
+            if isinstance(message, AudioIn):
+                pending.append((message.chunk, message.arrived))
+            elif isinstance(message, FaceIn):
+                windower.push_face(message.face)
+                face_clock = max(face_clock, message.face.t)
+            elif isinstance(message, FaceClock):
+                face_clock = max(face_clock, message.t)
+            elif isinstance(message, StreamEnd):
+                if message.stream == "audio":
+                    audio_done = True
+                else:
+                    vision_done = True
             now = time.monotonic()
             while pending:
                 chunk, arrived = pending[0]
@@ -443,7 +408,7 @@ class Pipeline:
             if audio_done and vision_done and not pending:
                 for window in windower.flush():
                     self._route_window(window)
-                self._asr_in.put(_END)
+                self._asr_in.close()
                 return
 
     def _vision_window_stage(self) -> None:
@@ -454,16 +419,15 @@ class Pipeline:
         next_id = 0
         vision_done = self.vision is None
         while not self._stop.is_set():
-            try:
-                kind, payload, _ = self._window_in.get(timeout=_POLL_S)
-            except queue.Empty:
+            message = self._window_in.get(_POLL_S)
+            if message is None:
                 continue
-            if kind == "face":
-                faces.append(payload)
-            elif kind == "vision_end":
+            if isinstance(message, FaceIn):
+                faces.append(message.face)
+            elif isinstance(message, StreamEnd) and message.stream == "vision":
                 vision_done = True
-            if kind in ("face", "mark"):
-                t = payload.t if kind == "face" else payload
+            if isinstance(message, (FaceIn, FaceClock)):
+                t = message.face.t if isinstance(message, FaceIn) else message.t
                 start = t if start is None else start
                 while t >= start + length:
                     inside = [f for f in faces if f.t < start + length]
@@ -479,7 +443,7 @@ class Pipeline:
                     end = faces[-1].t + 1e-3
                     self._close_window(Window(id=next_id, start=start, end=end, audio=np.zeros(0, np.float32),
                                               faces=faces, closed_at=time.monotonic()))
-                self._asr_in.put(_END)
+                self._asr_in.close()
                 return
 
     def _close_window(self, window: Window) -> None:
@@ -538,8 +502,8 @@ class Pipeline:
                 window = self._take_early()
                 if window is None:
                     continue
-            if window is _END:
-                self._put(self._score_in, _END)
+            if window is END:
+                self._score_in.close()
                 return
             if window.kind == "speculative":
                 self._speculate(window)
@@ -547,7 +511,7 @@ class Pipeline:
             item = self._transcribe_final(window) if window.kind == "final" else self._transcribe(window)
             if item is None:
                 continue
-            if not self._put(self._score_in, item):
+            if not self._score_in.put(item):
                 return
 
     def _early_waiting(self) -> bool:
@@ -564,8 +528,7 @@ class Pipeline:
                 window, self._preview_waiting = self._preview_waiting, None
                 # Not while the VAD hears a pause: the end may be coming, and a preview decode
                 # cannot be interrupted when the final (or its speculation) arrives.
-                if window is not None and (window.id <= self._last_final_id
-                                           or getattr(self.windower, "in_silence", False)):
+                if window is not None and (window.id <= self._last_final_id or self.windower.in_silence):
                     self.stats.add(interims_skipped=1)
                     window = None
             return window
@@ -604,7 +567,7 @@ class Pipeline:
             self._last_final_id = max(self._last_final_id, window.id)
             spec = self._spec
             reuse = (spec is not None and spec.text is not None and not spec.cancelled
-                     and spec.window.id == window.id and getattr(window, "merged", 1) == 1
+                     and spec.window.id == window.id and window.merged == 1
                      and spec.window.start == window.start and spec.window.end == window.end
                      and np.array_equal(spec.window.audio, window.audio))
             if reuse:
@@ -626,18 +589,17 @@ class Pipeline:
     def _score_stage(self) -> None:
         while not self._stop.is_set():
             first = self._get(self._score_in)
-            if first is _END:
-                self._put(self._out, _END)
+            if first is END:
+                self._out.close()
                 return
             batch = [first]
             ended = False
             # Score what is already waiting in one batch (catches up after a slow window).
             while len(batch) < self.options.score_batch:
-                try:
-                    more = self._score_in.get_nowait()
-                except queue.Empty:
+                more = self._score_in.get(0)
+                if more is None:
                     break
-                if more is _END:
+                if more is END:
                     ended = True
                     break
                 batch.append(more)
@@ -645,9 +607,7 @@ class Pipeline:
                 if event.interim:
                     self.stats.add(interims_emitted=1)
                     for sink in self.sinks:
-                        on_interim = getattr(sink, "on_interim", None)
-                        if callable(on_interim):
-                            on_interim(event)
+                        sink.on_interim(event)
                     self._out.put(event)
                     continue
                 self.stats.record_latency(event.latency_ms)
@@ -656,7 +616,7 @@ class Pipeline:
                     sink.on_event(event)
                 self._out.put(event)
             if ended:
-                self._out.put(_END)
+                self._out.close()
                 return
 
     def _score(self, items: list[_Transcribed]) -> list[WindowEvent]:
@@ -673,18 +633,12 @@ class Pipeline:
         done = time.monotonic()
         t2 = time.perf_counter()
         features_ms = (t1 - t0) * 1000 / len(items)
-        # The scorer's own model time when it reports one (leaves out its input checks).
-        model_ms = float(getattr(output, "model_ms", (t2 - t1) * 1000))
-        present = np.asarray(batch.present.cpu() if hasattr(batch.present, "cpu") else batch.present, dtype=bool)
+        model_ms = output.model_ms         # the scorer's own model time (leaves out its input checks)
         events = []
         origin = self.origin or 0.0
         for i, item in enumerate(items):
-            scores = scores_at(output, i)
-            flags = {m: bool(present[i, j]) for j, m in enumerate(MODALITIES)}
+            scores = output.rows[i]        # nulled by the scorer (absent or untrained modality)
             w = item.window
-            fused = scores["fused"]
-            if fused is None or not np.isfinite(fused):
-                raise MoodlensError(f"The model gave a non-finite fused score for the window at {w.start:.2f} s.")
             closed = w.closed_at or done
             latency = {"asr": item.asr_ms, "features": features_ms, "model": model_ms,
                        "total": max(0.0, (done - closed) * 1000) if w.closed_at else 0.0}
@@ -698,28 +652,11 @@ class Pipeline:
                 latency["queue"] = 0.0 if item.speculative else max(0.0, item.asr_started - closed) * 1000
                 latency["asr_wait"] = max(0.0, item.asr_done - closed) * 1000
             events.append(WindowEvent(
-                id=w.id, start=w.start - origin, end=w.end - origin, text=item.text, fused=float(fused),
-                text_score=scores["text"] if flags["text"] else None,
-                audio_score=scores["audio"] if flags["audio"] else None,
-                vision_score=scores["vision"] if flags["vision"] else None,
-                present=flags, latency_ms=latency,
+                id=w.id, start=w.start - origin, end=w.end - origin, text=item.text, fused=scores.fused,
+                text_score=scores.text, audio_score=scores.audio, vision_score=scores.vision,
+                present=dict(scores.present), latency_ms=latency,
                 backend=self.backend_name, interim=w.kind == "preview", cut=bool(w.interim),
-                merged=getattr(w, "merged", 1), speech_end=speech_end, ready_at=ready_at,
+                merged=w.merged, speech_end=speech_end, ready_at=ready_at,
                 speculative=item.speculative,
             ))
         return events
-
-
-def scores_at(output, i: int) -> dict[str, float | None]:
-    """Scores of row `i` from a Scorer result: a list of dicts or a SentimentOutput-like tuple."""
-    if isinstance(output, (list, tuple)) and output and isinstance(output[0], dict):
-        row = output[i]
-        return {k: _as_float(row.get(k)) for k in ("fused", *MODALITIES)}
-    return {k: _as_float(np.asarray(getattr(output, k)).reshape(-1)[i]) for k in ("fused", *MODALITIES)}
-
-
-def _as_float(x) -> float | None:
-    if x is None:
-        return None
-    value = float(np.asarray(x).reshape(-1)[0]) if not isinstance(x, (int, float)) else float(x)
-    return value

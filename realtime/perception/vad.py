@@ -34,13 +34,12 @@ from moodlens.core.assets import SILERO_VAD, resolve_path
 from moodlens.core.errors import AssetError, ConfigError, DataError
 from moodlens.core.options import Options
 from moodlens.core.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures, Window
+from moodlens.realtime.capture.streams import gap_samples
 
 VAD_FRAME = 512          # new samples per Silero frame (32 ms at 16 kHz)
 VAD_CONTEXT = 64         # samples of the previous frame the v5/v6 model expects in front
 VAD_STATE_SHAPE = (1, 1, 128)
 VAD_BATCH_FRAMES = 4096  # frames per ONNX call when a long clip is processed at once (~2 min)
-# A gap in chunk timestamps longer than this is filled with silence so spans stay on the clock.
-GAP_FILL_S = 0.05
 
 
 @dataclass
@@ -212,8 +211,8 @@ class UtteranceWindower:
             self._t0 = float(t) if t is not None else 0.0
         elif t is not None:
             # A dropped microphone chunk leaves a hole in time: fill it so spans stay on the clock.
-            gap = int(round((float(t) - self._time(self._received)) * AUDIO_SAMPLE_RATE))
-            if gap > GAP_FILL_S * AUDIO_SAMPLE_RATE:
+            gap = gap_samples(float(t), self._time(self._received))
+            if gap:
                 samples = np.concatenate([np.zeros(gap, dtype=np.float32), samples])
         self._buffer = np.concatenate([self._buffer, samples])
         self._received += len(samples)

@@ -1,34 +1,30 @@
 """The scoring engine: a checkpoint, checked against the live featurizer, run on one backend.
 
-    scorer = Scorer("default", backend="auto")       # prints which backend auto chose and why
+    scorer = Scorer("default", backend="auto")       # logs which backend auto chose and why
     scorer.warmup()                                   # builds/compiles before the first window
-    result = scorer.score(batch)                      # list of per-sample dicts, plus .model_ms
-    result[0] == {"fused": 1.2, "text": 0.9, "audio": None, "vision": 0.3,
-                  "present": {"text": True, "audio": False, "vision": True}}
+    result = scorer.score(batch)                      # a ScoredBatch: rows, model_ms, backend
+    result[0] == WindowScores(fused=1.2, text=0.9, audio=None, vision=0.3,
+                              present={"text": True, "audio": False, "vision": True})
+
+The scorer is the one place that nulls a score (an absent modality, or one the checkpoint never trained).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
 
 from moodlens.core.schema import MODALITIES
 from moodlens.models.batch import MultimodalBatch, SentimentOutput
+from moodlens.realtime.scoring import ScoredBatch, WindowScores
 from moodlens.realtime.scoring.backends import Backend, BackendOptions, create_backend, resolve_device, typical_batch
 from moodlens.core.errors import ConfigError, DataError
 
-
-class ScoreList(list):
-    """Per-sample score dicts (a plain list to its users) with the batch's model time attached."""
-
-    def __init__(self, rows: list[dict[str, Any]], model_ms: float, backend: str):
-        super().__init__(rows)
-        self.model_ms = model_ms
-        self.backend = backend
+log = logging.getLogger(__name__)
 
 
 class Scorer:
@@ -40,8 +36,7 @@ class Scorer:
     """
 
     def __init__(self, checkpoint: Any = "default", backend: str = "auto", device: str | None = None,
-                 featurizer_config=None, options: BackendOptions | None = None, quiet: bool = False,
-                 console: Console | None = None):
+                 featurizer_config=None, options: BackendOptions | None = None, quiet: bool = False):
         from moodlens.models.checkpoint import checkpoint_trained_modalities, load_checkpoint
 
         loaded = checkpoint if hasattr(checkpoint, "model") and hasattr(checkpoint, "featurizer_config") \
@@ -52,12 +47,12 @@ class Scorer:
         self.trained_modalities = tuple(checkpoint_trained_modalities(getattr(loaded, "extra", {}) or {}))
         self._setup(loaded.model, loaded.featurizer_config, featurizer_config,
                     where=f"checkpoint {loaded.path}", backend=backend, device=device, options=options,
-                    quiet=quiet, console=console)
+                    quiet=quiet)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, featurizer_config=None, backend: str = "auto",
                    device: str | None = None, live_featurizer_config=None, options: BackendOptions | None = None,
-                   quiet: bool = False, console: Console | None = None) -> "Scorer":
+                   quiet: bool = False) -> "Scorer":
         """A scorer for an in-memory model trained on features made with `featurizer_config`
         (None = the live featurizer's defaults)."""
         scorer = cls.__new__(cls)
@@ -66,12 +61,12 @@ class Scorer:
         scorer.metrics = {}
         scorer.trained_modalities = tuple(MODALITIES)
         scorer._setup(model, featurizer_config, live_featurizer_config, where=f"model {scorer.model_name}",
-                      backend=backend, device=device, options=options, quiet=quiet, console=console)
+                      backend=backend, device=device, options=options, quiet=quiet)
         return scorer
 
     # ---- set-up ------------------------------------------------------------------------------
     def _setup(self, model, trained_config, live_config, where: str, backend: str, device, options,
-               quiet: bool, console: Console | None):
+               quiet: bool):
         from moodlens.realtime.perception.features.config import FeaturizerConfig
 
         if trained_config is None:
@@ -97,7 +92,6 @@ class Scorer:
                 raise ConfigError(f"The {where} expects {name}={want} but the live featurizer computes {have}.")
         self.featurizer_config = live
         self.options = options or BackendOptions.load()
-        self.console = console or Console(stderr=True)
         self.device = resolve_device(device)
         self.backend: Backend = create_backend(backend, model, self.device, self.options)
         self.backend_name = self.backend.name
@@ -105,7 +99,7 @@ class Scorer:
         self.model = self.backend.model
         self.warmed_up = False
         if backend == "auto" and not quiet:
-            self.console.print(f"[dim]{self.backend_reason}[/]", highlight=False)
+            log.info(self.backend_reason, extra={"style": "dim"})
 
     # ---- scoring -----------------------------------------------------------------------------
     def typical_batch(self, batch_size: int = 1, seconds: float | None = None, seed: int = 0) -> MultimodalBatch:
@@ -134,9 +128,9 @@ class Scorer:
         model_ms = (time.perf_counter() - start) * 1000
         return SentimentOutput(*(t.numpy() for t in out)), model_ms
 
-    def score(self, batch: MultimodalBatch) -> ScoreList:
+    def score(self, batch: MultimodalBatch) -> ScoredBatch:
         """Per sample: the fused score (always a number) and per-modality scores (None where that
-        modality is absent), plus `model_ms` on the returned list."""
+        modality is absent or untrained), with the batch's model time."""
         out, model_ms = self.predict(batch)
         present = batch.present.detach().cpu().numpy().astype(bool)
         scored = present & np.array([m in self.trained_modalities for m in MODALITIES])
@@ -145,14 +139,12 @@ class Scorer:
             fused = float(out.fused[i])
             if not np.isfinite(fused):
                 raise DataError(f"The model gave a non-finite fused score for sample {i} of the batch.")
-            row: dict[str, Any] = {"fused": fused}
-            for j, modality in enumerate(MODALITIES):
-                # None where absent, and where the checkpoint never trained that branch (its score
-                # would be noise): `present` still reports what was perceived.
-                row[modality] = float(getattr(out, modality)[i]) if scored[i, j] else None
-            row["present"] = {m: bool(present[i, j]) for j, m in enumerate(MODALITIES)}
-            rows.append(row)
-        return ScoreList(rows, model_ms, self.backend_name)
+            # None where absent, and where the checkpoint never trained that branch (its score
+            # would be noise): `present` still reports what was perceived.
+            per = {m: float(getattr(out, m)[i]) if scored[i, j] else None for j, m in enumerate(MODALITIES)}
+            rows.append(WindowScores(fused=fused, **per,
+                                     present={m: bool(present[i, j]) for j, m in enumerate(MODALITIES)}))
+        return ScoredBatch(tuple(rows), model_ms, self.backend_name)
 
     def _without_untrained(self, batch: MultimodalBatch) -> MultimodalBatch:
         """Feed the model only modalities its checkpoint was trained on (a text-only checkpoint

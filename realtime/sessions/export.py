@@ -22,13 +22,13 @@ from typing import Any
 
 from moodlens.core.errors import ConfigError, DataError
 from moodlens.core.schema import MODALITIES
-from moodlens.realtime.sessions.reader import RecordedSession, open_session, window_to_event_dict
+from moodlens.realtime.sessions.reader import RecordedSession, open_session
 
 EXPORT_FORMATS = ("csv", "srt", "json", "html")
 SCORE_KEYS = ("text", "audio", "vision", "fused")
 CSV_COLUMNS = ("session", "id", "start", "end", "text",
                "text_score", "audio_score", "vision_score", "fused_score",
-               "text_present", "audio_present", "vision_present", "interim", "label")
+               "text_present", "audio_present", "vision_present", "cut", "label")
 # Windows whose fused score is within this of 0 count as neutral in the summary.
 NEUTRAL_BAND = 0.5
 EXPORT_FORMAT_ID = "moodlens-session-export/1"
@@ -66,7 +66,7 @@ def csv_rows(session: RecordedSession) -> list[dict[str, str]]:
             "text": w.text,
             **{f"{k}_score": _score_cell(w.scores.get(k)) for k in SCORE_KEYS},
             **{f"{m}_present": str(int(bool(w.present.get(m)))) for m in MODALITIES},
-            "interim": str(int(w.interim)), "label": "",
+            "cut": str(int(w.cut)), "label": "",
         })
     return rows
 
@@ -176,7 +176,7 @@ def _round(x: float | None, digits: int = 4) -> float | None:
 def to_document(session: RecordedSession) -> dict[str, Any]:
     windows = []
     for w in session.windows:
-        d = window_to_event_dict(w)
+        d = w.to_dict()
         d["seq"] = w.seq
         windows.append(d)
     return {"format": EXPORT_FORMAT_ID, "session": session.info, "notes": list(session.notes),

@@ -32,9 +32,6 @@ VIDEO_MODES = ("mp4", "faces", "none")
 WAV_HEADER_BYTES = 44
 # The video writer repeats the newest frame this soon after it to close a fragment at a window.
 REPEAT_FRAME_S = 0.002
-# A gap in the audio clock larger than this (dropped chunks) is filled with silence so that
-# sample positions keep matching window times.
-AUDIO_GAP_FILL_S = 0.05
 
 # ------------------------------------------------------------------------------------------
 # small file helpers

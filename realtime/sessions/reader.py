@@ -9,6 +9,7 @@ import json
 import math
 import os
 import struct
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,29 +29,14 @@ from moodlens.realtime.sessions.format import (
     _patch_wav_sizes,
 )
 from moodlens.core.types import AUDIO_SAMPLE_RATE, FaceFeatures, VideoFrame
+from moodlens.realtime.engine.events import WindowEvent
 
 # reading a session back
 
 
-@dataclass
-class RecordedWindow:
-    """One scored window. `start`/`end` are seconds from the session's start (its first recorded item)."""
-
-    id: int
-    start: float
-    end: float
-    text: str
-    scores: dict[str, float | None]
-    present: dict[str, bool]
-    latency_ms: dict[str, float]
-    backend: str
-    interim: bool
-    seq: int
-    raw: dict[str, Any] = field(repr=False, default_factory=dict)
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
+# A recorded window is the live engine's record (`WindowEvent`) read back: `seq` and `recorded_t`
+# set, `start`/`end`/`speech_end`/`ready_at` in seconds from the session's start (its first recorded item).
+RecordedWindow = WindowEvent
 
 
 @dataclass
@@ -170,13 +156,7 @@ class RecordedSession:
 
     def event_dicts(self) -> list[dict[str, Any]]:
         """Windows in the live JSONL schema with session-relative times."""
-        return [window_to_event_dict(w) for w in self.windows]
-
-
-def window_to_event_dict(w: RecordedWindow) -> dict[str, Any]:
-    return {"id": w.id, "start": round(w.start, 3), "end": round(w.end, 3), "text": w.text,
-            "scores": dict(w.scores), "present": dict(w.present), "latency_ms": dict(w.latency_ms),
-            "backend": w.backend, "interim": w.interim}
+        return [w.to_dict() for w in self.windows]
 
 
 def _wav_data_bytes(path: Path) -> int:
@@ -231,17 +211,11 @@ def read_windows(path: Path, origin_t: float, notes: list[str]) -> list[Recorded
             continue
         try:
             d = json.loads(line.decode("utf-8"))
-            scores = d.get("scores") or {}
-            window = RecordedWindow(
-                id=int(d["id"]), start=float(d["start"]) - origin_t, end=float(d["end"]) - origin_t,
-                text=str(d.get("text") or ""),
-                scores={m: _num_or_none(scores.get(m)) for m in ("text", "audio", "vision", "fused")},
-                present={m: bool((d.get("present") or {}).get(m, False)) for m in ("text", "audio", "vision")},
-                latency_ms={k: float(v) for k, v in (d.get("latency_ms") or {}).items() if v is not None},
-                backend=str(d.get("backend") or ""), interim=bool(d.get("interim", False)),
-                seq=int(d.get("seq", len(windows))), raw=d)
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            if not isinstance(d, dict):
+                raise ValueError
+        except (ValueError, UnicodeDecodeError):
             raise DataError(f"{path} line {n} is not a valid recorded window.") from None
+        window = record_from_line(d, origin_t, f"{path} line {n}", seq=len(windows))
         if window.id in by_id:
             notes.append(f"{path.name} line {n} repeats window id {window.id}; the later one is kept.")
             windows[by_id[window.id]] = window
@@ -251,11 +225,17 @@ def read_windows(path: Path, origin_t: float, notes: list[str]) -> list[Recorded
     return windows
 
 
-def _num_or_none(x: Any) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
+def record_from_line(d: dict[str, Any], origin_t: float, where: str, *, seq: int) -> WindowEvent:
+    """The file boundary: a windows.jsonl line (schema v1 or v2, plus `seq`/`recorded_t`) as the
+    record, with its media-clock times made relative to the session's start."""
+    try:
+        event = WindowEvent.from_dict(d, where)
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{where} is not a valid recorded window ({err}).") from None
+    shift = lambda t: None if t is None else t - origin_t  # noqa: E731
+    return dataclasses.replace(event, start=event.start - origin_t, end=event.end - origin_t,
+                               speech_end=shift(event.speech_end), ready_at=shift(event.ready_at),
+                               seq=event.seq if event.seq is not None else seq)
 
 
 def _still_recording(folder: Path) -> bool:

@@ -15,8 +15,8 @@ in the order the pipeline delivered them, and a window's line is appended only a
 and video before it are on disk. So every window listed in windows.jsonl has its media, whatever
 stopped the process. A torn last line (power loss mid-write) is ignored on read, with a note.
 
-The recorder never raises into the pipeline: a full disk or an unwritable folder prints one
-sentence, the recorder switches itself off, live scoring goes on, and what was written stays valid.
+The recorder never raises into the pipeline: a full disk or an unwritable folder logs one
+sentence (a warning; the CLI shows it), the recorder switches itself off, live scoring goes on, and what was written stays valid.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import dataclasses
 import errno
 import fcntl
 import json
+import logging
 import os
 import threading
 import time
@@ -42,7 +43,6 @@ from moodlens.realtime.sessions.format import (
     RESERVE_BYTES,
     RESERVE_FILE,
     AUDIO_FILE,
-    AUDIO_GAP_FILL_S,
     FACES_FILE,
     LOCK_FILE,
     REPEAT_FRAME_S,
@@ -64,6 +64,10 @@ from moodlens.realtime.sessions.format import (
     wav_header,
 )
 from moodlens.core.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures, VideoFrame
+from moodlens.realtime.capture.streams import gap_samples
+from moodlens.realtime.engine import SinkBase
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -105,7 +109,7 @@ class RecordingStats:
 # the recorder (a pipeline sink)
 
 
-class SessionRecorder:
+class SessionRecorder(SinkBase):
     """Pipeline sink that records audio, video (or face features) and scored windows.
 
     `on_audio`, `on_frame` and `on_event` only queue the item (frames beyond the encoder's pace are
@@ -126,7 +130,7 @@ class SessionRecorder:
         # "interrupted" (Ctrl-C, SIGTERM), "disk full" or "error" (any other failed write).
         self.end_reason: str | None = None
         self._error_errno: int | None = None
-        self.on_error = on_error or _print_error
+        self.on_error = on_error or _log_error
         self._items: deque = deque()
         self._cond = threading.Condition()
         self._pending_frames = 0
@@ -170,7 +174,7 @@ class SessionRecorder:
     # ---- sink protocol (called on pipeline threads; never raises) --------------------------
     def on_audio(self, chunk: AudioChunk) -> None:
         if self.enabled:
-            self._put(("audio", chunk))
+            self._put(chunk)
 
     def on_frame(self, frame: VideoFrame) -> None:
         if not self.enabled or self.options.video == "none":
@@ -190,18 +194,18 @@ class SessionRecorder:
                     return
                 self._pending_frames += 1
             self._last_frame_t = frame.t
-            self._put(("frame", frame))
+            self._put(frame)
         except Exception as err:  # noqa: BLE001 - a sink must not break the pipeline
             self._fail(err, "frame")
 
     def on_event(self, event: Any) -> None:
         if self.enabled:
-            self._put(("event", event))
+            self._put(event)
 
     def on_face(self, face: FaceFeatures) -> None:
         """Optional sink method: the pipeline's face features (used with `faces_from_pipeline`)."""
         if self.enabled and self.options.video == "faces" and self.options.faces_from_pipeline:
-            self._put(("face", face))
+            self._put(face)
 
     @staticmethod
     def check_folder(folder: str | Path) -> None:
@@ -254,7 +258,7 @@ class SessionRecorder:
         with self._cond:
             if len(self._items) >= self.options.max_queued_items:
                 # The disk has stalled for minutes: stop rather than fill memory.
-                self._fail(OSError(0, "the disk cannot keep up (writes stalled)"), item[0])
+                self._fail(OSError(0, "the disk cannot keep up (writes stalled)"), _kind(item))
                 return
             self._items.append(item)
             self._cond.notify()
@@ -266,7 +270,8 @@ class SessionRecorder:
                     self._cond.wait()
                 if not self._items and self._closing:
                     break
-                kind, item = self._items.popleft()
+                item = self._items.popleft()
+                kind = _kind(item)
                 if kind == "frame":
                     self._pending_frames -= 1
                     self._cond.notify_all()
@@ -362,10 +367,9 @@ class SessionRecorder:
             self._audio_start_t = float(chunk.t)
         # Where the file is on the session clock; a later chunk means chunks were dropped upstream.
         # (Measured from the sample count, so capture-time jitter never accumulates.)
-        gap = chunk.t - (self._audio_start_t + self.stats.audio_samples / AUDIO_SAMPLE_RATE)
+        n_gap = gap_samples(chunk.t, self._audio_start_t + self.stats.audio_samples / AUDIO_SAMPLE_RATE)
         parts = []
-        if gap > AUDIO_GAP_FILL_S:
-            n_gap = int(round(gap * AUDIO_SAMPLE_RATE))
+        if n_gap:
             parts.append(np.zeros(n_gap, dtype=np.int16))
             self.stats.audio_gap_samples += n_gap
         pcm = np.clip(np.nan_to_num(samples), -1.0, 1.0)
@@ -516,6 +520,17 @@ class SessionRecorder:
             pass
 
 
+def _kind(item) -> str:
+    """What a queued item is: the writer's queue holds the sink calls' own typed items, in order."""
+    if isinstance(item, AudioChunk):
+        return "audio"
+    if isinstance(item, VideoFrame):
+        return "frame"
+    if isinstance(item, FaceFeatures):
+        return "face"
+    return "event"
+
+
 def _unlink_quietly(path: Path) -> None:
     try:
         path.unlink(missing_ok=True)
@@ -530,10 +545,8 @@ def _truncate_quietly(fd: int, size: int) -> None:
         pass
 
 
-def _print_error(sentence: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[yellow]recording:[/] {sentence}", highlight=False)
+def _log_error(sentence: str) -> None:
+    log.warning(sentence, extra={"label": "recording"})
 
 
 def _make_vision_featurizer(featurizer_config: dict | None):
