@@ -259,6 +259,35 @@ def test_dropped_audio_chunks_become_silence_so_times_still_match(tmp_path):
     assert np.abs(session.read_audio(0.4, 0.6)).max() == 0.0         # the gap is silence
 
 
+def test_pcm16_audio_is_stored_bit_exactly(tmp_path):
+    """Audio that arrived as PCM-16 (a WAV file, a microphone) is stored and read back sample for sample, so a
+    rescore hears exactly what the live run heard (a 1/32767 vs 1/32768 scale slip moved loud samples by one step
+    and changed Whisper's transcript of a rescored session)."""
+    import soundfile as sf
+    from moodlens.realtime.capture.media import MediaFileSource
+    from moodlens.realtime.sessions.reader import open_session
+    from moodlens.realtime.sessions.writer import RecordingOptions, SessionRecorder
+
+    rng = np.random.default_rng(3)
+    pcm = rng.integers(-32768, 32768, 16000, dtype=np.int64).astype(np.int16)
+    pcm[:4] = [-32768, 32767, 16385, -16385]
+    wav = tmp_path / "in.wav"
+    sf.write(str(wav), pcm, 16000, subtype="PCM_16")
+    recorder = SessionRecorder(tmp_path / "s", {}, RecordingOptions(video="none"))
+    source = MediaFileSource(wav, pace="fast", origin=0.0)
+    heard = []
+    for item in source:
+        if hasattr(item, "samples"):
+            heard.append(np.asarray(item.samples, np.float32))
+            recorder.on_audio(item)
+    recorder.close()
+    heard = np.concatenate(heard)
+    stored, _ = sf.read(str(open_session(tmp_path / "s").audio_path), dtype="int16")
+    assert np.array_equal(stored[:len(pcm)], pcm)
+    back = open_session(tmp_path / "s").read_audio(0.0, len(pcm) / 16000)
+    assert np.array_equal(back[:len(heard)], heard)
+
+
 def test_face_features_handed_over_by_the_pipeline(tmp_path):
     """Privacy mode without a second face tracker: the pipeline's own features go to faces.bin."""
     from moodlens.realtime.sessions.writer import RecordingOptions, SessionRecorder

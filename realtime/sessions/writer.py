@@ -372,8 +372,10 @@ class SessionRecorder(SinkBase):
         if n_gap:
             parts.append(np.zeros(n_gap, dtype=np.int16))
             self.stats.audio_gap_samples += n_gap
-        pcm = np.clip(np.nan_to_num(samples), -1.0, 1.0)
-        parts.append((pcm * 32767.0).round().astype("<i2"))
+        # The libsndfile/PyAV convention (sample = int / 32768), so audio that arrived as PCM-16 is stored
+        # bit-exactly and a rescore hears what the live run heard.
+        pcm = np.clip(np.nan_to_num(samples) * 32768.0, -32768.0, 32767.0)
+        parts.append(pcm.round().astype("<i2"))
         data = b"".join(p.tobytes() for p in parts)
         try:
             _write_all(self._audio_fd, data)

@@ -60,11 +60,12 @@ def talking_face_clip(path: Path, wav: Path, fps: int = 8) -> Path:
     return write_clip(path, audio, demo_face_frames(int(len(audio) / SR * fps), size=(240, 180)), fps)
 
 
-def write_clip(path: Path, audio: np.ndarray | None, frames: list[np.ndarray] | None, fps: int = 10) -> Path:
-    """H.264 + AAC (either stream optional) with PyAV."""
+def write_clip(path: Path, audio: np.ndarray | None, frames: list[np.ndarray] | None, fps: int = 10, *,
+               options: dict | None = None) -> Path:
+    """H.264 + AAC (either stream optional) with PyAV; `options`: the muxer's (e.g. movflags)."""
     import av
 
-    with av.open(str(path), "w") as c:
+    with av.open(str(path), "w", options=options or {}) as c:
         video = audio_stream = None
         if frames:
             video = c.add_stream("libx264", rate=fps)
