@@ -115,10 +115,6 @@ class Split:
         for idx in self.batch_order(batch_size, shuffle, generator, rank, world_size, bucket):
             yield (trim(self.batch.index(idx)), labels[idx]) + ((idx,) if with_index else ())
 
-    def rows(self, idx: torch.Tensor) -> MultimodalBatch:
-        """The samples at split indices `idx`, padding trimmed."""
-        return trim(self.batch.index(idx))
-
     def num_batches(self, batch_size: int, world_size: int = 1) -> int:
         per_rank = -(-len(self) // world_size)
         return -(-per_rank // batch_size)

@@ -184,12 +184,6 @@ class MixedSplit:
         for idx in self.batch_order(batch_size, shuffle, generator, rank, world_size, bucket):
             yield (trim(self.batch.index(idx)), self._head[idx]) + ((idx,) if with_index else ())
 
-    def rows(self, idx: torch.Tensor) -> MultimodalBatch:
-        """The samples at split indices `idx`, padding trimmed (as Split.rows: dataset-level samplers)."""
-        from moodlens.train.data import trim
-
-        return trim(self.batch.index(idx))
-
     def num_batches(self, batch_size: int, world_size: int = 1) -> int:
         per_epoch = float(self.weights.sum())
         return -(-math.ceil(per_epoch / world_size) // batch_size)

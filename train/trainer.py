@@ -637,7 +637,8 @@ class Trainer:
             train_batch, extras = model.training_batch(batch, labels, generator=hook_generator)
             if dataset_sampler:
                 partners, partner_ok = model.contrastive_partners(idx, generator=hook_generator)
-                extras.update(partners=split.rows(partners).to(self.device), partner_ok=partner_ok.to(self.device))
+                extras.update(partners=trim(split.batch.index(partners)).to(self.device),  # Split or MixedSplit
+                              partner_ok=partner_ok.to(self.device))
             if aux_optimizer is not None:  # DAR's CLUB: estimator step on its own loss first, on the
                 aux_optimizer.zero_grad(set_to_none=True)  # batch the main step sees (the erased one)
                 with autocast(self.device, self.amp):
