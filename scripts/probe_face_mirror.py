@@ -47,8 +47,9 @@ def main(argv=None) -> int:
         mapped.append(np.abs(m - b))
         print(f"{row['path']:45s} |face - flipped| {raw[-1].mean():.4f}   |mirror(face) - flipped| "
               f"{mapped[-1].mean():.4f}")
+    found = len(raw)
     raw, mapped = np.mean(raw, 0), np.mean(mapped, 0)
-    print(f"mean over {args.count} draws: {raw.mean():.4f} -> {mapped.mean():.4f} after the mapping")
+    print(f"mean over {found} faces: {raw.mean():.4f} -> {mapped.mean():.4f} after the mapping")
     print("largest gains:")
     for i in np.argsort(-(raw - mapped))[:8]:
         print(f"  {VISION_FEATURE_NAMES[i]:28s} {raw[i]:.4f} -> {mapped[i]:.4f}")
