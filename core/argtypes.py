@@ -20,29 +20,20 @@ def _number(text: str, kind=float):
     return value
 
 
-def positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got '{text}'")
-    return value
+def _refusing(kind, out_of_range, words: str, name: str):
+    """An argparse type: `kind` parsed from the text, refused ("must be {words}") when out of range."""
+
+    def parse(text: str):
+        value = _number(text, kind)
+        if out_of_range(value):
+            raise argparse.ArgumentTypeError(f"must be {words}, got '{text}'")
+        return value
+
+    parse.__name__ = parse.__qualname__ = name
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, got '{text}'")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got '{text}'")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or positive, got '{text}'")
-    return value
+positive_int = _refusing(int, lambda v: v < 1, "a whole number of at least 1", "positive_int")
+nonnegative_int = _refusing(int, lambda v: v < 0, "a whole number of at least 0", "nonnegative_int")
+positive_float = _refusing(float, lambda v: v <= 0, "a positive number", "positive_float")
+nonnegative_float = _refusing(float, lambda v: v < 0, "zero or positive", "nonnegative_float")

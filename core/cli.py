@@ -10,6 +10,7 @@ so that a flag means one thing everywhere:
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -23,6 +24,46 @@ CONVENTIONS = """conventions (every command):
   --out PATH      what the command writes (a file: export, featurize; a folder: train)
   errors are one sentence on stderr with exit status 2 (bad input), or 1 when the run finished
   but something asked for failed (e.g. the recording); Ctrl-C or SIGTERM exits with 130"""
+
+
+class ConsoleLogHandler(logging.Handler):
+    """Shows the libraries' log records on the CLI's rich console, as the commands printed them: the
+    message alone; a record's `style` (``extra={"style": "dim"}``) colours it, a `label` prefixes it
+    in yellow (``recording: ...``). Libraries log (`logging.getLogger(__name__)`); only the CLI prints."""
+
+    def __init__(self, console=None, level: int = logging.INFO):
+        super().__init__(level)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from rich.markup import escape
+
+            if self.console is None:
+                from rich.console import Console
+
+                self.console = Console(stderr=True)
+            text = escape(record.getMessage())
+            label, style = getattr(record, "label", None), getattr(record, "style", None)
+            if label:
+                text = f"[yellow]{escape(label)}:[/] {text}"
+            elif style:
+                text = f"[{style}]{text}[/]"
+            self.console.print(text, highlight=False)
+        except Exception:  # noqa: BLE001 - logging must never break the command
+            self.handleError(record)
+
+
+def configure_logging(console=None, *, level: int = logging.INFO) -> ConsoleLogHandler:
+    """Route the `moodlens` loggers to `console` (stderr by default); called once per CLI run
+    (a second call replaces the handler, so running commands in one process never doubles lines)."""
+    logger = logging.getLogger("moodlens")
+    for old in [h for h in logger.handlers if isinstance(h, ConsoleLogHandler)]:
+        logger.removeHandler(old)
+    handler = ConsoleLogHandler(console, level)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    return handler
 
 
 def add_device_argument(parser, *, default: str | None = None) -> None:

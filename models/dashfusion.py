@@ -21,8 +21,10 @@ Read top to bottom:
 Where the paper is silent the authors' code (github.com/ultramarineX/DashFusion, read for facts,
 not copied) decided: 8 heads, FFN width 2d, the CLS token of the audio/vision encoders, Multi-CA
 as one residual over the sum of the three CAs, the stream update reading the refined bottleneck,
-classes of the contrastive sampler = round(label). The sampler is per batch here, not over the
-whole dataset (see `contrastive_groups`); docs/fidelity/dashfusion.md lists every difference.
+classes of the contrastive sampler = round(label), its top-10 lists and their refresh every 2 epochs.
+The sampler draws over the whole training set (`DatasetSampler`, `contrastive_sampler: dataset`, the
+paper configs) or, cheaper, inside the batch (`contrastive_groups`, the default config);
+docs/fidelity/dashfusion.md lists every difference.
 
 Additions to the paper, needed by moodlens (they change nothing when every modality is present and
 `unimodal_weight` is 0, as in the paper configs):
@@ -64,6 +66,13 @@ class Config(BaseModelConfig):
     similar_negatives: int = 2         # other-class negatives most similar to the anchor (paper)
     dissimilar_negatives: int = 2      # other-class negatives least similar to the anchor (paper)
     unimodal_weight: float = 0.5       # auxiliary unimodal heads (ours; 0 in the paper configs)
+    # Where §III-D draws positives/negatives: "dataset" = over the whole training set, as the paper
+    # ("the cosine similarity between each sample pair (i, j) in the dataset D"); the drawn samples are
+    # encoded beside the batch, 7x the encoder work. "batch" = inside the mini-batch (ours: cheap, the
+    # product default).
+    contrastive_sampler: str = "batch"
+    sampler_top_k: int = 10            # (code) draw at random among the 10 most / least similar
+    sampler_refresh_epochs: int = 2    # (code) similarities recomputed from the model every 2 epochs
 
 
 # ---- paper-specific blocks ---------------------------------------------------------------------
@@ -201,8 +210,8 @@ def contrastive_groups(similarity: torch.Tensor, classes: torch.Tensor, valid: t
     """§III-D sampler within a batch: for anchor i, `positives` same-class samples most similar to
     i, `similar_negatives` other-class samples most similar and `dissimilar_negatives` least
     similar. similarity (N, N), classes (N,), valid (N,) bool. Returns (positive, negative) (N, N)
-    bool pair masks. The paper draws them from the whole training set (ConFEDE's sampler, random
-    among the most similar); a batch holds fewer candidates, so the most similar are taken."""
+    bool pair masks. The paper draws them from the whole training set (`DatasetSampler`, random
+    among the 10 most similar); a batch holds fewer candidates, so the most similar are taken."""
     n = similarity.shape[0]
     eye = torch.eye(n, dtype=torch.bool, device=similarity.device)
     ok = valid.unsqueeze(0) & valid.unsqueeze(1) & ~eye
@@ -228,9 +237,74 @@ def nt_xent_groups(anchor: torch.Tensor, candidates: torch.Tensor, positive: tor
     anchor (N, D), candidates (M, D), positive/negative (N, M) bool. s = cosine (the authors' code;
     the paper says "dot product of the encoded" features). Returns (N,) ℓ^i (0 without a positive)."""
     sim = F.normalize(anchor, dim=-1) @ F.normalize(candidates, dim=-1).T / temperature
+    return nt_xent_rows(sim, positive, negative)
+
+
+def nt_xent_rows(sim: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """Eq. 5 on precomputed scaled similarities sim (N, M) (s/τ): per row, Σ_{p ∈ P} -log softmax over
+    P ∪ N. Returns (N,) (0 for a row without a positive)."""
     denominator = torch.logsumexp(sim.masked_fill(~(positive | negative), float("-inf")), dim=1, keepdim=True)
-    terms = torch.where(positive, denominator - sim, torch.zeros_like(sim))
-    return terms.sum(1)
+    return torch.where(positive, denominator - sim, torch.zeros_like(sim)).sum(1)
+
+
+class DatasetSampler:
+    """§III-D over the whole training set D: for every training sample i, the `top_k` same-class
+    samples most similar to i, the `top_k` other-class samples most similar and the `top_k`
+    other-class samples least similar (cosine of the pooled [X̄_t; X̄_v; X̄_a], as the in-batch
+    sampler); `draw` picks 2 / 2 / 2 of them at random for each anchor of a batch ("we randomly
+    select two samples from the same class with high cosine similarity ... four samples with
+    different labels: two of them are similar to sample i and the other two are dissimilar").
+
+    Only the (N, top_k) index lists are kept, built in row chunks, so CMU-MOSEI's 16k training
+    samples never need the full N x N matrix. Which features, top_k = 10 and the refresh every 2
+    epochs are the authors' code's (their lists store rank positions instead of sample indices,
+    a slip not followed here)."""
+
+    def __init__(self, features: torch.Tensor, classes: torch.Tensor, valid: torch.Tensor, top_k: int = 10,
+                 chunk: int = 1024):
+        z = F.normalize(features.float(), dim=-1)
+        n = z.shape[0]
+        k = max(1, min(top_k, n - 1))
+        lists = {name: [] for name in ("same", "similar", "dissimilar")}
+        for start in range(0, n, chunk):
+            rows = torch.arange(start, min(start + chunk, n))
+            sim = z[rows] @ z.T
+            ok = valid[rows].unsqueeze(1) & valid.unsqueeze(0)
+            ok[torch.arange(len(rows)), rows] = False                      # never the anchor itself
+            same = classes[rows].unsqueeze(1) == classes.unsqueeze(0)
+            for name, allowed, score in (("same", ok & same, sim), ("similar", ok & ~same, sim),
+                                         ("dissimilar", ok & ~same, -sim)):
+                top = score.masked_fill(~allowed, float("-inf")).topk(k, dim=1)
+                lists[name].append((top.indices, torch.isfinite(top.values)))
+        self.lists = {name: (torch.cat([i for i, _ in parts]), torch.cat([v for _, v in parts]))
+                      for name, parts in lists.items()}
+        self.size = n
+
+    def draw(self, index: torch.Tensor, counts: tuple[int, int, int] = (2, 2, 2),
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Partners of the anchors `index` (B,): (B, sum(counts)) dataset indices, columns ordered
+        positives | similar negatives | dissimilar negatives, and a (B, sum(counts)) bool mask of
+        the slots that hold a real candidate (a class with fewer members leaves slots empty)."""
+        index = index.to(torch.long).cpu()
+        picked, ok = [], []
+        for (name, count) in zip(("same", "similar", "dissimilar"), counts):
+            idx, valid = self.lists[name]
+            idx, valid = idx[index], valid[index]
+            if count > idx.shape[1]:
+                raise ConfigError(f"DashFusion sampler: {count} partners asked from lists of {idx.shape[1]}.")
+            order = torch.rand(idx.shape, generator=generator).masked_fill(~valid, 2.0).argsort(dim=1)[:, :count]
+            picked.append(idx.gather(1, order))
+            ok.append(valid.gather(1, order))
+        return torch.cat(picked, 1), torch.cat(ok, 1)
+
+
+def sampler_features(enc: dict, present: torch.Tensor) -> torch.Tensor:
+    """What the §III-D sampler compares: [X̄_t; X̄_v; X̄_a], each unit-normalised (the authors'
+    sampler concatenates t, v, a). An absent modality's part is zeroed: its learned stand-in must
+    not steer the sampler."""
+    t, a, v = enc["pooled"][0], enc["pooled"][1], enc["pooled"][2]
+    return torch.cat([F.normalize(x, dim=-1) * present[:, i].unsqueeze(1).to(x.dtype)
+                      for i, x in ((0, t), (2, v), (1, a))], -1)
 
 
 # ---- the model ---------------------------------------------------------------------------------
@@ -258,17 +332,24 @@ class Model(SentimentModel):
         self.absent_first = nn.Parameter(torch.zeros(3, d))
         self.unimodal_heads = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(c.dropout),
                                                               nn.Linear(d, 1)) for m in self.modalities})
+        if c.contrastive_sampler not in ("batch", "dataset"):
+            raise ConfigError(f"DashFusion config: contrastive_sampler '{c.contrastive_sampler}' is not "
+                              "'batch' or 'dataset'.")
+        self.sampler: DatasetSampler | None = None     # §III-D over the training set (training only)
+        self._sampler_epochs = 0
 
     def encode(self, text_ids, text_mask, audio, audio_mask, vision, vision_mask, present,
-               return_history: bool = False):
+               return_history: bool = False, fuse: bool = True):
         """Everything the prediction and the losses need, as a dict of tensors (with the
-        bottleneck B^l of every fusion layer under "history" when asked)."""
+        bottleneck B^l of every fusion layer under "history" when asked). `fuse=False` stops after
+        eq. 4 (the contrastive partners of §III-D need only X̄_m and H̄)."""
         text = self.text_proj(self.text_encoder(text_ids, text_mask))                # X_t
         audio, audio_mask = self.audio_encoder(audio, audio_mask)                    # X_a (CLS first)
         vision, vision_mask = self.vision_encoder(vision, vision_mask)               # X_v (CLS first)
         h = self.alignment(text, audio, audio_mask, vision, vision_mask, present)    # eq. 4
-        fused, streams, history = self.fusion(h, text_mask, [text, audio, vision],   # eq. 6-9
-                                              [text_mask, audio_mask, vision_mask], present, return_history=True)
+        if fuse:  # (fusion built before the pooling: the autograd graph, so runs, stay bit-identical)
+            fused, streams, history = self.fusion(h, text_mask, [text, audio, vision],   # eq. 6-9
+                                                  [text_mask, audio_mask, vision_mask], present, return_history=True)
 
         def absent_aware(xs, table):
             return torch.stack([torch.where(present[:, i:i + 1], x, table[i].expand_as(x)) for i, x in enumerate(xs)])
@@ -276,9 +357,11 @@ class Model(SentimentModel):
         # X̄_m: time average of the unimodal features (eq. 5); H̄ likewise over the text positions.
         pooled = absent_aware([masked_mean(text, text_mask), masked_mean(audio, audio_mask),
                                masked_mean(vision, vision_mask)], self.absent_pooled)
-        first = absent_aware([s[:, 0] for s in streams], self.absent_first)
-        encoded = {"pooled": pooled, "h_pooled": masked_mean(h, text_mask), "first": first,
-                   "bottleneck": fused[:, 0]}
+        encoded = {"pooled": pooled, "h_pooled": masked_mean(h, text_mask)}
+        if not fuse:
+            return encoded
+        encoded["first"] = absent_aware([s[:, 0] for s in streams], self.absent_first)
+        encoded["bottleneck"] = fused[:, 0]
         if return_history:
             encoded["history"] = history
         return encoded
@@ -313,9 +396,8 @@ class Model(SentimentModel):
         # An absent modality's part is zeroed: its learned stand-in must not steer the sampler.
         on = [present[:, 0], present[:, 1], present[:, 2]]
         with torch.no_grad():
-            z = torch.cat([F.normalize(x, dim=-1) * on[i].unsqueeze(1).to(x.dtype)
-                           for i, x in ((0, t), (2, v), (1, a))], -1)
-            similarity = F.normalize(z, dim=-1) @ F.normalize(z, dim=-1).T
+            z = F.normalize(sampler_features(enc, present), dim=-1)
+            similarity = z @ z.T
         eye = torch.eye(t.shape[0], dtype=torch.bool, device=t.device)
         supervised = torch.zeros_like(t[:, 0])
         text_pos = text_neg = None
@@ -342,7 +424,95 @@ class Model(SentimentModel):
         supervised = supervised + per_pair[:, :n].sum(1)     # text-text pairs
         return semantic.mean(), supervised.mean()
 
-    def loss(self, batch: MultimodalBatch, labels: torch.Tensor, **extras) -> dict[str, torch.Tensor]:
+    def dataset_contrastive_loss(self, enc: dict, known: torch.Tensor, present: torch.Tensor,
+                                 partners: MultimodalBatch, partner_ok: torch.Tensor
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 11 with the §III-D partners drawn over the training set (`DatasetSampler.draw`):
+        anchor i of group X̄_t / X̄_v / X̄_a / H̄ has its 2 positives and 4 negatives among its
+        own 6 partners (encoded here, with gradient, as the authors' code encodes its sample2);
+        the text anchor also has the same sample's X̄_a and X̄_v as positives (eq. 5, §III-C2), all
+        in one denominator. partners: B·6 samples, anchor-major; partner_ok (B, 6). Returns
+        (semantic part, supervised part), as `contrastive_loss`."""
+        c = self.config
+        b = known.shape[0]
+        slots = partner_ok.shape[1]
+        p_clean = self.clean_inputs(*partners.tensors())
+        p_present = p_clean[-1].view(b, slots, 3)
+        p_enc = self.encode(*p_clean, fuse=False)
+        n_pos = c.positives
+        is_pos = torch.zeros(slots, dtype=torch.bool, device=known.device)
+        is_pos[:n_pos] = True
+        anchors = {0: enc["pooled"][0], 2: enc["pooled"][2], 1: enc["pooled"][1], 3: enc["h_pooled"]}
+        candidates = {0: p_enc["pooled"][0], 2: p_enc["pooled"][2], 1: p_enc["pooled"][1], 3: p_enc["h_pooled"]}
+        semantic = supervised = enc["h_pooled"].new_zeros(b)
+        for group in (0, 2, 1, 3):                       # X̄_t, X̄_v, X̄_a, H̄ (H̄ needs the text)
+            m = 0 if group == 3 else group
+            anchor = F.normalize(anchors[group], dim=-1)
+            cand = F.normalize(candidates[group], dim=-1).view(b, slots, -1)
+            sim = torch.einsum("bd,bkd->bk", anchor, cand) / c.temperature
+            usable = partner_ok & p_present[:, :, m] & (present[:, m] & known).unsqueeze(1)
+            positive, negative = usable & is_pos, usable & ~is_pos
+            if group == 0:                               # + the same sample's audio and vision (eq. 5)
+                own = torch.stack([F.normalize(enc["pooled"][1], dim=-1), F.normalize(enc["pooled"][2], dim=-1)], 1)
+                cross = torch.einsum("bd,bkd->bk", anchor, own) / c.temperature
+                cross_ok = present[:, 1:3] & present[:, :1]
+                terms_all = torch.cat([sim, cross], 1)
+                pos_all = torch.cat([positive, cross_ok], 1)
+                neg_all = torch.cat([negative, torch.zeros_like(cross_ok)], 1)
+                denominator = torch.logsumexp(terms_all.masked_fill(~(pos_all | neg_all), float("-inf")), 1,
+                                              keepdim=True)
+                per_pair = torch.where(pos_all, denominator - terms_all, torch.zeros_like(terms_all))
+                semantic = semantic + per_pair[:, slots:].sum(1)
+                supervised = supervised + per_pair[:, :slots].sum(1)
+            else:
+                supervised = supervised + nt_xent_rows(sim, positive, negative)
+        return semantic.mean(), supervised.mean()
+
+    # Training-only hooks of the dataset-level sampler, called by train/trainer.py.
+    @property
+    def uses_dataset_sampler(self) -> bool:
+        return self.config.contrastive_sampler == "dataset" and self.config.contrastive_weight > 0
+
+    @torch.no_grad()
+    def refresh_sampler(self, batches) -> bool:
+        """Called before every training epoch with the training split's (batch, labels) in
+        dataset order: every `sampler_refresh_epochs` epochs (and whenever no sampler exists, e.g.
+        after a resume), the similarity lists are rebuilt from the current model's features, in
+        eval mode (the authors' `update_matrix`). Returns whether it rebuilt them."""
+        due = self.sampler is None or self._sampler_epochs % max(self.config.sampler_refresh_epochs, 1) == 0
+        self._sampler_epochs += 1
+        if not due:
+            return False
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        feats, classes, valid = [], [], []
+        try:
+            for batch, labels in batches:
+                cleaned = self.clean_inputs(*batch.to(device).tensors())
+                enc = self.encode(*cleaned, fuse=False)
+                label, known = label_for(labels.to(device).to(torch.float32), "fused")
+                feats.append(sampler_features(enc, cleaned[-1]).cpu())
+                classes.append(torch.round(torch.nan_to_num(label)).cpu())    # (code) class = rounded label
+                valid.append(known.cpu())
+        finally:
+            self.train(was_training)
+        self.sampler = DatasetSampler(torch.cat(feats), torch.cat(classes), torch.cat(valid), self.config.sampler_top_k)
+        return True
+
+    def contrastive_partners(self, index: torch.Tensor, generator: torch.Generator | None = None
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B·6,) training-set indices of the anchors' partners, anchor-major, and (B, 6) slot mask."""
+        if self.sampler is None:
+            raise RuntimeError("refresh_sampler must run before contrastive_partners")
+        c = self.config
+        picked, ok = self.sampler.draw(index, (c.positives, c.similar_negatives, c.dissimilar_negatives), generator)
+        return picked.reshape(-1), ok
+
+    def loss(self, batch: MultimodalBatch, labels: torch.Tensor, partners: MultimodalBatch | None = None,
+             partner_ok: torch.Tensor | None = None, **extras) -> dict[str, torch.Tensor]:
+        """`partners` / `partner_ok`: the §III-D partners drawn over the training set (trainer, with
+        `contrastive_sampler: dataset`); without them the sampler works inside the batch."""
         c = self.config
         cleaned = self.clean_inputs(*batch.tensors())
         present = cleaned[-1]
@@ -350,7 +520,10 @@ class Model(SentimentModel):
         enc = self.encode(*cleaned)
         out = self.predict(enc)
         fused_label, fused_known = label_for(labels, "fused")
-        semantic, supervised = self.contrastive_loss(enc, fused_label, fused_known, present)
+        if partners is not None:
+            semantic, supervised = self.dataset_contrastive_loss(enc, fused_known, present, partners, partner_ok)
+        else:
+            semantic, supervised = self.contrastive_loss(enc, fused_label, fused_known, present)
         prediction = masked_mse(out.fused, fused_label, fused_known)                # eq. 10 L_pred
         unimodal = out.fused.new_zeros(())
         for i, m in enumerate(self.modalities):                                    # addition

@@ -30,6 +30,24 @@ Project additions (not in the paper, which assumes complete modalities, §5):
   - `text_hidden` > 0 projects the text encoder output (MiniLM 384 -> 128 for the live model);
     `text_hidden: 0` keeps the encoder width, the paper's d_T = 768 with BERT-base;
   - scores are clamped to the label range at inference (the paper's regression is unbounded).
+
+Product additions for the shipped default weights (off by default: every paper config is unaffected;
+configs/train/default_trimodal.yaml turns them on; docs/model_card.md says why and what they measure):
+  - `pooled_heads`: per-modality heads on utterance statistics of the *input* sequence (masked mean, and
+    std for `pooled_std`, over real frames), standardised by running statistics of the training samples
+    that have that modality (stored buffers), then a small MLP (or linear map), `pooled_members` of them
+    averaged. The audio / vision output is `pooled_share_m` x that head + the rest x the paper's MLP_m.
+    Why: on RAVDESS voices and face stills, linear probes on such pooled statistics beat the paper's
+    sequence branches trained on the same data (docs/model_card.md), and 700 clips are few for a Transformer.
+    Training options (off in the shipped weights; measured in docs/model_card.md): `pooled_mirror: [vision]`
+    also trains the face head on each face mirrored (`mirror_face`), `pooled_independent` fits each member
+    on its own label term (an ensemble) instead of fitting their mean.
+  - `late_fusion` [w_T, w_A, w_V]: the fused output is Σ_m w_m s_m [m] / Σ_m w_m [m] over the present
+    modalities, with s_A, s_V the pooled heads and s_T the paper model's own words-only prediction (its
+    fused output with audio and vision absent), which is also the text output. (2, 1, 1) is the fused
+    label rule of configs/valence/ (words count double), so the late fusion of good unimodal heads is
+    that rule; a text-only input scores exactly as the paper model's text-only prediction, and an absent
+    modality has weight 0, so it changes nothing.
 """
 
 from __future__ import annotations
@@ -75,6 +93,20 @@ class Config(BaseModelConfig):
     weight_reconstruction: float = 0.1  # λ_R
     weight_orthogonality: float = 0.1   # λ_O
     weight_contrastive: float = 1.0     # weight of L_CL (eq. 25: 1)
+    # Product additions (module docstring), all off here: the paper computation.
+    pooled_heads: list = ()             # modalities with a head on pooled input statistics: audio, vision
+    pooled_std: list = ()               # ... of which the per-frame std is pooled too (not for stills)
+    pooled_hidden: int = 64             # hidden width of each pooled head (0 = linear)
+    pooled_linear: list = ()            # ... of which the head is linear (no hidden layer)
+    pooled_members: int = 1             # heads per modality, averaged (differently initialised)
+    pooled_share_audio: float = 1.0     # output = share * pooled + (1 - share) * the paper's MLP_A
+    pooled_share_vision: float = 1.0    # ... and MLP_V
+    pooled_dropout: float = 0.2         # dropout on the standardised statistics and the hidden layer
+    pooled_l2: float = 0.0              # L2 penalty on the pooled heads' weights (their only regulariser)
+    weight_pooled: float = 1.0          # weight of their MSE term in the loss
+    late_fusion: list = ()              # [w_T, w_A, w_V]; empty = the paper's fusion MLP gives `fused`
+    pooled_mirror: list = ()            # [vision]: its pooled head also trains on each face mirrored (FACE_MIRROR)
+    pooled_independent: bool = False    # each member fits the label on its own (an ensemble), not their mean
 
 
 # ---- paper-specific blocks ---------------------------------------------------------------------
@@ -212,6 +244,96 @@ def unified_contrastive_loss(similarity: torch.Tensor, positives: torch.Tensor, 
     return _masked_average(per_anchor, usable)
 
 
+# ---- product additions (module docstring; off in the paper configs) ----------------------------
+
+# A horizontally mirrored face in the live 64-d face features (realtime/perception/features/config.py
+# VISION_FEATURE_NAMES: 52 MediaPipe blendshapes, yaw/pitch/roll/tx/ty/tz, 6 ratios): the subject's left
+# and right swap (every ...Left/...Right blendshape pair, right/left eye aspect and brow height), and yaw,
+# roll and x translation change sign. A test derives the pairs from the names and checks it on a real
+# image and its flipped copy (tests/test_models_hcrl_mfd_product.py).
+FACE_MIRROR_PAIRS = ((1, 2), (4, 5), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16), (17, 18), (19, 20),
+                     (21, 22), (24, 26), (28, 29), (30, 31), (33, 39), (34, 35), (36, 37), (44, 45), (46, 47),
+                     (48, 49), (50, 51), (59, 60), (61, 62))
+FACE_MIRROR_NEGATE = (52, 54, 55)   # yaw, roll, tx
+
+
+def mirror_face(x: torch.Tensor) -> torch.Tensor:
+    """The 64-d face features (last dim) of the mirrored face (FACE_MIRROR_PAIRS); sequences or statistics
+    of them alike (a mean mirrors as its frames do; a std would not change sign: mirror frames, not stds)."""
+    order = list(range(x.shape[-1]))
+    for a, b in FACE_MIRROR_PAIRS:
+        order[a], order[b] = b, a
+    out = x[..., order].clone()
+    out[..., list(FACE_MIRROR_NEGATE)] = -out[..., list(FACE_MIRROR_NEGATE)]
+    return out
+
+
+class PooledHead(nn.Module):
+    """Score from utterance statistics of one modality's input frames (product addition).
+
+    Statistics: masked mean (and std) over real frames; standardised by running mean / log-std buffers
+    that accumulate, in training only, over the rows where the modality is present (a cumulative
+    average: the dataset's statistics, not a moving target; past COUNT_CAP rows it becomes a slow moving
+    average, which also keeps the count finite in a float16 checkpoint); then dropout and an MLP."""
+
+    COUNT_CAP = 20000.0
+
+    def __init__(self, dim: int, use_std: bool, hidden: int, dropout: float, members: int = 1):
+        super().__init__()
+        self.use_std = use_std
+        width = dim * (2 if use_std else 1)
+        self.register_buffer("stat_mean", torch.zeros(width))
+        self.register_buffer("stat_log_std", torch.zeros(width))   # log: float16 checkpoints keep small stds
+        self.register_buffer("stat_count", torch.zeros(1))   # (1,), not a scalar: fingerprints view bytes
+        self.drop = nn.Dropout(dropout)
+        self.members = nn.ModuleList(MLP(width, hidden, 1, 2, dropout) if hidden > 0 else nn.Linear(width, 1)
+                                     for _ in range(members))
+
+    def statistics(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mean = masked_mean(x, mask)
+        if not self.use_std:
+            return mean
+        w = mask.to(x.dtype).unsqueeze(-1)
+        var = ((x - mean.unsqueeze(1)).pow(2) * w).sum(1) / w.sum(1).clamp_min(1.0)
+        return torch.cat([mean, (var + 1e-8).sqrt()], -1)
+
+    @torch.no_grad()
+    def _accumulate(self, s: torch.Tensor) -> None:
+        n, seen = float(len(s)), min(float(self.stat_count[0]), self.COUNT_CAP)
+        if n == 0:
+            return
+        old_mean, old_var = self.stat_mean.clone(), (2 * self.stat_log_std).exp() if seen else torch.zeros_like(s[0])
+        batch_mean, batch_var = s.mean(0), s.var(0, unbiased=False)
+        total = seen + n
+        mean = (seen * old_mean + n * batch_mean) / total
+        var = (seen * (old_var + (old_mean - mean).pow(2)) + n * (batch_var + (batch_mean - mean).pow(2))) / total
+        self.stat_mean.copy_(mean)
+        self.stat_log_std.copy_(0.5 * var.clamp_min(1e-8).log())
+        self.stat_count.fill_(total)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        return self.member_outputs(x, mask, present).mean(0)
+
+    def member_outputs(self, x: torch.Tensor, mask: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """(members, B): each member's score."""
+        s = self.statistics(x.float(), mask)
+        if self.training:
+            self._accumulate(s[present & mask.any(1)])
+        z = (s - self.stat_mean) * torch.exp(-self.stat_log_std.float())
+        return torch.stack([member(self.drop(z)).squeeze(-1) for member in self.members])
+
+
+def late_fusion(scores: dict, present: dict, weights: dict, fallback: torch.Tensor) -> torch.Tensor:
+    """Σ_m w_m s_m [m] / Σ_m w_m [m] (product addition); rows with no modality present keep `fallback`."""
+    num = torch.zeros_like(fallback)
+    den = torch.zeros_like(fallback)
+    for m, s in scores.items():
+        w = present[m].to(fallback.dtype) * weights[m]
+        num = num + w * torch.where(present[m], s, torch.zeros_like(s))   # an absent score never enters
+        den = den + w
+    return torch.where(den > 0, num / den.clamp_min(1e-6), fallback)
+
+
 # ---- the model ---------------------------------------------------------------------------------
 
 class Model(SentimentModel):
@@ -246,6 +368,26 @@ class Model(SentimentModel):
         # eq. 8: unshared MLP_m per modality; eq. 22-23: MLP over Concat(H_T^C, H_V^C, H_A^C).
         self.unimodal_heads = nn.ModuleDict({m: MLP(w, c.fusion_hidden, 1, 2, c.dropout) for m, w in widths.items()})
         self.fusion = MLP(sum(widths.values()), c.fusion_hidden, 1, 3, c.dropout)
+        # Product additions (module docstring); absent in the paper configs.
+        bad = (sorted(set(c.pooled_heads) - {"audio", "vision"}) + sorted(set(c.pooled_std) - set(c.pooled_heads))
+               + sorted(set(c.pooled_linear) - set(c.pooled_heads))
+               + sorted(set(c.pooled_mirror) - ({"vision"} & set(c.pooled_heads))))
+        if c.pooled_members < 1 or not all(0.0 <= x <= 1.0 for x in (c.pooled_share_audio, c.pooled_share_vision)):
+            raise ConfigError(f"hcrl_mfd: pooled_members must be >= 1 and pooled_share_* in [0, 1], got "
+                              f"{c.pooled_members}, {c.pooled_share_audio}, {c.pooled_share_vision}.")
+        if bad:
+            raise ConfigError(f"hcrl_mfd: pooled_heads takes audio and vision, pooled_std and pooled_linear "
+                              f"subsets of them, pooled_mirror only vision (a face); got {bad[0]!r}.")
+        if c.late_fusion and (len(c.late_fusion) != 3 or any(float(w) < 0 for w in c.late_fusion)):
+            raise ConfigError(f"hcrl_mfd: late_fusion needs three weights >= 0 (text, audio, vision), "
+                              f"got {list(c.late_fusion)}.")
+        if c.pooled_mirror and c.vision_dim != 64:
+            raise ConfigError(f"hcrl_mfd: pooled_mirror needs the live 64-d face features, got vision_dim "
+                              f"{c.vision_dim}.")
+        dims = {"audio": c.audio_dim, "vision": c.vision_dim}
+        self.pooled_heads = nn.ModuleDict({
+            m: PooledHead(dims[m], m in c.pooled_std, 0 if m in c.pooled_linear else c.pooled_hidden,
+                          c.pooled_dropout, c.pooled_members) for m in c.pooled_heads})
 
     # ---- eq. 1-3 ---------------------------------------------------------------------------
     def encode_unimodal(self, text_ids, text_mask, audio, audio_mask, vision, vision_mask) -> dict:
@@ -275,11 +417,33 @@ class Model(SentimentModel):
         hidden = self.encode_unimodal(text_ids, text_mask, audio, audio_mask, vision, vision_mask)
         masks = {"text": text_mask, "audio": audio_mask, "vision": vision_mask}
         core = {m: self.core[m](hidden[m], masks[m]) for m in MODALITIES}                        # eq. 4
-        raw = self.predict(self.pool(core, masks, present))
+        pooled = self.pool(core, masks, present)
+        raw = self.product_outputs(self.predict(pooled), pooled, audio, audio_mask, vision, vision_mask, present)
         # Clamped at inference only: training sees the unbounded linear score, so an overshoot
         # never meets a zero gradient.
         r = self.config.output_range
         return SentimentOutput(*(x.clamp(-r, r) for x in raw))
+
+    def product_outputs(self, paper: SentimentOutput, pooled: dict, audio, audio_mask, vision, vision_mask,
+                        present) -> SentimentOutput:
+        """The product additions on top of the paper outputs (identity when they are off)."""
+        c = self.config
+        if not self.pooled_heads and not c.late_fusion:
+            return paper
+        outputs = {"fused": paper.fused, "text": paper.text, "audio": paper.audio, "vision": paper.vision}
+        inputs = {"audio": (audio, audio_mask), "vision": (vision, vision_mask)}
+        on = {m: present[:, self.modalities.index(m)] for m in self.modalities}
+        for m, head in self.pooled_heads.items():
+            share = getattr(c, f"pooled_share_{m}")
+            outputs[m] = share * head(*inputs[m], on[m]) + (1.0 - share) * outputs[m]
+        if c.late_fusion:
+            # s_T: the paper model's prediction from the words alone (audio and vision absent).
+            words_only = dict(pooled, audio=self.absent["audio"].expand_as(pooled["audio"]),
+                              vision=self.absent["vision"].expand_as(pooled["vision"]))
+            outputs["text"] = self.fusion(torch.cat([words_only[m] for m in MODALITIES], -1)).squeeze(-1)
+            weights = dict(zip(("text", "audio", "vision"), (float(w) for w in c.late_fusion)))
+            outputs["fused"] = late_fusion({m: outputs[m] for m in weights}, on, weights, paper.fused)
+        return SentimentOutput(outputs["fused"], outputs["text"], outputs["audio"], outputs["vision"])
 
     # ---- training --------------------------------------------------------------------------
     def loss(self, batch: MultimodalBatch, labels: torch.Tensor, **extras) -> dict[str, torch.Tensor]:
@@ -324,6 +488,25 @@ class Model(SentimentModel):
         decoupling = (c.weight_unimodal * terms["unimodal"] + c.weight_reconstruction * terms["reconstruction"]
                       + c.weight_orthogonality * terms["orthogonality"])                          # eq. 10 (L_D)
         terms["total"] = decoupling + c.weight_contrastive * contrastive + task                   # eq. 25
+        if self.pooled_heads:   # product addition: each pooled head on its own label column, masked
+            inputs = {"audio": (audio, audio_mask), "vision": (vision, vision_mask)}
+            errors, used = [], []
+            for m, head in self.pooled_heads.items():
+                on = present[:, self.modalities.index(m)]
+                y, known = label_for(labels, m)
+                rows = known & on
+                x, mask = inputs[m]
+                if m in c.pooled_mirror:    # each face and its mirror image, same label
+                    x, mask = torch.cat([x, mirror_face(x)]), torch.cat([mask, mask])
+                    on, y, rows = torch.cat([on, on]), torch.cat([y, y]), torch.cat([rows, rows])
+                scores = head.member_outputs(x, mask, on)
+                if not c.pooled_independent:
+                    scores = scores.mean(0, keepdim=True)
+                errors.append(torch.stack([masked_mse(k, y, rows) for k in scores]).mean())
+                used.append(rows.any())
+            terms["pooled"] = _mean_over(errors, used)
+            l2 = sum(p.pow(2).sum() for name, p in self.pooled_heads.named_parameters() if name.endswith("weight"))
+            terms["total"] = terms["total"] + c.weight_pooled * terms["pooled"] + c.pooled_l2 * l2
         return terms
 
     def hierarchical_contrastive(self, pooled: dict, labels: torch.Tensor, present: torch.Tensor) -> torch.Tensor:

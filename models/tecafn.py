@@ -28,8 +28,8 @@ over every frame, because torch.export unrolls an LSTM over a static length; pad
 
 Project additions (not in the paper): unimodal heads (text on pooled X_t, audio/vision on the LSTM state)
 with an MAE loss whose weight is 0 in the paper configs; per-head (B, 4) labels (models.losses); absent
-modalities: learned stand-ins replace an absent modality's stream and LSTM state, and an absent text
-becomes a learned query token, so a text-absent fused score is driven by audio/vision alone (outside the
+modalities: an absent audio/vision drops its cross-attention terms (its stream carries the text alone) and
+a learned stand-in replaces its LSTM state, and an absent text becomes a learned query token, so a text-absent fused score is driven by audio/vision alone (outside the
 paper, which is text-centred by design).
 """
 
@@ -89,10 +89,15 @@ class ResidualLNLayer(nn.Module):
         self.ff = FeedForward(dim, 4 * dim, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, mask=None, context=None, context_mask=None):
+    def forward(self, x, mask=None, context=None, context_mask=None, context_on=None):
+        """`context_on` (B,) bool (addition): where False the context modality is absent and its
+        attention term is dropped, x̂ = LN(x), so the query stream passes on without it."""
         h = self.norm_attn(x)
         kv, kv_mask = (h, mask) if context is None else (context, context_mask)  # CoAt(LN(h)) = MHA(LN(h), X_m, X_m)
-        x = self.drop(self.attn(h, kv, kv_mask)) + h
+        att = self.attn(h, kv, kv_mask)
+        if context_on is not None:
+            att = torch.where(context_on.view(-1, 1, 1), att, torch.zeros_like(att))
+        x = self.drop(att) + h
         h = self.norm_ff(x)
         return self.drop(self.ff(h)) + h
 
@@ -173,7 +178,6 @@ class Model(SentimentModel):
         self.cross_text_vision = nn.ModuleList(ResidualLNLayer(d, c.heads, c.dropout) for _ in range(c.cross_layers))
         # Addition: learned stand-ins for absent modalities.
         self.absent_text = nn.Parameter(torch.zeros(d))
-        self.absent_stream = nn.Parameter(torch.zeros(2, d))            # text->audio, text->vision
         self.absent_lstm = nn.Parameter(torch.zeros(2, c.lstm_hidden))  # audio, vision
         # 3. z_s = sum of the projected streams (authors' code); eq. 17: tanh(FC(z_s)).
         self.fuse_audio = nn.Linear(d, c.fusion_hidden)
@@ -215,19 +219,19 @@ class Model(SentimentModel):
         return remap(states), states                                                            # eq. 5
 
     # ---- 2-3. cross-sample attention and prediction (eq. 8-12, 17) -------------------------------
-    def cross(self, layers, x_text, x_other):
+    def cross(self, layers, x_text, x_other, other_on):
         h = x_text                                                                              # h_tm^0 = X_t
         for layer in layers:
-            h = layer(h, context=x_other)                                                       # eq. 11-12
+            h = layer(h, context=x_other, context_on=other_on)                                  # eq. 11-12
         return h
 
     def streams(self, x_text, text_mask, x_audio, x_vision, present):
-        """h_ta^L, h_tv^L (B, Lt, d) and their pooled forms with absent stand-ins (B, d)."""
-        h_ta = self.cross(self.cross_text_audio, x_text, x_audio)                              # CoAt_{a->t}
-        h_tv = self.cross(self.cross_text_vision, x_text, x_vision)                            # CoAt_{v->t}
+        """h_ta^L, h_tv^L (B, Lt, d) and their pooled forms (B, d). Addition: an absent audio/vision
+        drops its CoAt terms, so its stream carries the text alone (a text-only input still reaches
+        the fused score, as the paper's "w/o V, A" ablation, Table 5, has a text-driven prediction)."""
+        h_ta = self.cross(self.cross_text_audio, x_text, x_audio, present[:, 1])               # CoAt_{a->t}
+        h_tv = self.cross(self.cross_text_vision, x_text, x_vision, present[:, 2])             # CoAt_{v->t}
         p_ta, p_tv = masked_mean(h_ta, text_mask), masked_mean(h_tv, text_mask)                 # Pool(.)
-        p_ta = torch.where(present[:, 1:2], p_ta, self.absent_stream[0].expand_as(p_ta))
-        p_tv = torch.where(present[:, 2:3], p_tv, self.absent_stream[1].expand_as(p_tv))
         return h_ta, h_tv, p_ta, p_tv
 
     def fuse(self, p_ta, p_tv):

@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     module = importlib.import_module(COMMANDS[args.command][0])
     from moodlens.core import signals
+    from moodlens.core.cli import configure_logging
+
+    configure_logging(console)   # the libraries log; what they say is shown here, on stderr
 
     signals.install()   # SIGTERM ends a run like Ctrl-C (exit 130, recording closed)
     try:

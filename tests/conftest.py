@@ -1,4 +1,4 @@
-"""Shared test fixtures: the ../shared data folder and espeak-ng speech synthesis."""
+"""Shared test fixtures: the ../shared data folder, espeak-ng speech synthesis, a tiny model and backend options."""
 
 from __future__ import annotations
 
@@ -21,8 +21,22 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny three-modality model with a 1-layer BERT text encoder (helpers/models.py), one per test module."""
+    from helpers.models import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_encoder"))
 
 
+@pytest.fixture(scope="module")
+def backend_options(tmp_path_factory):
+    """The shipped backend options with an engine cache of the test module's own."""
+    from moodlens.realtime.scoring import backends
+
+    opts = backends.BackendOptions.load()
+    opts.cache_dir = str(tmp_path_factory.mktemp("engine_cache"))
+    return opts
 
 
 @pytest.fixture

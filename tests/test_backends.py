@@ -22,17 +22,10 @@ pytestmark = pytest.mark.export
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny_encoder"))
-
-
-@pytest.fixture(scope="module")
-def options(tmp_path_factory):
-    opts = B.BackendOptions.load()
-    opts.cache_dir = str(tmp_path_factory.mktemp("engine_cache"))
+def options(backend_options):
     # Small buckets keep inductor's compile count (and test time) low.
-    opts.buckets = B.Buckets(batch=[1, 4], text=[16, 32], audio=[32, 64], vision=[16, 32])
-    return opts
+    backend_options.buckets = B.Buckets(batch=[1, 4], text=[16, 32], audio=[32, 64], vision=[16, 32])
+    return backend_options
 
 
 # ---- tests -----------------------------------------------------------------------------------

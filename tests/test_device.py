@@ -24,3 +24,14 @@ def test_unknown_and_unsupported_devices_are_one_sentence():
 def test_cuda_without_a_gpu_is_refused():
     with pytest.raises(BackendError, match="no CUDA GPU is visible"):
         resolve_device("cuda")
+
+
+def test_model_fingerprint_takes_scalar_buffers_and_sees_their_value():
+    from moodlens.realtime.scoring.backends import model_fingerprint
+
+    class WithScalar(torch.nn.Module):
+        def __init__(self, value):
+            super().__init__()
+            self.register_buffer("scale", torch.tensor(value))   # a 0-d buffer (a stored statistic)
+
+    assert model_fingerprint(WithScalar(1.0)) != model_fingerprint(WithScalar(2.0))

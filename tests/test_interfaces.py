@@ -58,3 +58,25 @@ def test_the_protocol_refuses_what_lacks_a_member(missing):
     assert isinstance(obj, Source)
     delattr(Partial, missing)
     assert not isinstance(Partial(), Source)
+
+
+def test_the_scorer_is_a_batch_scorer_and_sinks_are_sinks(tmp_path):
+    from moodlens.models import build_model
+    from moodlens.realtime.engine import Sink, SinkBase
+    from moodlens.realtime.engine.events import JsonlSink
+    from moodlens.realtime.scoring import BatchScorer, ScoredBatch
+    from moodlens.realtime.scoring.scorer import Scorer
+    from moodlens.realtime.sessions.writer import RecordingOptions, SessionRecorder
+
+    model = build_model("hcrl_mfd").eval()
+    scorer = Scorer.from_model(model, backend="eager", quiet=True)
+    assert isinstance(scorer, BatchScorer)
+    assert isinstance(scorer.score(model.example_inputs(2)), ScoredBatch)
+    jsonl = JsonlSink(tmp_path / "e.jsonl")
+    recorder = SessionRecorder(tmp_path / "s", {}, RecordingOptions(video="none"))
+    try:
+        assert all(isinstance(s, Sink) for s in (jsonl, recorder, SinkBase()))
+    finally:
+        jsonl.close()
+        recorder.close()
+    assert not isinstance(object(), Sink)

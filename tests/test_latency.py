@@ -116,7 +116,7 @@ SENTENCES = ["I love this wonderful day.",
 def clip(tmp_path_factory):
     """Three sentences with 1.3 s gaps, plus one sentence with a 0.35 s pause inside (audio only)."""
     from conftest import synthesize
-    from test_pipeline import write_clip
+    from helpers.media import write_clip
 
     folder = tmp_path_factory.mktemp("latency")
     parts = [zeros(0.5)]

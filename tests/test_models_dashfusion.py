@@ -221,6 +221,7 @@ def test_paper_config_parses_into_valid_model_and_train_configs(name):
     assert train.model == "dashfusion"
     config = load_config("dashfusion", train.model_overrides)
     assert config.unimodal_weight == 0.0 and config.text_encoder_trainable_layers == -1
+    assert config.contrastive_sampler == "dataset"          # §III-D: partners over the training set D
     assert Path(config.text_encoder).name.startswith("bert-base-")
     mosei = "mosei" in name
     assert (config.fusion_layers, config.encoder_layers) == ((3, 3) if mosei else (2, 1))
@@ -261,3 +262,131 @@ def test_loss_terms_never_count_an_absent_modality():
     after = {k: v.detach() for k, v in m.loss(batch, labels).items()}
     for term in ("unimodal", "supervised_contrastive", "semantic_alignment", "prediction", "total"):
         assert torch.allclose(before[term], after[term], atol=1e-6), term
+
+
+# ---- §III-D over the whole training set (contrastive_sampler: dataset) ---------------------------
+
+def test_dataset_sampler_draws_over_the_whole_training_set():
+    """Positives: same class among the 10 most similar samples of D; negatives: other class, 2 among
+    the 10 most similar and 2 among the 10 least similar. The candidates come from all of D, not a batch."""
+    from moodlens.models.dashfusion import DatasetSampler
+
+    g = torch.Generator().manual_seed(0)
+    n = 60
+    features = torch.randn(n, 8, generator=g)
+    classes = torch.randint(-3, 4, (n,), generator=g).float()
+    valid = torch.ones(n, dtype=torch.bool)
+    valid[5] = False                                            # an unknown label: never an anchor or partner
+    sampler = DatasetSampler(features, classes, valid, top_k=10, chunk=16)   # chunks: rows built in pieces
+    z = torch.nn.functional.normalize(features, dim=-1)
+    sim = z @ z.T
+    index = torch.arange(n)
+    picked, ok = sampler.draw(index, (2, 2, 2), torch.Generator().manual_seed(1))
+    assert picked.shape == ok.shape == (n, 6)
+    for i in range(n):
+        if i == 5:
+            assert not ok[i].any()
+            continue
+        others = [j for j in range(n) if j != i and valid[j]]
+        same = sorted((j for j in others if classes[j] == classes[i]), key=lambda j: -sim[i, j])[:10]
+        diff = sorted((j for j in others if classes[j] != classes[i]), key=lambda j: -sim[i, j])
+        for slot in range(6):
+            if not ok[i, slot]:
+                continue
+            j = int(picked[i, slot])
+            assert j != i and j != 5
+            if slot < 2:
+                assert j in same
+            elif slot < 4:
+                assert j in diff[:10]
+            else:
+                assert j in diff[-10:]
+        assert len(set(picked[i, ok[i]].tolist())) == int(ok[i].sum())       # distinct partners
+        assert ok[i, :2].sum() == min(2, len(same))
+    # random among the top 10 (not always the most similar), reproducible with a seed
+    again, _ = sampler.draw(index, (2, 2, 2), torch.Generator().manual_seed(1))
+    other, _ = sampler.draw(index, (2, 2, 2), torch.Generator().manual_seed(2))
+    assert torch.equal(picked, again) and not torch.equal(picked, other)
+    # a class of one sample has no positive: its positive slots are empty, not filled with others
+    lone = classes.clone()
+    lone[0] = 99.0
+    _, lone_ok = DatasetSampler(features, lone, valid).draw(torch.tensor([0]))
+    assert not lone_ok[0, :2].any() and lone_ok[0, 2:].all()
+
+
+def test_dataset_contrastive_loss_is_eq_5_over_the_drawn_partners():
+    """ℓ^i of eq. 5 with the anchor's own 6 partners (2 positives, 4 negatives) per group X̄_t, X̄_v,
+    X̄_a, H̄; the text anchor also pulls its own sample's X̄_a and X̄_v (semantic alignment)."""
+    torch.manual_seed(0)
+    m = build_model("dashfusion", {"dropout": 0.0}).eval()
+    batch = m.example_inputs(2, seed=1)
+    partners = m.example_inputs(12, seed=2)
+    ok = torch.ones(2, 6, dtype=torch.bool)
+    ok[1, 1] = False                                            # an empty slot is left out
+    known = torch.ones(2, dtype=torch.bool)
+    with torch.no_grad():
+        cleaned = m.clean_inputs(*batch.tensors())
+        enc = m.encode(*cleaned)
+        semantic, supervised = m.dataset_contrastive_loss(enc, known, cleaned[-1], partners, ok)
+        p = m.encode(*m.clean_inputs(*partners.tensors()), fuse=False)
+    tau = m.config.temperature
+    cos = torch.nn.functional.cosine_similarity
+    groups = [(enc["pooled"][0], p["pooled"][0]), (enc["pooled"][2], p["pooled"][2]),
+              (enc["pooled"][1], p["pooled"][1]), (enc["h_pooled"], p["h_pooled"])]
+    want_sem, want_sup = 0.0, 0.0
+    for i in range(2):
+        for g, (anchor, cand) in enumerate(groups):
+            slots = [k for k in range(6) if ok[i, k]]
+            s = {k: float(cos(anchor[i], cand[6 * i + k], dim=0)) / tau for k in slots}
+            extra = {}
+            if g == 0:
+                extra = {"a": float(cos(anchor[i], enc["pooled"][1][i], dim=0)) / tau,
+                         "v": float(cos(anchor[i], enc["pooled"][2][i], dim=0)) / tau}
+            log_z = math.log(sum(math.exp(x) for x in [*s.values(), *extra.values()]))
+            want_sup += sum(log_z - s[k] for k in slots if k < 2)
+            want_sem += sum(log_z - x for x in extra.values())
+    assert float(supervised) == pytest.approx(want_sup / 2, rel=1e-5)
+    assert float(semantic) == pytest.approx(want_sem / 2, rel=1e-5)
+    # the partners are encoded with gradient (as the authors' sample2), so they shape the encoders
+    m.train()
+    audio = partners.audio.clone().requires_grad_(True)
+    _, sup = m.dataset_contrastive_loss(m.encode(*m.clean_inputs(*batch.tensors())), known,
+                                        batch.present, partners.replace(audio=audio), ok)
+    sup.backward()
+    assert audio.grad is not None and audio.grad.abs().sum() > 0
+
+
+def test_trainer_feeds_dataset_partners_and_refreshes_every_two_epochs(tmp_path, monkeypatch):
+    from moodlens.models import dashfusion
+    from moodlens.train.data import DataOptions, make_synthetic
+    from moodlens.train.trainer import Trainer, TrainConfig
+
+    data = make_synthetic(DataOptions(synthetic_sizes=(48, 16, 16), audio_dim=6, vision_dim=5, synthetic_text_len=8,
+                                      synthetic_audio_len=8, synthetic_vision_len=6))
+    seen = {"refresh": [], "partners": 0}
+    refresh, loss = dashfusion.Model.refresh_sampler, dashfusion.Model.loss
+
+    def counting_refresh(self, batches):
+        seen["refresh"].append(refresh(self, batches))
+        return seen["refresh"][-1]
+
+    def checking_loss(self, batch, labels, partners=None, partner_ok=None, **extras):
+        assert partners is not None and partners.batch_size == 6 * batch.batch_size
+        assert partner_ok.shape == (batch.batch_size, 6)
+        seen["partners"] += 1
+        return loss(self, batch, labels, partners=partners, partner_ok=partner_ok, **extras)
+
+    monkeypatch.setattr(dashfusion.Model, "refresh_sampler", counting_refresh)
+    monkeypatch.setattr(dashfusion.Model, "loss", checking_loss)
+    overrides = {"hidden": 16, "heads": 2, "ff_dim": 32, "audio_dim": 6, "vision_dim": 5,
+                 "contrastive_sampler": "dataset", "unimodal_weight": 0.0}
+    config = TrainConfig(model="dashfusion", model_overrides=overrides, epochs=3, batch_size=16,
+                         learning_rate=1e-3, seeds=[3], early_stop=5, num_threads=1)
+    summary = Trainer(config, data, tmp_path, show_progress=False).run()
+    assert seen["refresh"] == [True, False, True]              # epochs 1 and 3 (the authors' every 2)
+    assert seen["partners"] == 9 and math.isfinite(summary["MAE"])
+
+
+def test_unknown_sampler_is_one_sentence():
+    with pytest.raises(ConfigError, match="contrastive_sampler"):
+        build_model("dashfusion", {"contrastive_sampler": "memory"})

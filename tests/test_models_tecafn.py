@@ -332,3 +332,23 @@ def test_unknown_early_stop_metric_is_refused_in_one_sentence(tmp_path):
 
     with pytest.raises(ConfigError, match="early_stop_metric 'accuracy' is not a validation metric of mosi"):
         Trainer(tiny_trainer_config(early_stop_metric="accuracy"), tiny_data(), tmp_path, show_progress=False)
+
+
+def test_text_only_input_reaches_the_fused_score(model):
+    """Audio and vision absent (MOSI transcripts, a live session without camera and microphone): their
+    CoAt terms are dropped and the streams carry the text, so the fused score follows the text. A learned
+    stand-in for the whole stream (the earlier code) made it one constant for every text-only input."""
+    batch = model.example_inputs(4, seed=5)
+    text_only = batch.replace(present=torch.tensor([[True, False, False]] * 4))
+    was = model.training
+    model.eval()                                                # inference: no dropout
+    with torch.no_grad():
+        fused = model(*text_only.tensors()).fused
+        other = text_only.replace(text_ids=torch.roll(text_only.text_ids, 1, 0), text_mask=torch.roll(text_only.text_mask, 1, 0))
+        moved = model(*other.tensors()).fused
+        noisy = text_only.replace(audio=torch.randn_like(text_only.audio), vision=torch.randn_like(text_only.vision))
+        same = model(*noisy.tensors()).fused
+    model.train(was)
+    assert fused.std() > 1e-4                                   # not one constant for every sentence
+    assert torch.allclose(moved, torch.roll(fused, 1, 0), atol=1e-5)
+    assert torch.allclose(same, fused, atol=1e-6)               # the absent modalities still change nothing

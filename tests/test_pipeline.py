@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +24,9 @@ from moodlens.core.types import Window
 
 pytestmark = pytest.mark.e2e
 
+from helpers.media import DEMO, SR, write_clip
+
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "realtime" / "assets" / "demo.mp4"
-SR = 16_000
 SENTENCES = ["I love this wonderful day.", "This is terrible and I hate it.", "The meeting is on Tuesday at three o'clock."]
 
 
@@ -61,38 +60,6 @@ def gradient_frames(n: int, size=(160, 120)) -> list[np.ndarray]:
     w, h = size
     base = np.linspace(0, 255, w, dtype=np.float32)[None, :, None].repeat(h, 0).repeat(3, 2)
     return [np.clip(base + 3 * i, 0, 255).astype(np.uint8) for i in range(n)]
-
-
-def write_clip(path: Path, audio: np.ndarray | None, frames: list[np.ndarray] | None, fps: int = 10) -> Path:
-    """H.264 + AAC (either stream optional) with PyAV."""
-    import av
-
-    with av.open(str(path), "w") as c:
-        video = audio_stream = None
-        if frames:
-            video = c.add_stream("libx264", rate=fps)
-            video.height, video.width = frames[0].shape[:2]
-            video.pix_fmt = "yuv420p"
-        if audio is not None:
-            audio_stream = c.add_stream("aac", rate=SR, layout="mono")
-        for i, img in enumerate(frames or []):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts, f.time_base = i, Fraction(1, fps)
-            for p in video.encode(f):
-                c.mux(p)
-        if video is not None:
-            for p in video.encode():
-                c.mux(p)
-        if audio is not None:
-            pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
-            for s in range(0, len(pcm), 1024):
-                f = av.AudioFrame.from_ndarray(pcm[None, s:s + 1024], format="s16", layout="mono")
-                f.sample_rate, f.pts, f.time_base = SR, s, Fraction(1, SR)
-                for p in audio_stream.encode(f):
-                    c.mux(p)
-            for p in audio_stream.encode():
-                c.mux(p)
-    return path
 
 
 # ---- shared heavy parts ------------------------------------------------------------------------------

@@ -184,6 +184,29 @@ def test_unwritable_folder_gives_a_sentence_and_the_pipeline_goes_on(tmp_path):
     assert said == [recorder.error]
 
 
+def test_without_a_callback_the_sentence_is_logged_and_the_cli_shows_it_as_before(tmp_path, caplog):
+    import logging
+
+    from rich.console import Console
+
+    from moodlens.core.cli import configure_logging
+    from moodlens.realtime.sessions.writer import RecordingOptions, SessionRecorder
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    console = Console(record=True, width=400)
+    handler = configure_logging(console)
+    try:
+        with caplog.at_level(logging.INFO, logger="moodlens"):
+            recorder = SessionRecorder(blocker / "session", {}, RecordingOptions())
+    finally:
+        logging.getLogger("moodlens").removeHandler(handler)
+    recorder.close()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in warnings] == [recorder.error]
+    assert console.export_text().strip() == f"recording: {recorder.error}"
+
+
 def test_disk_full_mid_recording(tmp_path):
     """A real write error from the kernel (file size limit, EFBIG): the recorder switches itself off
     with one sentence, the process keeps scoring, and what was written stays valid."""
@@ -234,6 +257,35 @@ def test_dropped_audio_chunks_become_silence_so_times_still_match(tmp_path):
         mid = i * CHUNK / 16000 + CHUNK / 32000
         assert session.read_audio(mid, mid + 0.001)[0] == pytest.approx(0.01 * (i + 1), abs=2e-4)
     assert np.abs(session.read_audio(0.4, 0.6)).max() == 0.0         # the gap is silence
+
+
+def test_pcm16_audio_is_stored_bit_exactly(tmp_path):
+    """Audio that arrived as PCM-16 (a WAV file, a microphone) is stored and read back sample for sample, so a
+    rescore hears exactly what the live run heard (a 1/32767 vs 1/32768 scale slip moved loud samples by one step
+    and changed Whisper's transcript of a rescored session)."""
+    import soundfile as sf
+    from moodlens.realtime.capture.media import MediaFileSource
+    from moodlens.realtime.sessions.reader import open_session
+    from moodlens.realtime.sessions.writer import RecordingOptions, SessionRecorder
+
+    rng = np.random.default_rng(3)
+    pcm = rng.integers(-32768, 32768, 16000, dtype=np.int64).astype(np.int16)
+    pcm[:4] = [-32768, 32767, 16385, -16385]
+    wav = tmp_path / "in.wav"
+    sf.write(str(wav), pcm, 16000, subtype="PCM_16")
+    recorder = SessionRecorder(tmp_path / "s", {}, RecordingOptions(video="none"))
+    source = MediaFileSource(wav, pace="fast", origin=0.0)
+    heard = []
+    for item in source:
+        if hasattr(item, "samples"):
+            heard.append(np.asarray(item.samples, np.float32))
+            recorder.on_audio(item)
+    recorder.close()
+    heard = np.concatenate(heard)
+    stored, _ = sf.read(str(open_session(tmp_path / "s").audio_path), dtype="int16")
+    assert np.array_equal(stored[:len(pcm)], pcm)
+    back = open_session(tmp_path / "s").read_audio(0.0, len(pcm) / 16000)
+    assert np.array_equal(back[:len(heard)], heard)
 
 
 def test_face_features_handed_over_by_the_pipeline(tmp_path):

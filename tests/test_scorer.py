@@ -20,15 +20,8 @@ from helpers.models import make_tiny_model, ragged_batch
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny_encoder"))
-
-
-@pytest.fixture(scope="module")
-def options(tmp_path_factory):
-    opts = B.BackendOptions.load()
-    opts.cache_dir = str(tmp_path_factory.mktemp("engine_cache"))
-    return opts
+def options(backend_options):
+    return backend_options
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +50,24 @@ def test_scores_per_sample_with_none_for_absent(tiny, options):
     assert result[1].audio == pytest.approx(float(ref.audio[1]), abs=1e-5)
 
 
-def test_auto_backend_prints_its_reason(tiny, options):
+def test_auto_backend_logs_its_reason_and_the_cli_shows_it(tiny, options, caplog):
+    import logging
+
     from rich.console import Console
 
+    from moodlens.core.cli import configure_logging
+
     console = Console(record=True, width=300)
+    handler = configure_logging(console)        # what the CLI does: the library logs, the CLI prints
     # An order whose first entry is unavailable here, so auto must skip it and say why.
     opts = dataclasses.replace(options, auto_order=B.AutoOrder(cpu=["tensorrt", "eager"]))
-    scorer = Scorer.from_model(tiny, backend="auto", options=opts, console=console)
+    try:
+        with caplog.at_level(logging.INFO, logger="moodlens"):
+            scorer = Scorer.from_model(tiny, backend="auto", options=opts)
+    finally:
+        logging.getLogger("moodlens").removeHandler(handler)
     printed = console.export_text()
+    assert [r.getMessage() for r in caplog.records if r.name.endswith("scorer")] == [scorer.backend_reason]
     assert scorer.backend_name == "eager"
     assert "auto chose eager on cpu" in printed
     assert "skipped tensorrt (unavailable: install" in printed

@@ -19,50 +19,24 @@ from moodlens.realtime.capture.devices import LiveSource, MicrophoneSource, Stre
 from moodlens.realtime.capture.media import MediaFileSource, read_media
 from moodlens.realtime.capture.synthetic import SyntheticSource
 from moodlens.core.types import AudioChunk, VideoFrame
+from helpers.media import write_clip
 
 
 def write_media(path: Path, seconds: float, video: bool = True, audio: bool = True, fps: int = 10,
                 size: tuple[int, int] = (64, 96), faststart: bool = False) -> Path:
-    """Encode a small H.264/AAC mp4 (or audio-only m4a / video-only mp4) with PyAV."""
-    import av
-
-    options = {"movflags": "faststart"} if faststart else {}
-    container = av.open(str(path), mode="w", options=options)
-    vs = aus = None
-    if video:
-        vs = container.add_stream("libx264", rate=fps)
-        vs.height, vs.width = size
-        vs.pix_fmt = "yuv420p"
+    """A small H.264/AAC mp4 (or audio-only m4a / video-only mp4): numbered grey frames with a green
+    patch top-left (orientation shows) and a 440 Hz tone padded to whole 1024-sample AAC frames."""
+    frames = []
+    for i in range(int(seconds * fps) if video else 0):
+        image = np.full((*size, 3), (i * 7) % 255, dtype=np.uint8)
+        image[: size[0] // 2, : size[1] // 3, 1] = 255
+        frames.append(image)
+    tone = None
     if audio:
-        aus = container.add_stream("aac", rate=16000, layout="mono")
-    if vs is not None:
-        for i in range(int(seconds * fps)):
-            image = np.full((*size, 3), (i * 7) % 255, dtype=np.uint8)
-            image[: size[0] // 2, : size[1] // 3, 1] = 255      # a green patch top-left: orientation shows
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = i
-            frame.time_base = Fraction(1, fps)
-            for packet in vs.encode(frame):
-                container.mux(packet)
-        for packet in vs.encode():
-            container.mux(packet)
-    if aus is not None:
         n = int(seconds * 16000)
         tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000)).astype(np.float32)
-        for start in range(0, n, 1024):
-            block = tone[start:start + 1024]
-            if len(block) < 1024:
-                block = np.pad(block, (0, 1024 - len(block)))
-            frame = av.AudioFrame.from_ndarray(block[None, :], format="fltp", layout="mono")
-            frame.sample_rate = 16000
-            frame.pts = start
-            frame.time_base = Fraction(1, 16000)
-            for packet in aus.encode(frame):
-                container.mux(packet)
-        for packet in aus.encode():
-            container.mux(packet)
-    container.close()
-    return path
+        tone = np.pad(tone, (0, -n % 1024))
+    return write_clip(path, tone, frames, fps, options={"movflags": "faststart"} if faststart else None)
 
 
 def split(items):

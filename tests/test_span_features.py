@@ -102,7 +102,7 @@ def test_session_training_gives_the_live_features(live_run):
     offline = ClipFeaturizer(FeaturizerConfig(), FeaturizeOptions(max_frame_size=240, progress=False))
     audio, _, _, _, _ = offline.decode(clip)
     offline.close()
-    stored = (audio * 32767.0).round().astype(np.int16).astype(np.float32) / 32767.0   # the recorder's PCM-16
+    stored = np.clip((audio * 32768.0).round(), -32768, 32767).astype(np.int16).astype(np.float32) / 32768.0   # the recorder's PCM-16
     featurizer = Featurizer(FeaturizerConfig())
     for sample, reference, event in zip(samples, live, events):
         np.testing.assert_array_equal(sample.text_ids, reference.text_ids)

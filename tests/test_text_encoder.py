@@ -114,3 +114,19 @@ def test_loading_prints_nothing(capfd):
     TextEncoder(None)
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+@pytest.mark.parametrize("asked", ["bert-base-uncased", "/no/such/models/bert-base-uncased"])
+def test_a_missing_configured_encoder_is_named_as_asked_not_as_the_default(asked, monkeypatch):
+    """A paper config asks for bert-base-uncased: the sentence names that path, never MiniLM (the default)."""
+    monkeypatch.delenv("MOODLENS_TEXT_ENCODER", raising=False)
+    with pytest.raises(AssetError) as err:
+        build_model("dlf", {"text_encoder": asked})
+    message = " ".join(str(err.value).split())
+    assert f"'{asked}'" in message and "text encoder" in message
+    assert "MiniLM" not in message
+    # the environment variable's sentence names the text encoder generically too
+    monkeypatch.setenv("MOODLENS_TEXT_ENCODER", asked)
+    with pytest.raises(AssetError) as err:
+        TextEncoder(None, load_weights=False)
+    assert "MiniLM" not in str(err.value) and asked in str(err.value)

@@ -51,6 +51,30 @@ def _scores(loaded, texts):
         return loaded.model(*split.batch.tensors())
 
 
+def test_default_fuses_late_with_words_counting_double(default):
+    """The default weights use the product additions (configs/train/default_trimodal.yaml): pooled heads
+    for voice and face and the late fusion (2, 1, 1); words alone score as the text strip, and an
+    absent voice or face has no say."""
+    mc = default.model_config
+    assert list(mc["late_fusion"]) == [2.0, 1.0, 1.0]
+    assert sorted(mc["pooled_heads"]) == ["audio", "vision"] and list(mc["pooled_std"]) == ["audio"]
+    model = default.model
+    batch = model.example_inputs(3, seed=5)
+    bound = model.config.output_range
+    model.config.output_range = 1e6     # the rule holds on the unclamped scores (each output is clamped after)
+    try:
+        with torch.no_grad():
+            words = model(*batch.replace(present=torch.tensor([[True, False, False]] * 3)).tensors())
+            full = model(*batch.tensors())
+            no_face = model(*batch.replace(present=torch.tensor([[True, True, False]] * 3)).tensors())
+    finally:
+        model.config.output_range = bound
+    assert torch.allclose(words.fused, words.text, atol=1e-6)
+    assert torch.allclose(full.fused, (2 * full.text + full.audio + full.vision) / 4, atol=1e-5)
+    assert torch.allclose(no_face.fused, (2 * no_face.text + no_face.audio) / 3, atol=1e-5)
+    assert torch.allclose(no_face.audio, full.audio) and torch.allclose(no_face.text, full.text)
+
+
 def test_default_scores_sentences_with_the_right_sign(default):
     out = _scores(default, POSITIVE + NEGATIVE)
     fused = out.fused
@@ -96,6 +120,7 @@ def test_fine_tuning_from_the_default_weights(default, tmp_path):
     first = next(csv.DictReader((out / "seed_3" / "log.csv").open()))
     assert float(first["valid_loss"]) == pytest.approx(own["loss"], abs=1e-5)
     tuned = load_checkpoint(out / "best.pt")
-    assert tuned.model_name == "hcrl_mfd" and tuned.model_config == default.model_config
+    # the same config (options added since the default was saved take their defaults in both)
+    assert tuned.model_name == "hcrl_mfd" and tuned.model.config == default.model.config
     assert tuned.extra["trained_modalities"] == ["text", "audio", "vision"]   # what the init learned stays
     assert tuned.featurizer_config == default.featurizer_config

@@ -268,6 +268,13 @@ def test_mixture_gives_per_head_labels_weights_and_composed_samples(tmp_path):
     assert torch.isnan(labels[origin == "face"][:, 2]).all()   # a face never teaches the audio head
     values, known = label_for(y, "vision")
     assert known.any() and torch.isfinite(values).all()
+    # with_index (dataset-level samplers): the indices name the rows the batch holds
+    from moodlens.train.data import trim
+
+    batch, y, idx = next(train.batches(8, shuffle=True, generator=torch.Generator().manual_seed(1), with_index=True))
+    again = trim(train.batch.index(idx))
+    assert torch.equal(again.present, batch.present) and torch.equal(again.audio, batch.audio)
+    assert torch.equal(torch.nan_to_num(y, 99.0), torch.nan_to_num(labels[idx], 99.0))
 
 
 def test_hcrl_mfd_masks_unknown_head_labels():

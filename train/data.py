@@ -107,11 +107,13 @@ class Split:
         return groups
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                rank: int = 0, world_size: int = 1, bucket: bool = False
+                rank: int = 0, world_size: int = 1, bucket: bool = False, with_index: bool = False
                 ) -> Iterator[tuple[MultimodalBatch, torch.Tensor]]:
+        """(batch, labels) per mini-batch; `with_index` adds the rows' split indices (dataset-level
+        samplers, e.g. DashFusion's §III-D, look the rows up)."""
         labels = self.training_labels()
         for idx in self.batch_order(batch_size, shuffle, generator, rank, world_size, bucket):
-            yield trim(self.batch.index(idx)), labels[idx]
+            yield (trim(self.batch.index(idx)), labels[idx]) + ((idx,) if with_index else ())
 
     def num_batches(self, batch_size: int, world_size: int = 1) -> int:
         per_rank = -(-len(self) // world_size)

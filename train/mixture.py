@@ -177,11 +177,12 @@ class MixedSplit:
         return groups
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                rank: int = 0, world_size: int = 1, bucket: bool = False):
+                rank: int = 0, world_size: int = 1, bucket: bool = False, with_index: bool = False):
+        """As Split.batches; `with_index` adds the rows' indices (for dataset-level samplers)."""
         from moodlens.train.data import trim
 
         for idx in self.batch_order(batch_size, shuffle, generator, rank, world_size, bucket):
-            yield trim(self.batch.index(idx)), self._head[idx]
+            yield (trim(self.batch.index(idx)), self._head[idx]) + ((idx,) if with_index else ())
 
     def num_batches(self, batch_size: int, world_size: int = 1) -> int:
         per_epoch = float(self.weights.sum())

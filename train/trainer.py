@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import math
 import os
 import random
@@ -37,6 +38,8 @@ from moodlens.realtime.perception.features.config import live_featurizer_config
 from moodlens.train.data import DataOptions, DatasetSplits, Split, load_dataset, trim
 from moodlens.train.metrics import format_mean_std, format_value, json_safe, mean_std, metric_names, \
     mmsa_regression_metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -498,7 +501,7 @@ class Trainer:
             except (ValueError, KeyError, TypeError, UnicodeDecodeError):
                 raise DataError(f"Cannot resume: {done_file} is not a finished seed's metrics; delete it "
                                 f"or train into a new --out folder.") from None
-            self.console.print(f"seed {seed}: already finished, reusing {done_file}")
+            log.info(f"seed {seed}: already finished, reusing {done_file}")
             return SeedResult(seed, saved["best_epoch"], saved["epochs_run"], _nan(saved["valid"]),
                               _nan(saved["test"]), seed_dir / "best.pt")
         set_seed(seed, c.deterministic)
@@ -526,8 +529,8 @@ class Trainer:
             start_epoch, best_loss = state["epoch"] + 1, state["best_loss"]
             best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
             best_state = state.get("best_state")
-            self.console.print(f"seed {seed}: resuming after epoch {state['epoch']} (best valid "
-                               f"{c.early_stop_metric} at epoch {best_epoch})")
+            log.info(f"seed {seed}: resuming after epoch {state['epoch']} (best valid "
+                     f"{c.early_stop_metric} at epoch {best_epoch})")
         if self.dist.main:
             seed_dir.mkdir(parents=True, exist_ok=True)
         log_path = seed_dir / "log.csv"
@@ -564,9 +567,9 @@ class Trainer:
                     last_path.with_suffix(".tmp").replace(last_path)
                 if self.show_progress and self.dist.main and not self.console.is_terminal:
                     # logs and pipes get one line per epoch (the live bars only draw on terminals)
-                    self.console.print(f"seed {seed} epoch {epoch}: train loss {train_terms.get('total', 0):.4f}, "
-                                       f"valid MAE {valid['loss']:.4f}, Non0_acc_2 {valid.get('Non0_acc_2', 0):.4f}"
-                                       f"{' (best)' if improved else ''}, {seconds:.0f} s")
+                    log.info(f"seed {seed} epoch {epoch}: train loss {train_terms.get('total', 0):.4f}, "
+                             f"valid MAE {valid['loss']:.4f}, Non0_acc_2 {valid.get('Non0_acc_2', 0):.4f}"
+                             f"{' (best)' if improved else ''}, {seconds:.0f} s")
                 progress.update(epoch_task, advance=1,
                                 description=f"seed {seed} epochs (valid MAE {valid['loss']:.3f}, best epoch {best_epoch})")
         if best_state is None:
@@ -598,7 +601,7 @@ class Trainer:
             done_file.write_text(json.dumps(json_safe({"seed": seed, "best_epoch": best_epoch,
                                                        "epochs_run": epochs_run, "valid": valid, "test": test}),
                                             indent=2) + "\n")
-            self.console.print(
+            log.info(
                 f"seed {seed}: best epoch {best_epoch}, test "
                 + ", ".join(f"{k} {format_value(test[k])}" for k in metric_names(self.metric_dataset)))
         return SeedResult(seed, best_epoch, epochs_run, valid, test, best_path)
@@ -606,6 +609,11 @@ class Trainer:
     def train_epoch(self, model, optimizer, aux_optimizer, generator, hook_generator, progress,
                     label: str) -> dict[str, float]:
         c = self.config
+        # DashFusion §III-D: contrastive partners drawn over the whole training set (its paper configs);
+        # the similarities are refreshed (in eval mode) before the epoch's train/freeze modes are set.
+        dataset_sampler = getattr(model, "uses_dataset_sampler", False)
+        if dataset_sampler:
+            model.refresh_sampler(self.data.train.batches(c.eval_batch_size))
         model.train()
         if c.freeze:  # frozen parts compute as at inference (no dropout): they are fixed features
             for module in model.modules():
@@ -619,13 +627,18 @@ class Trainer:
         count = 0
         main_params = [p for g in optimizer.param_groups for p in g["params"]]
         aux_params = [p for g in aux_optimizer.param_groups for p in g["params"]] if aux_optimizer else []
-        for batch, labels in split.batches(c.batch_size, shuffle=True, generator=generator, rank=self.dist.rank,
-                                           world_size=self.dist.world_size, bucket=c.bucket_by_length):
+        for batch, labels, idx in split.batches(c.batch_size, shuffle=True, generator=generator, rank=self.dist.rank,
+                                                world_size=self.dist.world_size, bucket=c.bucket_by_length,
+                                                with_index=True):
             if batch.batch_size < 2:  # contrastive terms need pairs; a lone leftover sample is skipped
                 progress.advance(task)
                 continue
             batch, labels = batch.to(self.device), labels.to(self.device)
             train_batch, extras = model.training_batch(batch, labels, generator=hook_generator)
+            if dataset_sampler:
+                partners, partner_ok = model.contrastive_partners(idx, generator=hook_generator)
+                extras.update(partners=trim(split.batch.index(partners)).to(self.device),  # Split or MixedSplit
+                              partner_ok=partner_ok.to(self.device))
             if aux_optimizer is not None:  # DAR's CLUB: estimator step on its own loss first, on the
                 aux_optimizer.zero_grad(set_to_none=True)  # batch the main step sees (the erased one)
                 with autocast(self.device, self.amp):

@@ -1,6 +1,6 @@
 """The scoring engine: a checkpoint, checked against the live featurizer, run on one backend.
 
-    scorer = Scorer("default", backend="auto")       # prints which backend auto chose and why
+    scorer = Scorer("default", backend="auto")       # logs which backend auto chose and why
     scorer.warmup()                                   # builds/compiles before the first window
     result = scorer.score(batch)                      # a ScoredBatch: rows, model_ms, backend
     result[0] == WindowScores(fused=1.2, text=0.9, audio=None, vision=0.3,
@@ -11,18 +11,20 @@ The scorer is the one place that nulls a score (an absent modality, or one the c
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
 
 from moodlens.core.schema import MODALITIES
 from moodlens.models.batch import MultimodalBatch, SentimentOutput
 from moodlens.realtime.scoring import ScoredBatch, WindowScores
 from moodlens.realtime.scoring.backends import Backend, BackendOptions, create_backend, resolve_device, typical_batch
 from moodlens.core.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 
 class Scorer:
@@ -34,8 +36,7 @@ class Scorer:
     """
 
     def __init__(self, checkpoint: Any = "default", backend: str = "auto", device: str | None = None,
-                 featurizer_config=None, options: BackendOptions | None = None, quiet: bool = False,
-                 console: Console | None = None):
+                 featurizer_config=None, options: BackendOptions | None = None, quiet: bool = False):
         from moodlens.models.checkpoint import checkpoint_trained_modalities, load_checkpoint
 
         loaded = checkpoint if hasattr(checkpoint, "model") and hasattr(checkpoint, "featurizer_config") \
@@ -46,12 +47,12 @@ class Scorer:
         self.trained_modalities = tuple(checkpoint_trained_modalities(getattr(loaded, "extra", {}) or {}))
         self._setup(loaded.model, loaded.featurizer_config, featurizer_config,
                     where=f"checkpoint {loaded.path}", backend=backend, device=device, options=options,
-                    quiet=quiet, console=console)
+                    quiet=quiet)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, featurizer_config=None, backend: str = "auto",
                    device: str | None = None, live_featurizer_config=None, options: BackendOptions | None = None,
-                   quiet: bool = False, console: Console | None = None) -> "Scorer":
+                   quiet: bool = False) -> "Scorer":
         """A scorer for an in-memory model trained on features made with `featurizer_config`
         (None = the live featurizer's defaults)."""
         scorer = cls.__new__(cls)
@@ -60,12 +61,12 @@ class Scorer:
         scorer.metrics = {}
         scorer.trained_modalities = tuple(MODALITIES)
         scorer._setup(model, featurizer_config, live_featurizer_config, where=f"model {scorer.model_name}",
-                      backend=backend, device=device, options=options, quiet=quiet, console=console)
+                      backend=backend, device=device, options=options, quiet=quiet)
         return scorer
 
     # ---- set-up ------------------------------------------------------------------------------
     def _setup(self, model, trained_config, live_config, where: str, backend: str, device, options,
-               quiet: bool, console: Console | None):
+               quiet: bool):
         from moodlens.realtime.perception.features.config import FeaturizerConfig
 
         if trained_config is None:
@@ -91,7 +92,6 @@ class Scorer:
                 raise ConfigError(f"The {where} expects {name}={want} but the live featurizer computes {have}.")
         self.featurizer_config = live
         self.options = options or BackendOptions.load()
-        self.console = console or Console(stderr=True)
         self.device = resolve_device(device)
         self.backend: Backend = create_backend(backend, model, self.device, self.options)
         self.backend_name = self.backend.name
@@ -99,7 +99,7 @@ class Scorer:
         self.model = self.backend.model
         self.warmed_up = False
         if backend == "auto" and not quiet:
-            self.console.print(f"[dim]{self.backend_reason}[/]", highlight=False)
+            log.info(self.backend_reason, extra={"style": "dim"})
 
     # ---- scoring -----------------------------------------------------------------------------
     def typical_batch(self, batch_size: int = 1, seconds: float | None = None, seed: int = 0) -> MultimodalBatch:

@@ -36,14 +36,14 @@ from moodlens.realtime.engine.events import WindowEvent
 
 # A recorded window is the live engine's record (`WindowEvent`) read back: `seq` and `recorded_t`
 # set, `start`/`end`/`speech_end`/`ready_at` in seconds from the session's start (its first recorded item).
-RecordedWindow = WindowEvent
+RecordedWindow = WindowEvent   # the name train/sessions.py imports; not a second type
 
 
 @dataclass
 class RecordedSession:
     folder: Path
     info: dict[str, Any]
-    windows: list[RecordedWindow]
+    windows: list[WindowEvent]
     audio_path: Path | None
     video_path: Path | None
     faces_path: Path | None
@@ -100,7 +100,7 @@ class RecordedSession:
             with open(self.audio_path, "rb") as f:
                 f.seek(WAV_HEADER_BYTES + 2 * lo)
                 pcm = np.frombuffer(f.read(2 * (hi - lo)), dtype="<i2")
-            out[lo - first: lo - first + len(pcm)] = pcm.astype(np.float32) / 32767.0
+            out[lo - first: lo - first + len(pcm)] = pcm.astype(np.float32) / 32768.0  # as the writer (libsndfile's convention)
         return out
 
     def iter_frames(self, start: float = 0.0, end: float = math.inf) -> Iterator[VideoFrame]:
@@ -194,8 +194,8 @@ class _BadAudio(Exception):
     pass
 
 
-def read_windows(path: Path, origin_t: float, notes: list[str]) -> list[RecordedWindow]:
-    windows: list[RecordedWindow] = []
+def read_windows(path: Path, origin_t: float, notes: list[str]) -> list[WindowEvent]:
+    windows: list[WindowEvent] = []
     if not path.exists():
         notes.append(f"{path.name} is missing: the session has no scored windows.")
         return windows

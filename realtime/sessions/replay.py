@@ -13,11 +13,13 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from typing import Iterator
 
 import numpy as np
 
 from moodlens.core.errors import DataError
+from moodlens.realtime.capture.streams import merge_in_time
 from moodlens.realtime.engine.events import WindowEvent
 from moodlens.realtime.sessions.reader import RecordedSession
 from moodlens.core.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures, SourceStats, VideoFrame
@@ -103,15 +105,21 @@ class RecordedSource:
 
     def __iter__(self) -> Iterator[AudioChunk | VideoFrame]:
         wall0 = time.monotonic()
-        streams = [s for s in (self._audio_items(), self._video_items() if self.has_video else None) if s]
-        heads = [next(s, None) for s in streams]
+        streams = [self._audio_items(), self._video_items() if self.has_video else iter(())]
+        queues: list[deque] = [deque(), deque()]
+        done = [False, False]
         while not self._stop.is_set():
-            live = [(h.t, i) for i, h in enumerate(heads) if h is not None]
-            if not live:
+            for stream, q, i in zip(streams, queues, range(2)):   # one item ahead per stream, read lazily
+                if not q and not done[i]:
+                    head = next(stream, None)
+                    if head is None:
+                        done[i] = True
+                    else:
+                        q.append((head.t, head))
+            step = next(merge_in_time(queues[0], queues[1], done[0], done[1]), None)   # ties: audio first
+            if step is None:
                 return
-            _, i = min(live)
-            item = heads[i]
-            heads[i] = next(streams[i], None)
+            item = step[1]
             if self.pace == "realtime":
                 delay = wall0 + item.t / self.speed - time.monotonic()
                 if delay > 0 and self._stop.wait(delay):

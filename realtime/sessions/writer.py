@@ -15,8 +15,8 @@ in the order the pipeline delivered them, and a window's line is appended only a
 and video before it are on disk. So every window listed in windows.jsonl has its media, whatever
 stopped the process. A torn last line (power loss mid-write) is ignored on read, with a note.
 
-The recorder never raises into the pipeline: a full disk or an unwritable folder prints one
-sentence, the recorder switches itself off, live scoring goes on, and what was written stays valid.
+The recorder never raises into the pipeline: a full disk or an unwritable folder logs one
+sentence (a warning; the CLI shows it), the recorder switches itself off, live scoring goes on, and what was written stays valid.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import dataclasses
 import errno
 import fcntl
 import json
+import logging
 import os
 import threading
 import time
@@ -65,6 +66,8 @@ from moodlens.realtime.sessions.format import (
 from moodlens.core.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures, VideoFrame
 from moodlens.realtime.capture.streams import gap_samples
 from moodlens.realtime.engine import SinkBase
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -127,7 +130,7 @@ class SessionRecorder(SinkBase):
         # "interrupted" (Ctrl-C, SIGTERM), "disk full" or "error" (any other failed write).
         self.end_reason: str | None = None
         self._error_errno: int | None = None
-        self.on_error = on_error or _print_error
+        self.on_error = on_error or _log_error
         self._items: deque = deque()
         self._cond = threading.Condition()
         self._pending_frames = 0
@@ -369,8 +372,10 @@ class SessionRecorder(SinkBase):
         if n_gap:
             parts.append(np.zeros(n_gap, dtype=np.int16))
             self.stats.audio_gap_samples += n_gap
-        pcm = np.clip(np.nan_to_num(samples), -1.0, 1.0)
-        parts.append((pcm * 32767.0).round().astype("<i2"))
+        # The libsndfile/PyAV convention (sample = int / 32768), so audio that arrived as PCM-16 is stored
+        # bit-exactly and a rescore hears what the live run heard.
+        pcm = np.clip(np.nan_to_num(samples) * 32768.0, -32768.0, 32767.0)
+        parts.append(pcm.round().astype("<i2"))
         data = b"".join(p.tobytes() for p in parts)
         try:
             _write_all(self._audio_fd, data)
@@ -542,10 +547,8 @@ def _truncate_quietly(fd: int, size: int) -> None:
         pass
 
 
-def _print_error(sentence: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[yellow]recording:[/] {sentence}", highlight=False)
+def _log_error(sentence: str) -> None:
+    log.warning(sentence, extra={"label": "recording"})
 
 
 def _make_vision_featurizer(featurizer_config: dict | None):

@@ -55,34 +55,39 @@ def demo_face_frames(n: int, size=(240, 180)) -> list[np.ndarray]:
 
 def talking_face_clip(path: Path, wav: Path, fps: int = 8) -> Path:
     """espeak-ng speech over the face frames of the bundled demo clip (a real photo), H.264 + AAC."""
-    import av
-
     speech, _ = sf.read(str(wav), dtype="float32")
     audio = np.concatenate([np.zeros(SR // 2, np.float32), speech, np.zeros(SR, np.float32)])
-    n_frames = int(len(audio) / SR * fps)
-    frames = []
-    with av.open(str(DEMO)) as c:
-        for f in c.decode(video=0):
-            frames.append(f.to_ndarray(format="rgb24", width=240, height=180))
-            if len(frames) == n_frames:
-                break
-    with av.open(str(path), "w") as c:
-        video = c.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = 240, 180, "yuv420p"
-        sound = c.add_stream("aac", rate=SR, layout="mono")
-        for i, img in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, fps)
-            for p in video.encode(frame):
+    return write_clip(path, audio, demo_face_frames(int(len(audio) / SR * fps), size=(240, 180)), fps)
+
+
+def write_clip(path: Path, audio: np.ndarray | None, frames: list[np.ndarray] | None, fps: int = 10, *,
+               options: dict | None = None) -> Path:
+    """H.264 + AAC (either stream optional) with PyAV; `options`: the muxer's (e.g. movflags)."""
+    import av
+
+    with av.open(str(path), "w", options=options or {}) as c:
+        video = audio_stream = None
+        if frames:
+            video = c.add_stream("libx264", rate=fps)
+            video.height, video.width = frames[0].shape[:2]
+            video.pix_fmt = "yuv420p"
+        if audio is not None:
+            audio_stream = c.add_stream("aac", rate=SR, layout="mono")
+        for i, img in enumerate(frames or []):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, fps)
+            for p in video.encode(f):
                 c.mux(p)
-        for p in video.encode():
-            c.mux(p)
-        pcm = (audio * 32767).astype(np.int16)
-        for s in range(0, len(pcm), 1024):
-            frame = av.AudioFrame.from_ndarray(pcm[None, s:s + 1024], format="s16", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = SR, s, Fraction(1, SR)
-            for p in sound.encode(frame):
+        if video is not None:
+            for p in video.encode():
                 c.mux(p)
-        for p in sound.encode():
-            c.mux(p)
+        if audio is not None:
+            pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+            for s in range(0, len(pcm), 1024):
+                f = av.AudioFrame.from_ndarray(pcm[None, s:s + 1024], format="s16", layout="mono")
+                f.sample_rate, f.pts, f.time_base = SR, s, Fraction(1, SR)
+                for p in audio_stream.encode(f):
+                    c.mux(p)
+            for p in audio_stream.encode():
+                c.mux(p)
     return path
