@@ -39,7 +39,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from moodlens.core.assets import TEXT_ENCODER, resolve_path
-    from moodlens.models.batch import MultimodalBatch
     from moodlens.models.checkpoint import load_checkpoint
     from moodlens.realtime.perception.features.text import TextFeaturizer
     from moodlens.realtime.scoring import backends as B

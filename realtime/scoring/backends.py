@@ -417,7 +417,6 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, model, device, options):
         super().__init__(model, device, options)
-        import onnxruntime as ort
 
         self.path = self.export_path()
         if self.path.exists():
