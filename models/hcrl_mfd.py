@@ -39,9 +39,12 @@ configs/train/default_trimodal.yaml turns them on; docs/model_card.md says why a
     averaged. The audio / vision output is `pooled_share_m` x that head + the rest x the paper's MLP_m.
     Why: on RAVDESS voices and face stills, linear probes on such pooled statistics beat the paper's
     sequence branches trained on the same data (docs/model_card.md), and 700 clips are few for a Transformer.
-    Training options (off in the shipped weights; measured in docs/model_card.md): `pooled_mirror: [vision]`
-    also trains the face head on each face mirrored (`mirror_face`), `pooled_independent` fits each member
-    on its own label term (an ensemble) instead of fitting their mean.
+    `pooled_mirror: [vision]` (on in the shipped weights; inference only) scores a face as the mean of the
+    head on it and on its mirror image (`mirror_face`), so a face and its mirror image (a mirrored webcam)
+    score alike: without it the shipped head scored the demo's smiling portrait -0.84 and its mirror
+    image +0.67. Training options (off in the shipped weights; measured in docs/model_card.md):
+    `pooled_mirror_training: [vision]` also trains the face head on each face mirrored, `pooled_independent`
+    fits each member on its own label term (an ensemble) instead of fitting their mean.
   - `late_fusion` [w_T, w_A, w_V]: the fused output is Σ_m w_m s_m [m] / Σ_m w_m [m] over the present
     modalities, with s_A, s_V the pooled heads and s_T the paper model's own words-only prediction (its
     fused output with audio and vision absent), which is also the text output. (2, 1, 1) is the fused
@@ -105,7 +108,8 @@ class Config(BaseModelConfig):
     pooled_l2: float = 0.0              # L2 penalty on the pooled heads' weights (their only regulariser)
     weight_pooled: float = 1.0          # weight of their MSE term in the loss
     late_fusion: list = ()              # [w_T, w_A, w_V]; empty = the paper's fusion MLP gives `fused`
-    pooled_mirror: list = ()            # [vision]: its pooled head also trains on each face mirrored (FACE_MIRROR)
+    pooled_mirror: list = ()            # [vision]: at inference the face head scores mean(f(x), f(mirror(x)))
+    pooled_mirror_training: list = ()   # [vision]: its pooled head also trains on each face mirrored
     pooled_independent: bool = False    # each member fits the label on its own (an ensemble), not their mean
 
 
@@ -371,17 +375,18 @@ class Model(SentimentModel):
         # Product additions (module docstring); absent in the paper configs.
         bad = (sorted(set(c.pooled_heads) - {"audio", "vision"}) + sorted(set(c.pooled_std) - set(c.pooled_heads))
                + sorted(set(c.pooled_linear) - set(c.pooled_heads))
-               + sorted(set(c.pooled_mirror) - ({"vision"} & set(c.pooled_heads))))
+               + sorted(set(c.pooled_mirror) - ({"vision"} & set(c.pooled_heads)))
+               + sorted(set(c.pooled_mirror_training) - ({"vision"} & set(c.pooled_heads))))
         if c.pooled_members < 1 or not all(0.0 <= x <= 1.0 for x in (c.pooled_share_audio, c.pooled_share_vision)):
             raise ConfigError(f"hcrl_mfd: pooled_members must be >= 1 and pooled_share_* in [0, 1], got "
                               f"{c.pooled_members}, {c.pooled_share_audio}, {c.pooled_share_vision}.")
         if bad:
             raise ConfigError(f"hcrl_mfd: pooled_heads takes audio and vision, pooled_std and pooled_linear "
-                              f"subsets of them, pooled_mirror only vision (a face); got {bad[0]!r}.")
+                              f"subsets of them, pooled_mirror(_training) only vision (a face); got {bad[0]!r}.")
         if c.late_fusion and (len(c.late_fusion) != 3 or any(float(w) < 0 for w in c.late_fusion)):
             raise ConfigError(f"hcrl_mfd: late_fusion needs three weights >= 0 (text, audio, vision), "
                               f"got {list(c.late_fusion)}.")
-        if c.pooled_mirror and c.vision_dim != 64:
+        if (c.pooled_mirror or c.pooled_mirror_training) and c.vision_dim != 64:
             raise ConfigError(f"hcrl_mfd: pooled_mirror needs the live 64-d face features, got vision_dim "
                               f"{c.vision_dim}.")
         dims = {"audio": c.audio_dim, "vision": c.vision_dim}
@@ -435,7 +440,10 @@ class Model(SentimentModel):
         on = {m: present[:, self.modalities.index(m)] for m in self.modalities}
         for m, head in self.pooled_heads.items():
             share = getattr(c, f"pooled_share_{m}")
-            outputs[m] = share * head(*inputs[m], on[m]) + (1.0 - share) * outputs[m]
+            score = head(*inputs[m], on[m])
+            if m in c.pooled_mirror:   # mirror-symmetric by construction: a face and its mirror image score alike
+                score = 0.5 * (score + head(mirror_face(inputs[m][0]), inputs[m][1], on[m]))
+            outputs[m] = share * score + (1.0 - share) * outputs[m]
         if c.late_fusion:
             # s_T: the paper model's prediction from the words alone (audio and vision absent).
             words_only = dict(pooled, audio=self.absent["audio"].expand_as(pooled["audio"]),
@@ -496,7 +504,7 @@ class Model(SentimentModel):
                 y, known = label_for(labels, m)
                 rows = known & on
                 x, mask = inputs[m]
-                if m in c.pooled_mirror:    # each face and its mirror image, same label
+                if m in c.pooled_mirror_training:   # each face and its mirror image, same label
                     x, mask = torch.cat([x, mirror_face(x)]), torch.cat([mask, mask])
                     on, y, rows = torch.cat([on, on]), torch.cat([y, y]), torch.cat([rows, rows])
                 scores = head.member_outputs(x, mask, on)

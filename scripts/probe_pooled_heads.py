@@ -73,7 +73,7 @@ def draw_weights(y):
 def fit_predict(x_train, y_train, x_test, modality, hidden, dropout, passes, seed=0, members=1, *,
                 mirror=False, independent=False, weight_decay=0.0, tta=False, noise=0.0):
     """As stage 3 trains a pooled head: `mirror` adds each face's mirror image to its batch
-    (`pooled_mirror`), `independent` fits each member on its own (`pooled_independent`), `weight_decay`
+    (`pooled_mirror_training`), `independent` fits each member on its own (`pooled_independent`), `weight_decay`
     is `pooled_l2`, `tta` also scores each test face mirrored and averages the two, `noise` adds Gaussian
     noise of that many feature standard deviations to each training batch."""
     from moodlens.models.hcrl_mfd import PooledHead, mirror_face

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dataclasses import replace
+
 import torch
 
 from moodlens.models import build_model
@@ -260,7 +262,7 @@ def test_mirror_matches_the_live_featurizer_on_flipped_real_faces():
 
 
 def test_mirrored_faces_and_independent_members_in_the_pooled_term():
-    model = product_model(seed=7, pooled_mirror=["vision"], pooled_independent=True).train()
+    model = product_model(seed=7, pooled_mirror_training=["vision"], pooled_independent=True).train()
     batch = model.example_inputs(4, seed=7)
     labels = torch.full((4, 4), float("nan"))
     labels[1, 3] = -2.0                                    # one known vision label
@@ -274,11 +276,22 @@ def test_mirrored_faces_and_independent_members_in_the_pooled_term():
         both = torch.cat([head.member_outputs(x, mask, on), head.member_outputs(mirror_face(x), mask, on)], 1)
     assert both.shape == (2, 2)                            # members x (face, mirror)
     assert terms["pooled"].item() == pytest.approx((both + 2.0).pow(2).mean().item(), rel=1e-4)
-    joint = product_model(seed=7, pooled_mirror=["vision"]).train()
+    joint = product_model(seed=7, pooled_mirror_training=["vision"]).train()
     joint.load_state_dict(model.state_dict())
     with torch.no_grad():
         expected = (both.mean(0) + 2.0).pow(2).mean()      # joint: the members' mean fits the label
     assert joint.loss(batch, labels)["pooled"].item() == pytest.approx(expected.item(), rel=1e-3)
+
+
+def test_with_pooled_mirror_a_face_and_its_mirror_image_score_alike():
+    from moodlens.models.hcrl_mfd import mirror_face
+
+    batch = product_model(seed=3).example_inputs(3, seed=3)
+    mirrored = replace(batch, vision=mirror_face(batch.vision))
+    plain = product_model(seed=3)
+    assert not torch.allclose(scores(plain, batch).vision, scores(plain, mirrored).vision, atol=1e-4)
+    sym = product_model(seed=3, pooled_mirror=["vision"])
+    assert torch.allclose(scores(sym, batch).vision, scores(sym, mirrored).vision, atol=1e-5)
 
 
 def test_mirror_is_refused_for_the_voice():
@@ -286,4 +299,4 @@ def test_mirror_is_refused_for_the_voice():
 
     with pytest.raises(ConfigError) as err:
         build_model("hcrl_mfd", {"pooled_heads": ["audio"], "pooled_mirror": ["audio"]}, load_text_weights=False)
-    assert "pooled_mirror only vision" in " ".join(str(err.value).split())
+    assert "pooled_mirror(_training) only vision" in " ".join(str(err.value).split())
