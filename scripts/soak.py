@@ -42,7 +42,9 @@ class LoopSource:
         from moodlens.core.types import SourceStats
         from moodlens.realtime.capture.media import MediaFileSource
 
-        self._make = lambda origin: MediaFileSource(path, pace="realtime", video_fps=video_fps, origin=origin,
+        # Decoded as fast as asked for and paced here against one clock for the whole run: a source paced per
+        # loop re-anchors at each loop's start, so the time to reopen the file (~34 ms a loop) piled up as lag.
+        self._make = lambda origin: MediaFileSource(path, pace="fast", video_fps=video_fps, origin=origin,
                                                     max_size=max_size)
         first = self._make(0.0)
         self.has_audio, self.has_video = first.has_audio, first.has_video
@@ -63,7 +65,11 @@ class LoopSource:
             # each loop starts on the session clock where the previous one ended
             self._current = self._make(self.base + k * self.clip_s)
             self._current.stats = self.stats
-            yield from self._current
+            for item in self._current:
+                # items are stamped on the monotonic clock (origin = the loop's start): release each at its time
+                if self._stop.wait(max(0.0, item.t - time.monotonic())):
+                    return
+                yield item
             self._current.close()
 
     def close(self) -> None:
