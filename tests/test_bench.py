@@ -72,3 +72,15 @@ def test_bench_refuses_unknown_backend_and_empty_run(capsys):
     assert "Unknown backend 'warp'" in capsys.readouterr().err
     assert cli_main(["bench", "--skip-model", "--skip-pipeline"]) == 2
     assert "leave nothing to benchmark" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--min-silence", "-1"], "--min-silence: must be zero or positive"),
+    (["--speculative-silence", "-0.2"], "--speculative-silence: must be zero or positive"),
+    (["--asr-threads", "0"], "--asr-threads: must be a whole number of at least 1"),
+])
+def test_bench_pipeline_overrides_are_range_checked_before_anything_loads(argv, words, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["bench", "--skip-model", *argv])
+    assert exit_.value.code == 2
+    assert words in " ".join(capsys.readouterr().err.split())

@@ -231,21 +231,28 @@ def _tiny_pickle(path: Path, kind: str, n: int, seed: int) -> None:
         pickle.dump({"train": split, "valid": dict(split), "test": dict(split), "meta": None}, f)
 
 
+def _mixture(tmp_path, *, voices: int, faces: int, compose: str, text_weight: str = "", face_weight: str = "",
+             neutral: str = "OK"):
+    """A data config mixing a text TSV folder, a voice pickle and a face pickle; returns its path."""
+    _tiny_pickle(tmp_path / "voice.pkl", "voice", voices, 0)
+    _tiny_pickle(tmp_path / "face.pkl", "face", faces, 1)
+    (tmp_path / "text").mkdir()
+    for name in ("train", "dev", "test"):
+        (tmp_path / "text" / f"{name}.tsv").write_text(f"text\tlabel\nI LOVE IT\t2.5\nI HATE IT\t-2.8\n{neutral}\t0.2\n")
+    (tmp_path / "mix.yaml").write_text(
+        f"datasets:\n  - {{path: {tmp_path / 'text'}{text_weight}, name: text}}\n"
+        f"  - {{path: {tmp_path / 'voice.pkl'}, neutral_text: true, name: voice}}\n"
+        f"  - {{path: {tmp_path / 'face.pkl'}{face_weight}, name: face}}\n"
+        f"compose: {compose}\n")
+    return tmp_path / "mix.yaml"
+
+
 def test_mixture_gives_per_head_labels_weights_and_composed_samples(tmp_path):
     from moodlens.models.losses import label_for
     from moodlens.train.data import load_dataset
 
-    _tiny_pickle(tmp_path / "voice.pkl", "voice", 10, 0)
-    _tiny_pickle(tmp_path / "face.pkl", "face", 20, 1)
-    (tmp_path / "text").mkdir()
-    for name in ("train", "dev", "test"):
-        (tmp_path / "text" / f"{name}.tsv").write_text("text\tlabel\nI LOVE IT\t2.5\nI HATE IT\t-2.8\nOK\t0.2\n")
-    (tmp_path / "mix.yaml").write_text(
-        f"datasets:\n  - {{path: {tmp_path / 'text'}, weight: 2.0, name: text}}\n"
-        f"  - {{path: {tmp_path / 'voice.pkl'}, neutral_text: true, name: voice}}\n"
-        f"  - {{path: {tmp_path / 'face.pkl'}, weight: 0.5, name: face}}\n"
-        "compose: {train: 40, valid: 5, test: 5, seed: 3}\n")
-    data = load_dataset(tmp_path / "mix.yaml")
+    data = load_dataset(_mixture(tmp_path, voices=10, faces=20, text_weight=", weight: 2.0",
+                                 face_weight=", weight: 0.5", compose="{train: 40, valid: 5, test: 5, seed: 3}"))
     train = data.train
     assert len(train) == 3 + 10 + 20 + 40 and data.audio_dim == 6 and data.vision_dim == 4
     labels = train.training_labels()
@@ -339,17 +346,8 @@ def test_training_on_a_mixture_supervises_each_head_and_records_modalities(tmp_p
     from moodlens.train.data import load_dataset
     from moodlens.train.trainer import TrainConfig, Trainer, set_seed
 
-    _tiny_pickle(tmp_path / "voice.pkl", "voice", 12, 0)
-    _tiny_pickle(tmp_path / "face.pkl", "face", 12, 1)
-    (tmp_path / "text").mkdir()
-    for name in ("train", "dev", "test"):
-        (tmp_path / "text" / f"{name}.tsv").write_text("text\tlabel\nI LOVE IT\t2.5\nI HATE IT\t-2.8\nIT IS OK\t0.2\n")
-    (tmp_path / "mix.yaml").write_text(
-        f"datasets:\n  - {{path: {tmp_path / 'text'}, name: text}}\n"
-        f"  - {{path: {tmp_path / 'voice.pkl'}, neutral_text: true, name: voice}}\n"
-        f"  - {{path: {tmp_path / 'face.pkl'}, name: face}}\n"
-        "compose: {train: 16, valid: 4, test: 4}\n")
-    data = load_dataset(tmp_path / "mix.yaml")
+    data = load_dataset(_mixture(tmp_path, voices=12, faces=12, neutral="IT IS OK",
+                                 compose="{train: 16, valid: 4, test: 4}"))
     config = TrainConfig(model="hcrl_mfd", epochs=1, batch_size=8, seeds=[1], num_threads=1,
                          model_overrides={"text_encoder_trainable_layers": 0},
                          freeze=["text_proj."])

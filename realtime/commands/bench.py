@@ -12,7 +12,7 @@ import argparse
 
 from rich.console import Console
 
-from moodlens.core.argtypes import nonnegative_int, positive_float, positive_int
+from moodlens.core.argtypes import nonnegative_float, nonnegative_int, positive_float, positive_int
 from moodlens.core.cli import add_device_argument, add_json_argument
 from moodlens.core.errors import ConfigError
 
@@ -61,13 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pipe.add_argument("--media", default=None, help="media file (default: the bundled demo clip)")
     pipe.add_argument("--pace", choices=("fast", "realtime", "both"), default="both",
                       help="fast: as fast as possible; realtime: paced like a camera (default both)")
-    pipe.add_argument("--speculative-silence", type=float, default=None, metavar="S",
+    pipe.add_argument("--speculative-silence", type=nonnegative_float, default=None, metavar="S",
                       help="silence (s) after which Whisper starts speculatively; 0 = off (default: live config)")
-    pipe.add_argument("--interim-every", type=float, default=None, metavar="S",
+    pipe.add_argument("--interim-every", type=nonnegative_float, default=None, metavar="S",
                       help="interim transcript every S seconds of a long utterance; 0 = off (default: live config)")
-    pipe.add_argument("--min-silence", type=float, default=None, metavar="S",
+    pipe.add_argument("--min-silence", type=nonnegative_float, default=None, metavar="S",
                       help="silence (s) that ends an utterance (default: the live config's vad.min_silence_s)")
-    pipe.add_argument("--asr-threads", type=int, default=None, metavar="N",
+    pipe.add_argument("--asr-threads", type=positive_int, default=None, metavar="N",
                       help="Whisper CPU threads (default: the live config's asr.cpu_threads)")
     pipe.add_argument("--pipeline-backend", default="auto", choices=("auto", "tensorrt", "compile", "onnxruntime", "eager"),
                       help="backend the pipeline scores with (default auto)")
