@@ -18,11 +18,14 @@ trainer's behaviour before these options existed; the paper configs choose per m
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 
 from moodlens.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("constant", "linear", "cosine", "plateau")
@@ -99,6 +102,9 @@ class Schedule:
             kind = self.kind
             warmup = int(config.warmup_epochs * steps_per_epoch)   # DashFusion: int(num_warm_up * len(loader))
             total = config.epochs * steps_per_epoch
+            if warmup >= total:
+                log.warning(f"warmup_epochs {config.warmup_epochs:g} covers all {config.epochs} epochs: the "
+                            f"learning rate never reaches its full value")
 
             def factor(step: int) -> float:  # a plain function: LambdaLR's state_dict leaves it out
                 return lr_factor(kind, step, warmup, total)
