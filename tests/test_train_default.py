@@ -92,7 +92,25 @@ def test_evaluate_default_on_mosi_test(shared_data, capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["samples"] == 686
-    assert result["Non0_acc_2"] >= 0.80 and result["MAE"] <= 0.85, result
+    # issue 10's MAE target (0.78) is met and pinned; Non0 is 82.77 today (target 83.5, docs/model_card.md)
+    assert result["Non0_acc_2"] >= 0.82 and result["MAE"] <= 0.78, result
+
+
+@pytest.mark.shared
+def test_default_text_strip_on_mosi_valid_is_the_chosen_score(default, shared_data):
+    """The text strip was chosen on MOSI valid (docs/model_card.md, text round: s_T 83.80 / 0.827 beat every
+    head, ensemble and blend tried); text only, the fused score is that text score."""
+    from moodlens.train.data import load_dataset
+    from moodlens.train.metrics import mmsa_regression_metrics
+    from moodlens.train.trainer import predict
+
+    mc = default.model.config
+    split = load_dataset(shared_data / "mosi_text", DataOptions(text_encoder=mc.text_encoder, text_max_len=mc.text_max_len,
+                                                                audio_dim=mc.audio_dim, vision_dim=mc.vision_dim)).valid
+    preds = predict(default.model, split)
+    assert np.array_equal(preds["fused"], preds["text"])
+    m = mmsa_regression_metrics(preds["text"], split.labels.numpy(), "mosi")
+    assert m["Non0_acc_2"] >= 0.835 and m["MAE"] <= 0.83, m
 
 
 def test_fine_tuning_from_the_default_weights(default, tmp_path):
