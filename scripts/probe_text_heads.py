@@ -110,8 +110,8 @@ def pooled(tr, va, seeds=3) -> None:
                 head.eval()
                 with torch.no_grad():
                     p = head(va["enc"], va["mask"], torch.ones(len(y), dtype=torch.bool)).numpy()
-                for w in rows:
-                    rows[w].append(metrics(w * p + (1 - w) * s_t, y))
+                for w, scores in rows.items():
+                    scores.append(metrics(w * p + (1 - w) * s_t, y))
             tag = f"pooled {'mean+std' if use_std else 'mean'} {'linear' if hidden == 0 else f'MLP-{hidden}'} d{dropout} x{passes}"
             print(f"{tag:40s} " + "   ".join(f"w {w}: {spread(r)}" for w, r in rows.items()), flush=True)
 
@@ -132,7 +132,7 @@ def text_heads(model, tr, va, *, from_checkpoint: bool, members=8, epochs=8) -> 
             core = CascadedEncoder(c.text_hidden, c.heads, c.decouple_layers, c.dropout)
             head = MLP(c.text_hidden + len(absent), c.fusion_hidden, 1, 3, c.dropout)
 
-        def run(x, mask):
+        def run(x, mask, core=core, head=head):
             p = masked_mean(core(x, mask), mask)
             return head(torch.cat([p, absent.expand(len(p), -1)], -1)).squeeze(-1)
 
@@ -166,11 +166,10 @@ def text_heads(model, tr, va, *, from_checkpoint: bool, members=8, epochs=8) -> 
 
 @torch.no_grad()
 def pretrained(splits, va_ft, boot=2000) -> None:
-    from sklearn.linear_model import Ridge
-    from sklearn.model_selection import KFold
-
     from moodlens.models.layers import masked_mean
     from moodlens.models.text_encoder import TextEncoder
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import KFold
 
     enc = TextEncoder(None, 0).eval()   # the package's all-MiniLM-L6-v2, as shipped with moodlens
     feats = {}
