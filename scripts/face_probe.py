@@ -193,6 +193,27 @@ def probe(files: list[Path], repeats: int, heads: list[str], drop: tuple[str, ..
                 flush=True)
 
 
+def retag_audio_only(source: Path, out: Path, kind: str) -> None:
+    """A copy of a feature file without any face (e.g. RAVDESS speech) whose featurizer config names the
+    face feature kind `kind`, so train/mixture.py accepts it beside faces featurized with that kind.
+    Honest only because no vision value was ever computed: refused when any sample has a face."""
+    from moodlens.core.safeload import safe_pickle_load
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
+
+    data = safe_pickle_load(source)
+    for split, part in data.items():
+        if split != "meta" and np.asarray(part["present"])[:, 2].any():
+            raise SystemExit(f"{source}: split {split} has faces; featurize it again with --vision-features {kind}")
+    config = FeaturizerConfig.from_dict(data["meta"], source=f"featurizer config of {source}").for_vision_features(kind)
+    data["meta"] = config.to_dict()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("wb") as f:
+        import pickle
+
+        pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+    print(f"{source} -> {out}: vision_features {kind} (no face in any sample)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -207,8 +228,14 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--drop-framing", action="store_true", help=f"zero the framing features {', '.join(FRAMING)}")
     p.add_argument("--heads", nargs="+", default=["logistic", "shipped"], choices=["logistic", "shipped"])
+    r = sub.add_parser("retag-audio-only", help="a face-free feature file relabelled for another vision_features kind")
+    r.add_argument("source", type=Path)
+    r.add_argument("out", type=Path)
+    r.add_argument("--kind", default="mediapipe_v2")
     args = parser.parse_args(argv)
-    if args.what == "featurize":
+    if args.what == "retag-audio-only":
+        retag_audio_only(args.source, args.out, args.kind)
+    elif args.what == "featurize":
         featurize(args.variant, args.out, args.limit, args.every, args.kind)
     else:
         probe(args.files, args.repeats, args.heads, FRAMING if args.drop_framing else ())

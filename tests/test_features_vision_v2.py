@@ -118,3 +118,39 @@ def test_real_face_in_a_larger_frame_keeps_v2_but_not_v1_framing():
     v2_shift = np.abs(v2_wide[slots] - v2[slots]) / (np.abs(v2[slots]) + 1e-3)
     assert v1_shift.max() > 0.5                    # tz / width / translation follow the framing
     assert np.median(v2_shift) < 0.1 and np.median(v2_shift) < 0.2 * np.median(v1_shift)
+
+
+def test_featurize_command_writes_v2_still_features(tmp_path):
+    """`moodlens featurize --vision-features mediapipe_v2` on a real still (the bundled demo clip's first
+    frame): the dataset's config names the kind, the four slots hold the v2 geometry, the rest is v1."""
+    import pickle
+
+    import av
+    from PIL import Image
+
+    from moodlens.core.assets import DEMO_CLIP, resolve_path
+    from moodlens.realtime.cli import main
+    from moodlens.realtime.perception.features.vision import VisionFeaturizer
+
+    with av.open(str(resolve_path(DEMO_CLIP, None))) as container:
+        frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    (tmp_path / "raw" / "faces").mkdir(parents=True)
+    Image.fromarray(frame).save(tmp_path / "raw" / "faces" / "f.png")
+    labels = tmp_path / "label.csv"
+    labels.write_text("video_id,clip_id,label,label_V,mode\nfaces,f,2,2,train\n")
+    outs = {}
+    for kind in ("mediapipe", "mediapipe_v2"):
+        out = tmp_path / f"{kind}.pkl"
+        assert main(["featurize", "--raw", str(tmp_path / "raw"), "--labels", str(labels), "--out", str(out),
+                     "--workers", "1", "--vision-features", kind]) == 0
+        outs[kind] = pickle.loads(out.read_bytes())
+    v1, v2 = outs["mediapipe"], outs["mediapipe_v2"]
+    assert v1["meta"]["vision_features"] == "mediapipe" and v2["meta"]["vision_features"] == "mediapipe_v2"
+    assert v2["meta"]["vision_feature_names"] == list(VISION_FEATURE_NAMES_V2)
+    a, b = v1["train"]["vision"][0, 0], v2["train"]["vision"][0, 0]
+    others = [i for i in range(64) if i not in V2_SLOTS]
+    np.testing.assert_array_equal(a[others], b[others])
+    with VisionFeaturizer(FeaturizerConfig().for_vision_features("mediapipe_v2")) as vision:
+        live = [vision.process_image(frame, k / 15) for k in range(3)][-1].values   # the live path, same frame
+    np.testing.assert_allclose(b, live, atol=1e-6)
+    assert not np.allclose(a[list(V2_SLOTS)], b[list(V2_SLOTS)])
