@@ -16,7 +16,31 @@ balanced Acc-2 on grouped CV (5 folds over the train + valid persons), train -> 
 corpora (web faces -> CK+ and back, train + valid persons). Faces a variant does not find are
 compared two ways: on the stills every file found (the same images for all, "common") and on all
 labelled stills with a missed face scored 0 (wrong for both classes, "all").
-One thread; featurizing ~3600 stills takes ~6-8 min a variant on the shared 2-vCPU VM.
+One thread; featurizing the 3631 train + valid stills takes ~2 min a variant alone, ~4.5 min two at a
+time, on the shared 2-vCPU VM (load 7-8 from other engineers); the shipped-head probe ~7 min a file.
+`retag-audio-only` relabels a face-free feature file (RAVDESS) for another vision_features kind.
+
+Results (issue 10, 2026-12-01; `base` reproduces runs/data/faces.pkl bit for bit on the train + valid
+stills). Balanced Acc-2; shipped head mean ± sd over 3 seeds, logistic deterministic; "common" = the
+stills every file in that run found (3452-3495 of 3631; the fold assignment follows it, so base moves
+0.850-0.855 between runs: read differences within one run).
+
+| variant | found | logistic CV common / valid / web->CK+ / CK+->web | shipped CV common / CV all / valid / web->CK+ / CK+->web |
+|---|---|---|---|
+| base (today) | 0.963 | 0.837-0.843 / 0.840 / 0.889-0.895 / 0.688 | 0.850-0.855 / 0.806 / 0.840-0.846 / 0.810 / 0.717 |
+| pad 25 % border (frame mean colour) | 0.984 | 0.832 / 0.815 / 0.888 / 0.687 | - |
+| upscale to 256 px short side | 0.961 | 0.839 / 0.825 / 0.888 / 0.691 | - |
+| upscale 256 + pad 25 % | 0.982 | 0.825 / 0.803 / 0.869 / 0.692 | 0.845 / 0.824 / 0.822 / 0.803 / 0.713 |
+| pad only where base finds no face | 0.983 | - | 0.855 / 0.825 / 0.846 / 0.810 / 0.717 |
+| grey -> 3 channels | 0.961 | 0.844 / 0.842 / 0.891 / 0.686 | - |
+| autocontrast (1 % cut) | 0.960 | 0.845 / 0.822 / 0.889 / 0.676 | - |
+| grey + pad 25 % | 0.985 | 0.829 / 0.798 / 0.891 / 0.688 | - |
+| base, framing dims zeroed | 0.963 | 0.835 / 0.803 / 0.894 / 0.694 | 0.842 / 0.795 / 0.795 / 0.826 / 0.718 |
+| vision_features mediapipe_v2 | 0.963 | 0.851 / 0.819 / 0.921 / 0.700 | 0.845 / 0.802 / 0.812 / 0.849 / 0.714 |
+
+The framing dims (x/y/z translation, face width over image width) on real video (the demo clip, the
+two 1920x804 and the 640x360 clips of ../shared/data/clips) sit 8-31 training sds from the stills
+(tz -18 to -31, width -8 to -10); the v2 slots sit within 0.1-1.8 sd there.
 """
 
 from __future__ import annotations
