@@ -37,6 +37,8 @@ def test_default_checkpoint_is_small_and_complete(default):
     # audio = Whisper tiny.en encoder states (384-d), vision = the live 64-d face features
     assert default.model_config["audio_dim"] == 384 and default.model_config["vision_dim"] == 64
     assert default.featurizer_config["audio_features"] == "whisper_encoder"
+    # the face features without the framing dims (docs/model_card.md); the live featurizer follows the checkpoint
+    assert default.featurizer_config["vision_features"] == "mediapipe_v2"
     assert default.featurizer_config["text_max_len"] == default.model_config["text_max_len"]
     # MOSI text + RAVDESS voices + face stills: every branch was trained, the scorer scores all three
     assert default.extra["trained_modalities"] == ["text", "audio", "vision"]
