@@ -389,6 +389,7 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
         return [round(float(np.median(part)), 1) if len(part) else None
                 for part in np.array_split(np.asarray(values), 3)] if len(values) >= 3 else []
 
+    per_window = window_timelines(pipeline)
     stamps, rss = memory.times, memory.samples[1:-1]
     slope = (float(np.polyfit(np.asarray(stamps) / 60.0, np.asarray(rss), 1)[0])
              if len(rss) >= 10 and len(stamps) == len(rss) else None)
@@ -413,11 +414,44 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
                      "skipped": snap.interims_skipped},
         "vad": {"min_silence_s": vad.min_silence_s, "pad_s": vad.pad_s},
         "asr_cpu_threads": getattr(getattr(pipeline, "transcriber", None), "cpu_threads", None),
+        "per_window": per_window,
         "cpu_percent": round(100 * cpu_s / wall, 1) if wall else None,
         "cpu_cores": os.cpu_count(), "rss_mb": memory.summary(),
         # Least-squares slope of resident memory over the run (flat: near 0).
         "rss_slope_mb_per_min": round(slope, 2) if slope is not None else None,
     }
+
+
+def window_timelines(pipeline) -> list[dict[str, Any]]:
+    """Each scored utterance's steps in ms after its speech end (the pipeline's `trace`): when the
+    speculative window's chunk arrived and when it reached Whisper's slots (the difference is the
+    face gate), when Whisper started and finished it, when it was pre-scored; the same for the
+    final; when the score was ready; the Whisper time of other jobs (interims, other windows)
+    that ran between the speech end and the start of this utterance's decode (`other_asr_ms`); and
+    this utterance's Whisper jobs."""
+    out = []
+    jobs = list(pipeline.asr_jobs)
+    for wid, entry in list(pipeline.trace.items()):
+        t0 = entry.get("speech_end_mono")
+        if t0 is None or "ready" not in entry:
+            continue
+        rel = {k: round((v - t0) * 1000, 1) for k, v in entry.items()
+               if isinstance(v, float) and k not in ("speech_end_mono",)}
+        mine = [(kind, s, e) for kind, i, s, e in jobs if i == wid and kind in ("speculative", "final") and s >= t0 - 0.05]
+        own_start = mine[0][1] if mine else entry["ready"]
+        rel.update({"speculative_busy": entry.get("speculative_busy"), "final_busy": entry.get("final_busy")})
+        if mine:
+            rel["asr_start"], rel["asr_kind"] = round((mine[0][1] - t0) * 1000, 1), mine[0][0]
+            rel["asr_ms"] = round((mine[0][2] - mine[0][1]) * 1000, 1)
+        # Whisper busy on something else after the speech end, before this utterance's decode began.
+        blocking = [(kind, i, max(s, t0), min(e, own_start)) for kind, i, s, e in jobs
+                    if not (i == wid and kind in ("speculative", "final")) and e > t0 and s < own_start]
+        rel["other_asr_ms"] = round(sum((e - s) * 1000 for _, _, s, e in blocking), 1)
+        # Whisper jobs of this utterance (interims, the speculation, the final): kind, start, end.
+        rel["jobs"] = [(kind, round((s - t0) * 1000), round((e - t0) * 1000)) for kind, i, s, e in jobs
+                       if i == wid]
+        out.append({"id": wid, **rel})
+    return out
 
 
 def pipeline_scorer(options: BenchOptions):

@@ -190,6 +190,11 @@ class UtteranceWindower:
         """An utterance is open and the VAD is in a silence that may end it."""
         return bool(self._triggered and self._temp_end)
 
+    @property
+    def buffer_start_t(self) -> float:
+        """Clock time of the oldest sample a future window can start at (earlier audio is gone)."""
+        return self._time(self._buffer_start) if self._t0 is not None else -np.inf
+
     # -- inputs ------------------------------------------------------------------------------
     def push_face(self, face: FaceFeatures) -> None:
         """Keep a face result; windows take the faces whose time falls inside their span."""
