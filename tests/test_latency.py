@@ -212,6 +212,30 @@ def test_interim_events_come_before_their_final_and_are_sane(paced):
     assert [e.text for e in read_jsonl(out)] == [e.text for e in events if not e.interim]
 
 
+def test_interims_decode_on_their_own_lower_priority_whisper(paced):
+    import os
+    import sys
+
+    pipe, events, _ = paced
+    interim, main = pipe.interim_transcriber, pipe.transcriber
+    assert interim is not None and interim.model is not main.model
+    jobs = list(pipe.asr_jobs)
+    kinds = {kind for kind, *_ in jobs}
+    assert {"preview", "speculative"} <= kinds, kinds
+    # A final or its speculation never queues behind an interim decode: they run on different Whispers.
+    assert all(worker == "interim" for kind, _, _, _, worker in jobs if kind == "preview")
+    assert all(worker == "main" for kind, _, _, _, worker in jobs if kind != "preview")
+    if sys.platform.startswith("linux"):
+        # ... and the interim Whisper's threads yield the CPU to the finals' (nice 19 vs the process's).
+        assert interim.thread_ids and not interim.thread_ids & main.thread_ids
+        for tid in interim.thread_ids:
+            if os.path.exists(f"/proc/self/task/{tid}"):
+                assert os.getpriority(os.PRIO_PROCESS, tid) == interim.options.interim_nice == 19
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert all(os.getpriority(os.PRIO_PROCESS, tid) == own for tid in main.thread_ids
+                   if os.path.exists(f"/proc/self/task/{tid}"))
+
+
 def test_every_final_carries_speech_end_and_ready_at_on_the_media_clock(paced, plain):
     for events in (paced[1], plain[1]):
         for e in events:

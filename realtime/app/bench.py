@@ -437,18 +437,18 @@ def window_timelines(pipeline) -> list[dict[str, Any]]:
             continue
         rel = {k: round((v - t0) * 1000, 1) for k, v in entry.items()
                if isinstance(v, float) and k not in ("speech_end_mono",)}
-        mine = [(kind, s, e) for kind, i, s, e in jobs if i == wid and kind in ("speculative", "final") and s >= t0 - 0.05]
+        mine = [(kind, s, e) for kind, i, s, e, _ in jobs if i == wid and kind in ("speculative", "final") and s >= t0 - 0.05]
         own_start = mine[0][1] if mine else entry["ready"]
         rel.update({"speculative_busy": entry.get("speculative_busy"), "final_busy": entry.get("final_busy")})
         if mine:
             rel["asr_start"], rel["asr_kind"] = round((mine[0][1] - t0) * 1000, 1), mine[0][0]
             rel["asr_ms"] = round((mine[0][2] - mine[0][1]) * 1000, 1)
         # Whisper busy on something else after the speech end, before this utterance's decode began.
-        blocking = [(kind, i, max(s, t0), min(e, own_start)) for kind, i, s, e in jobs
+        blocking = [(kind, i, max(s, t0), min(e, own_start)) for kind, i, s, e, _ in jobs
                     if not (i == wid and kind in ("speculative", "final")) and e > t0 and s < own_start]
         rel["other_asr_ms"] = round(sum((e - s) * 1000 for _, _, s, e in blocking), 1)
         # Whisper jobs of this utterance (interims, the speculation, the final): kind, start, end.
-        rel["jobs"] = [(kind, round((s - t0) * 1000), round((e - t0) * 1000)) for kind, i, s, e in jobs
+        rel["jobs"] = [(kind, round((s - t0) * 1000), round((e - t0) * 1000), worker) for kind, i, s, e, worker in jobs
                        if i == wid]
         out.append({"id": wid, **rel})
     return out

@@ -238,7 +238,8 @@ class Pipeline:
         # routed, score ready) and the Whisper jobs that ran for it: the bench's per-window account.
         self.trace: dict[int, dict] = {}
         self._asr_job: tuple[str, int, float] | None = None     # (kind, id, started) Whisper is on now
-        self.asr_jobs: deque[tuple[str, int, float, float]] = deque(maxlen=4 * self.options.latency_history)
+        # (kind, id, started, done, "main" | "interim"): every Whisper decode, on which Whisper.
+        self.asr_jobs: deque[tuple[str, int, float, float, str]] = deque(maxlen=4 * self.options.latency_history)
 
     # ---- public API --------------------------------------------------------------------------
     def start(self) -> "Pipeline":
@@ -622,9 +623,11 @@ class Pipeline:
     def _take_preview(self) -> Window | None:
         """The waiting preview (lock held), unless stale or the VAD hears a pause."""
         window, self._preview_waiting = self._preview_waiting, None
-        # Not while the VAD hears a pause: the end may be coming, and (on the finals' Whisper) a preview
-        # decode cannot be interrupted when the final (or its speculation) arrives.
-        if window is not None and (window.id <= self._last_final_id or self.windower.in_silence):
+        # Not while the VAD hears a pause or a speculation of the utterance waits or runs: the end may be
+        # coming, and a preview decode cannot be interrupted when the final (or its speculation) arrives.
+        speculating = any(w is not None and window is not None and w.id == window.id
+                          for w in (self._spec_waiting, self._spec.window if self._spec and not self._spec.cancelled else None))
+        if window is not None and (window.id <= self._last_final_id or self.windower.in_silence or speculating):
             self.stats.add(interims_skipped=1)
             window = None
         return window
@@ -647,7 +650,7 @@ class Pipeline:
         asr_ms = (time.perf_counter() - t0) * 1000
         if main:
             self._asr_job = None
-        self.asr_jobs.append((window.kind, window.id, started, time.monotonic()))
+        self.asr_jobs.append((window.kind, window.id, started, time.monotonic(), "main" if main else "interim"))
         # The text alone decides (word timestamps may be switched off in the live config).
         return ((transcript.text or "").strip(), asr_ms, (time.process_time() - cpu0) * 1000, started,
                 time.monotonic(), getattr(transcript, "encoder_states", None))

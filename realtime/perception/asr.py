@@ -47,9 +47,10 @@ class AsrOptions(Options):
     # Interim transcripts run on their own Whisper (this many threads, 0 = on the finals' Whisper, in
     # turn) whose CTranslate2 threads run at this nice value (Linux), so a final or speculative decode
     # never waits for an interim already running (CTranslate2 cannot be interrupted): the scheduler
-    # gives the finals' threads the CPU.
+    # gives the finals' threads the CPU. 19: an interim decoding beside a final took no measurable time
+    # from it; at 10 it did now and then (docs/benchmarks.md).
     interim_cpu_threads: int = 1
-    interim_nice: int = 10
+    interim_nice: int = 19
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -101,6 +102,7 @@ def _cuda_available() -> bool:
 _MODELS: dict[tuple, object] = {}
 _MODEL_LOCKS: dict[int, threading.Lock] = {}   # one per shared model: CTranslate2 calls are serialized
 _MODELS_LOCK = threading.Lock()
+_MODEL_THREADS: dict[int, frozenset[int]] = {}   # per shared model: the thread ids CTranslate2 started for it
 
 
 def _thread_ids() -> set[int]:
@@ -130,8 +132,9 @@ def _load_model(source: str, device: str, compute_type: str, threads: int, nice:
                     f"The Whisper model '{source}' is not on this machine and could not be downloaded; "
                     f"pass a local CTranslate2 model folder or set {WHISPER_TINY_EN.env_var} ({type(err).__name__})."
                 ) from err
+            _MODEL_THREADS[id(_MODELS[key])] = frozenset(_thread_ids() - before)
             if nice > 0:
-                for tid in _thread_ids() - before:
+                for tid in _MODEL_THREADS[id(_MODELS[key])]:
                     try:
                         os.setpriority(os.PRIO_PROCESS, tid, nice)
                     except OSError as err:   # lowering a priority is always allowed; a thread may be gone
@@ -163,6 +166,7 @@ class Transcriber:
         self.language = "en" if self.english_only else o.language
         # Transcribers sharing a model share its lock (faster-whisper keeps per-call state on the model).
         self._lock = _MODEL_LOCKS[id(self.model)]
+        self.thread_ids = _MODEL_THREADS.get(id(self.model), frozenset())   # Linux thread ids of its workers
         if o.warmup:
             self.warmup()
 
