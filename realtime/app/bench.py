@@ -17,9 +17,13 @@ The JSON report (`--json OUT`) has these keys (docs/benchmarks.md describes each
                    "speech_end_to_score_ms": {"p50", "p95", "p99", "max"},
                    "speech_end_to_score_ms_by_third": [first, middle, last],
                    "stages_ms": {"vad"|"queue"|"asr"|"asr_wait"|"score_wait"|"features"|"model": {"p50", "p95"}},
-                   "speculation": {"speculative_silence_s", "emitted", "started", "used", "discarded", "skipped",
+                   "speculation": {"speculative_silence_s", "fires_after_s", "emitted", "started", "used", "discarded", "skipped",
                                    "wasted_asr_ms", "wasted_cpu_ms"},
                    "interims": {"every_s", "emitted", "skipped"}, "vad": {"min_silence_s", "pad_s"}, "asr_cpu_threads",
+                   "per_window": [{"id", "speculative_chunk", "speculative_routed", "speculative_faces",
+                                   "speculative_scored", "final_chunk", "final_routed", "ready", "asr_start",
+                                   "asr_kind", "asr_ms", "speculative_busy", "final_busy", "other_asr_ms",
+                                   "jobs": [[kind, start, end, "main"|"interim"]]}],   # ms after speech end
                    "cpu_percent", "rss_mb": {"start", "peak", "end"}, "rss_slope_mb_per_min"}]}
 """
 
@@ -406,7 +410,10 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
         "speech_end_to_score_ms": {q: felt_q[q] for q in ("p50", "p95", "p99", "max")} if felt_q else {},
         "speech_end_to_score_ms_by_third": thirds(felt),
         "stages_ms": {k: {q: percentiles(v)[q] for q in ("p50", "p95")} for k, v in parts.items() if v},
-        "speculation": {"speculative_silence_s": vad.speculative_silence_s, "emitted": snap.spec_emitted,
+        "speculation": {"speculative_silence_s": vad.speculative_silence_s,
+                        # what it fires after: never before pad_s (the final's audio runs pad_s past the speech)
+                        "fires_after_s": pipeline.windower.speculation_after_s if pipeline.windower else None,
+                        "emitted": snap.spec_emitted,
                         "started": snap.spec_started, "used": snap.spec_used, "discarded": snap.spec_discarded,
                         "skipped": snap.spec_skipped, "wasted_asr_ms": round(snap.spec_wasted_ms, 1),
                         "wasted_cpu_ms": round(snap.spec_wasted_cpu_ms, 1)},
