@@ -74,6 +74,7 @@ class BenchOptions(Options):
     interim_every_s: float | None = None          # None = the live config's; 0 = no interim transcripts
     min_silence_s: float | None = None            # None = the live config's VAD min_silence_s
     asr_cpu_threads: int | None = None            # None = the live config's Whisper cpu_threads
+    interim_cpu_threads: int | None = None        # None = the live config's; 0 = interims on the finals' Whisper
     run_model: bool = True
     run_pipeline: bool = True
 
@@ -345,6 +346,8 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
     asr = config.asr
     if options.asr_cpu_threads is not None:
         asr = dataclasses.replace(asr, cpu_threads=options.asr_cpu_threads)
+    if options.interim_cpu_threads is not None:
+        asr = dataclasses.replace(asr, interim_cpu_threads=options.interim_cpu_threads)
     pipeline = build_pipeline(source, scorer, pipeline_options, vad=vad, asr=asr, features=config.features)
     progress.update(task, description=f"pipeline {pace}: {media.name}", total=round(duration, 1) or None,
                     completed=0)
@@ -421,6 +424,7 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
                      "skipped": snap.interims_skipped},
         "vad": {"min_silence_s": vad.min_silence_s, "pad_s": vad.pad_s},
         "asr_cpu_threads": getattr(getattr(pipeline, "transcriber", None), "cpu_threads", None),
+        "interim_cpu_threads": getattr(pipeline.interim_transcriber, "cpu_threads", 0),
         "per_window": per_window,
         "cpu_percent": round(100 * cpu_s / wall, 1) if wall else None,
         "cpu_cores": os.cpu_count(), "rss_mb": memory.summary(),
@@ -647,6 +651,56 @@ def save_stage_plot(report: dict[str, Any], path: str | Path) -> Path:
             ax.plot([felt], [i], "k|", markersize=18)
     ax.set_xlabel("ms from the end of speech (medians per stage; | = median speech end → score)")
     ax.set_title("Where the time goes, speech end → score")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return _save_figure(fig, path)
+
+
+def save_timeline_plot(report: dict[str, Any], path: str | Path) -> Path:
+    """One row per scored utterance of the paced run(s): what happened after its speech end (ms) —
+    the VAD hearing pad_s of silence, the speculative decode on Whisper (and any interim decoding
+    beside it), the faces reaching the window, min_silence_s confirming the end, the score ready."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(p, w) for p in report.get("pipeline", []) if p.get("pace") == "realtime" for w in p.get("per_window") or []]
+    if not rows:
+        raise ConfigError("No paced pipeline run has per-window timings, so there is no timeline to plot.")
+    fig, ax = plt.subplots(figsize=(11, 1.5 + 0.32 * len(rows)))
+    colours = {"vad": "#bbbbbb", "wait": "#f4a259", "speculative": "#5b8e7d", "final": "#8cb369", "interim": "#bc4b51",
+               "score": "#3d5a80"}
+    used = set()
+
+    def bar(y, start, end, key, label, height=0.6):
+        if end is None or start is None or end <= start:
+            return
+        ax.barh(y, end - start, left=start, height=height, color=colours[key],
+                label=None if key in used else label)
+        used.add(key)
+
+    for y, (p, w) in enumerate(rows):
+        chunk = w.get("speculative_chunk", w.get("final_chunk"))
+        bar(y, 0, chunk, "vad", "VAD: silence until the window's audio is in")
+        start, asr_ms = w.get("asr_start"), w.get("asr_ms")
+        bar(y, chunk, start, "wait", "waiting (face gate / Whisper busy)")
+        if start is not None and asr_ms:
+            bar(y, start, start + asr_ms, w.get("asr_kind", "final"), f"Whisper ({w.get('asr_kind', 'final')})")
+            bar(y, start + asr_ms, w["ready"], "score", "features + model, score queue")
+        for kind, s, e, worker in w.get("jobs", []):
+            if kind == "preview" and e > 0:
+                bar(y + 0.36, max(s, 0), e, "interim", "interim decode (other Whisper)", height=0.12)
+        for key, marker, label in (("final_chunk", "k|", "min_silence_s confirms the end"),
+                                   ("speculative_faces", "bx", "faces of the window all in")):
+            if w.get(key) is not None:
+                ax.plot([w[key]], [y], marker, markersize=10, label=None if key in used else label)
+                used.add(key)
+        ax.plot([w["ready"]], [y], "k*", markersize=7, label=None if "ready" in used else "score ready")
+        used.add("ready")
+    ax.set_yticks(range(len(rows)), [f"#{w['id']}" for _, w in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("ms after the end of speech")
+    ax.set_title("Each utterance, speech end → score (paced)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return _save_figure(fig, path)
 

@@ -15,9 +15,13 @@ waiting one is dropped). Every drop and merge is counted in `PipelineStats`. Wit
 (a file read as fast as possible) stages wait for each other instead, so results do not depend
 on machine speed.
 
-Faces reach the windower before the audio that closes their window: audio waits (at most
-`face_wait_s` when realtime) until the face stream has caught up with it, so a window carries
-the faces of its whole span.
+The VAD hears each audio chunk as soon as it arrives; a window then waits (at most `face_wait_s`
+when realtime) until the face stream has passed the window's *end*, and takes the faces of its
+span, so it carries the faces of its whole span. A final closed by min_silence_s ends pad_s after
+the speech, long before the chunk that confirms it, so it rarely waits at all; a speculative
+window goes to Whisper at once (a transcript needs only the audio) and is pre-scored once its
+faces are in. (Until session 2 the audio itself waited for the face clock, which held the
+speculative decode back by 50-110 ms: docs/benchmarks.md.)
 
 Latency is measured where it is felt, on the media clock: every window carries `speech_end` (the
 last voiced sample the VAD saw) and its event `ready_at` (when the score was ready);
@@ -42,6 +46,11 @@ Whisper has nothing final or speculative waiting (a newer preview replaces one t
 skipped preview is counted, never queued), scored, and emitted as `interim: true` events with
 the id of the final that will supersede them (sinks get them through an optional
 `on_interim(event)`; `on_event` only ever sees finals).
+With an `interim_transcriber` (a second Whisper, see `AsrOptions.interim_cpu_threads`) previews
+decode on their own thread instead, so a final never queues behind one; an interim that finishes
+after its final is dropped (counted as skipped). Without one they take turns on the finals'
+Whisper, only when it has nothing final or speculative waiting, and never while the VAD hears a
+pause or a speculation of the utterance is pending.
 
 `stop()` (or Ctrl-C in the thread iterating `events()`) ends every stage within a second.
 

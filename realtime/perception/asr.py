@@ -44,12 +44,12 @@ class AsrOptions(Options):
     # runs to Whisper's 224-token limit and stalls the live view. None = no cap.
     max_tokens_per_s: float | None = 12.0
     warmup: bool = True
-    # Interim transcripts run on their own Whisper (this many threads, 0 = on the finals' Whisper, in
-    # turn) whose CTranslate2 threads run at this nice value (Linux), so a final or speculative decode
-    # never waits for an interim already running (CTranslate2 cannot be interrupted): the scheduler
-    # gives the finals' threads the CPU. 19: an interim decoding beside a final took no measurable time
-    # from it; at 10 it did now and then (docs/benchmarks.md).
-    interim_cpu_threads: int = 1
+    # Interim transcripts on their own Whisper (this many threads; 0 = on the finals' Whisper, in turn)
+    # whose CTranslate2 threads run at this nice value (Linux), so a final or speculative decode never
+    # waits for an interim already running (CTranslate2 cannot be interrupted). Off by default: on the
+    # 2-core CPU an interim decoding beside the speculative one slowed it by about what the wait saved
+    # (docs/benchmarks.md); with spare cores it is the better choice.
+    interim_cpu_threads: int = 0
     interim_nice: int = 19
 
     def __post_init__(self) -> None:
