@@ -689,7 +689,7 @@ def save_timeline_plot(report: dict[str, Any], path: str | Path) -> Path:
             bar(y, start + asr_ms, w["ready"], "score", "features + model, score queue")
         for kind, s, e, worker in w.get("jobs", []):
             if kind == "preview" and e > 0:
-                bar(y + 0.36, max(s, 0), e, "interim", "interim decode (other Whisper)", height=0.12)
+                bar(y + 0.36, max(s, 0), e, "interim", "interim decode of the utterance", height=0.12)
         for key, marker, label in (("final_chunk", "k|", "min_silence_s confirms the end"),
                                    ("speculative_faces", "bx", "faces of the window all in")):
             if w.get(key) is not None:
