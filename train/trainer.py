@@ -1,6 +1,8 @@
 """The trainer: any model of the zoo on any dataset of `train/data.py`, MMSA-style.
 
-- Adam with its own learning rate for the (fine-tuned part of the) text encoder;
+- Adam (or AdamW) with its own learning rate for the (fine-tuned part of the) text encoder; optional
+  warm-up / linear / cosine / plateau schedules, clipping by norm or value and gradient accumulation as
+  the papers' authors run them (train/optim.py); the defaults are a constant rate and one step per batch;
 - the model's training hooks: `training_batch` before `loss`; `auxiliary_parameters` get their own
   Adam and are stepped on `auxiliary_loss` before each main step (DAR's CLUB), and are left out
   of the main optimizer;
@@ -57,7 +59,15 @@ class TrainConfig:
     auxiliary_learning_rate: float = 1e-3  # auxiliary_parameters() (DAR's CLUB estimator)
     weight_decay: float = 0.0
     text_weight_decay: float = 0.0
-    grad_clip: float = 0.0                # max grad norm; 0 = off
+    grad_clip: float = 0.0                # max grad norm (or element, grad_clip_mode: value); 0 = off
+    grad_clip_mode: str = "norm"          # norm | value (DLF's code: clip_grad_value_)
+    optimizer: str = "adam"               # adam (L2 decay in the gradient) | adamw (decoupled decay)
+    no_weight_decay: list = field(default_factory=list)  # parameter-name substrings without decay
+    lr_schedule: str = "constant"         # constant | linear | cosine | plateau (train/optim.py)
+    warmup_epochs: float = 0.0            # linear ramp from 0 over this many epochs (not with plateau)
+    plateau_factor: float = 0.5           # plateau: rate x factor when the validation MAE stalls ...
+    plateau_patience: int = 5             # ... for this many epochs (torch ReduceLROnPlateau)
+    accumulate_batches: int = 1           # batches whose gradients are summed into one optimizer step
     early_stop: int = 8                   # epochs without validation improvement before stopping (MMSA)
     early_stop_metric: str = "loss"       # validation metric watched by early stop and best-epoch choice:
     #                                       "loss" (MAE, MMSA) or a metric name, e.g. Non0_acc_2 (TeCaFN §4.4)
@@ -131,6 +141,9 @@ def check_train_config(config: TrainConfig, blame) -> None:
             raise ConfigError(f"{blame(key)} must be zero or positive, got {value:g}.")
     if config.num_threads < 0:
         raise ConfigError(f"{blame('num_threads')} must be 0 (torch's default) or positive, got {config.num_threads}.")
+    from moodlens.train.optim import check_optim_config
+
+    check_optim_config(config, blame)
 
 
 def check_model_overrides(model: str, overrides: dict, where: str = "--set") -> dict:
@@ -411,18 +424,21 @@ class Trainer:
         return model
 
     def optimizers(self, model) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
+        from moodlens.train.optim import build_optimizer, split_decay
+
         c = self.config
         auxiliary = list(model.auxiliary_parameters())
         aux_ids = {id(p) for p in auxiliary}
         text_ids = {id(p) for p in model.text_encoder.parameters()}
-        text_params = [p for p in model.text_encoder.parameters() if p.requires_grad and id(p) not in aux_ids]
-        other = [p for p in model.parameters()
-                 if p.requires_grad and id(p) not in text_ids and id(p) not in aux_ids]
-        groups = [{"params": other, "lr": c.learning_rate, "weight_decay": c.weight_decay, "name": "model"}]
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in aux_ids]
+        text_params = [(n, p) for n, p in named if id(p) in text_ids]
+        other = [(n, p) for n, p in named if id(p) not in text_ids]
+        groups = split_decay(other, {"lr": c.learning_rate, "weight_decay": c.weight_decay, "name": "model"},
+                             c.no_weight_decay)
         if text_params:
-            groups.append({"params": text_params, "lr": c.text_learning_rate, "weight_decay": c.text_weight_decay,
-                           "name": "text_encoder"})
-        main = torch.optim.Adam(groups)
+            groups += split_decay(text_params, {"lr": c.text_learning_rate, "weight_decay": c.text_weight_decay,
+                                                "name": "text_encoder"}, c.no_weight_decay)
+        main = build_optimizer(c.optimizer, groups)
         aux = torch.optim.Adam(auxiliary, lr=c.auxiliary_learning_rate) if auxiliary else None
         return main, aux
 
@@ -508,6 +524,7 @@ class Trainer:
         model = self.build_model().to(self.device)
         _broadcast_parameters(model, self.dist)
         optimizer, aux_optimizer = self.optimizers(model)
+        schedule = self.schedule(optimizer)
         generator = torch.Generator().manual_seed(seed)
         hook_generator = torch.Generator().manual_seed(seed + 1)
         start_epoch, best_loss, best_epoch, bad_epochs = 1, math.inf, 0, 0
@@ -518,6 +535,7 @@ class Trainer:
             try:
                 model.load_checkpoint_state(state["model"])
                 optimizer.load_state_dict(state["optimizer"])
+                schedule.load_state_dict(state.get("schedule"))
                 if aux_optimizer is not None and state.get("aux_optimizer"):
                     aux_optimizer.load_state_dict(state["aux_optimizer"])
                 generator.set_state(state["generator"])
@@ -544,9 +562,10 @@ class Trainer:
                     break
                 t0 = time.perf_counter()
                 train_terms = self.train_epoch(model, optimizer, aux_optimizer, generator, hook_generator,
-                                               progress, f"epoch {epoch}")
+                                               progress, f"epoch {epoch}", schedule)
                 valid, _ = evaluate_split(model, self.data.valid, self.metric_dataset, c.eval_batch_size,
                                           self.device, self.amp)
+                schedule.after_epoch(valid["loss"])   # plateau: on the validation MAE (DLF/TeCaFN code)
                 score = _selection_score(valid, c.early_stop_metric)   # lower is better
                 improved = score < best_loss - 1e-6
                 if improved:
@@ -560,6 +579,7 @@ class Trainer:
                     self._log(log_path, epoch, train_terms, valid, optimizer, seconds, improved)
                     torch.save({"model": model.checkpoint_state(), "optimizer": optimizer.state_dict(),
                                 "aux_optimizer": aux_optimizer.state_dict() if aux_optimizer else None,
+                                "schedule": schedule.state_dict(),
                                 "generator": generator.get_state(), "hook_generator": hook_generator.get_state(),
                                 "torch_rng": torch.get_rng_state(), "epoch": epoch, "best_loss": best_loss,
                                 "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_state": best_state},
@@ -606,8 +626,21 @@ class Trainer:
                 + ", ".join(f"{k} {format_value(test[k])}" for k in metric_names(self.metric_dataset)))
         return SeedResult(seed, best_epoch, epochs_run, valid, test, best_path)
 
+    def schedule(self, optimizer):
+        """The learning-rate schedule (train/optim.py), counted in optimizer steps."""
+        from moodlens.train.optim import Schedule
+
+        c = self.config
+        batches = self.data.train.num_batches(c.batch_size, self.dist.world_size)
+        if batches < c.accumulate_batches:
+            raise ConfigError(f"accumulate_batches ({c.accumulate_batches}) exceeds the {batches} training "
+                              f"batches per epoch of {self.data.source}; no optimizer step would run.")
+        return Schedule(optimizer, c, batches // c.accumulate_batches)
+
     def train_epoch(self, model, optimizer, aux_optimizer, generator, hook_generator, progress,
-                    label: str) -> dict[str, float]:
+                    label: str, schedule=None) -> dict[str, float]:
+        from moodlens.train.optim import clip_gradients
+
         c = self.config
         # DashFusion §III-D: contrastive partners drawn over the whole training set (its paper configs);
         # the similarities are refreshed (in eval mode) before the epoch's train/freeze modes are set.
@@ -627,6 +660,7 @@ class Trainer:
         count = 0
         main_params = [p for g in optimizer.param_groups for p in g["params"]]
         aux_params = [p for g in aux_optimizer.param_groups for p in g["params"]] if aux_optimizer else []
+        pending = 0   # batches whose gradients wait for the next step (accumulate_batches; a rest is dropped)
         for batch, labels, idx in split.batches(c.batch_size, shuffle=True, generator=generator, rank=self.dist.rank,
                                                 world_size=self.dist.world_size, bucket=c.bucket_by_length,
                                                 with_index=True):
@@ -646,7 +680,8 @@ class Trainer:
                 aux_loss.backward()
                 _sync_gradients(aux_params, self.dist)
                 aux_optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            if pending == 0:
+                optimizer.zero_grad(set_to_none=True)
             with autocast(self.device, self.amp):
                 terms = model.loss(train_batch, labels, **extras)
             loss = terms["total"]
@@ -658,9 +693,13 @@ class Trainer:
                 for p in aux_params:
                     p.grad = None
             _sync_gradients(main_params, self.dist)
-            if c.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(main_params, c.grad_clip)
-            optimizer.step()
+            clip_gradients(main_params, c.grad_clip_mode, c.grad_clip)  # every backward, as DLF's code
+            pending += 1
+            if pending == c.accumulate_batches:
+                optimizer.step()
+                if schedule is not None:
+                    schedule.after_step()
+                pending = 0
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             count += 1

@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-features", choices=["librosa", "whisper_encoder"], default="librosa",
                         help="audio features: the 40-d librosa set (default) or Whisper tiny.en's encoder states "
                              "(384-d per 40 ms, the states transcription computes)")
+    parser.add_argument("--vision-features", choices=["mediapipe", "mediapipe_v2"], default="mediapipe",
+                        help="face features: mediapipe (52 blendshapes, pose, 6 ratios; default) or mediapipe_v2 "
+                             "(the 4 framing dims replaced by mouth/brow geometry; same 64 dims)")
     parser.add_argument("--still-window-s", type=float, default=2.0, metavar="S",
                         help="a still image (png/jpg/tiff) becomes this long a window of the face held still")
     parser.add_argument("--egemaps", action="store_true",
@@ -61,6 +64,7 @@ def main(args: argparse.Namespace) -> int:
     config = FeaturizerConfig.for_audio_features(args.audio_features, whisper_model=args.whisper_model, **overrides)
     if args.text_encoder:
         config = config.with_text_encoder(args.text_encoder)
+    config = config.for_vision_features(args.vision_features)
     options = FeaturizeOptions(
         text_source="asr" if args.asr else ("label" if args.no_asr else "auto"),
         workers=args.workers or max(1, min(4, os.cpu_count() or 1)),

@@ -59,6 +59,16 @@ POSE_NAMES = ("head_yaw_rad", "head_pitch_rad", "head_roll_rad", "head_tx_dm", "
 GEOMETRY_NAMES = ("mouth_aspect_ratio", "right_eye_aspect_ratio", "left_eye_aspect_ratio",
                   "right_brow_height_iod", "left_brow_height_iod", "face_width_over_image_width")
 VISION_FEATURE_NAMES: tuple[str, ...] = BLENDSHAPE_NAMES + POSE_NAMES + GEOMETRY_NAMES
+# vision_features "mediapipe_v2": the four dims that say where the face sits in the frame (x, y, z
+# translation, face width over image width) replaced by size- and roll-free mouth and brow geometry,
+# in the same slots so the mirror map (models/hcrl_mfd.py FACE_MIRROR_NEGATE: slot 55 changes sign)
+# still holds. Why: live faces sit 8-30 training sds away from the posed stills on those four
+# (scripts/face_probe.py has the study and its numbers). features/vision.py `face_geometry_v2`.
+VISION_FEATURE_NAMES_V2: tuple[str, ...] = (
+    BLENDSHAPE_NAMES + POSE_NAMES[:3]
+    + ("mouth_corner_asymmetry_iod", "mouth_corner_lift_iod", "mouth_width_iod")
+    + GEOMETRY_NAMES[:5] + ("brow_inner_gap_iod",))
+VISION_FEATURE_KINDS = {"mediapipe": VISION_FEATURE_NAMES, "mediapipe_v2": VISION_FEATURE_NAMES_V2}
 
 # Identity of the default tokenizer: sha256 (first 16 hex) of all-MiniLM-L6-v2's vocab.txt.
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
@@ -201,7 +211,9 @@ class FeaturizerConfig:
     audio_mean: list[float] = field(default_factory=lambda: list(DEFAULT_AUDIO_MEAN))
     audio_std: list[float] = field(default_factory=lambda: list(DEFAULT_AUDIO_STD))
 
-    # vision
+    # vision: `vision_features` "mediapipe" (52 blendshapes, pose, 6 ratios) or "mediapipe_v2" (the
+    # framing dims replaced by mouth/brow geometry; VISION_FEATURE_NAMES_V2); see `for_vision_features`.
+    vision_features: str = "mediapipe"
     vision_dim: int = LIVE_VISION_DIM
     vision_feature_names: list[str] = field(default_factory=lambda: list(VISION_FEATURE_NAMES))
     vision_fps: float = 15.0
@@ -230,6 +242,9 @@ class FeaturizerConfig:
         if len(self.audio_feature_names) != self.audio_dim:
             raise ConfigError(f"Featurizer config: audio_feature_names has {len(self.audio_feature_names)} "
                               f"names but audio_dim is {self.audio_dim}.")
+        if self.vision_features not in VISION_FEATURE_KINDS:
+            raise ConfigError(f"Featurizer config: vision_features must be one of {', '.join(VISION_FEATURE_KINDS)}, "
+                              f"not '{self.vision_features}'.")
         if len(self.vision_feature_names) != self.vision_dim:
             raise ConfigError(f"Featurizer config: vision_feature_names has {len(self.vision_feature_names)} "
                               f"names but vision_dim is {self.vision_dim}.")
@@ -262,6 +277,12 @@ class FeaturizerConfig:
         return cls(audio_features=kind, audio_encoder_sha=whisper_identity(whisper_model), audio_dim=dim,
                    audio_feature_names=[f"whisper_{i:03d}" for i in range(dim)], audio_normalize=False,
                    audio_mean=[0.0] * dim, audio_std=[1.0] * dim, **overrides)
+
+    def for_vision_features(self, kind: str) -> "FeaturizerConfig":
+        """A copy computing the face features of `kind` (VISION_FEATURE_KINDS), names included."""
+        if kind not in VISION_FEATURE_KINDS:
+            raise ConfigError(f"Unknown vision feature kind '{kind}' (known: {', '.join(VISION_FEATURE_KINDS)}).")
+        return dataclasses.replace(self, vision_features=kind, vision_feature_names=list(VISION_FEATURE_KINDS[kind]))
 
     # ---- serialization ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

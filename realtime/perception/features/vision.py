@@ -36,6 +36,7 @@ MOUTH_UPPER, MOUTH_LOWER, MOUTH_RIGHT, MOUTH_LEFT = 13, 14, 61, 291
 RIGHT_EYE = (33, 133, 159, 145)   # outer corner, inner corner, upper lid, lower lid
 LEFT_EYE = (263, 362, 386, 374)
 RIGHT_BROW, LEFT_BROW = 105, 334
+RIGHT_BROW_INNER, LEFT_BROW_INNER = 55, 285
 EYE_OUTER_RIGHT, EYE_OUTER_LEFT = 33, 263
 CROP_SEARCH_INTERVAL_S = 0.5   # without a face, search crops at most this often
 ROI_FACE_SCALE = 3.0           # a tracked small face's crop is this many face sizes wide
@@ -84,6 +85,39 @@ def face_geometry(points: np.ndarray, image_width: int) -> np.ndarray:
     left_brow = ratio(dist(LEFT_BROW, LEFT_EYE[2]), iod)
     width = ratio(float(points[:, 0].max() - points[:, 0].min()), float(image_width))
     return np.array([mouth, right_eye, left_eye, right_brow, left_brow, width], dtype=np.float32)
+
+
+def _derolled(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Landmarks rotated about the eye midpoint so the outer eye corners lie level (no head roll),
+    and the inter-ocular distance; image axes (y grows downwards)."""
+    right, left = points[EYE_OUTER_RIGHT].astype(np.float64), points[EYE_OUTER_LEFT].astype(np.float64)
+    dx, dy = left - right
+    iod = math.hypot(dx, dy)
+    angle = math.atan2(dy, dx)
+    c, s = math.cos(-angle), math.sin(-angle)
+    centre = 0.5 * (right + left)
+    rotated = (points.astype(np.float64) - centre) @ np.array([[c, s], [-s, c]])
+    return rotated, iod
+
+
+def face_geometry_v2(points: np.ndarray) -> np.ndarray:
+    """The four mouth and brow ratios of `vision_features: mediapipe_v2` (config.VISION_FEATURE_NAMES_V2)
+    from (478, 2) landmark pixels: corner asymmetry, corner lift, mouth width, inner-brow gap, each over
+    the inter-ocular distance after removing head roll, so they do not depend on where the face sits
+    in the frame, its size or its roll. Lift: how far the mouth corners sit above the midpoint of the
+    inner lips (a smile > 0, a frown < 0); asymmetry: the subject's left corner's lift minus the right's
+    (a mirrored face negates it, as FACE_MIRROR_NEGATE expects of that slot)."""
+    p, iod = _derolled(points)
+    if iod <= 1e-6:
+        return np.zeros(4, np.float32)
+    centre_y = 0.5 * (p[MOUTH_UPPER, 1] + p[MOUTH_LOWER, 1])
+    lift_right, lift_left = centre_y - p[MOUTH_RIGHT, 1], centre_y - p[MOUTH_LEFT, 1]
+    width = float(np.linalg.norm(p[MOUTH_LEFT] - p[MOUTH_RIGHT]))
+    gap = float(np.linalg.norm(p[LEFT_BROW_INNER] - p[RIGHT_BROW_INNER]))
+    return (np.array([lift_left - lift_right, 0.5 * (lift_left + lift_right), width, gap]) / iod).astype(np.float32)
+
+
+V2_SLOTS = (55, 56, 57, 63)   # config.VISION_FEATURE_NAMES_V2: where face_geometry_v2's four values go
 
 
 class VisionFeaturizer:
@@ -273,6 +307,8 @@ class VisionFeaturizer:
         pose = head_pose(result.facial_transformation_matrixes[best])
         geometry = face_geometry(best_points, full_width or width)
         values = np.concatenate([blendshapes, pose, geometry])
+        if self.config.vision_features == "mediapipe_v2":
+            values[list(V2_SLOTS)] = face_geometry_v2(best_points)
         return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), best_points, False
 
     def reset(self) -> None:
