@@ -231,8 +231,8 @@ class Transcriber:
 def interim_transcriber(transcriber: Transcriber) -> "Transcriber | None":
     """The Whisper interim transcripts run on, beside `transcriber` (the finals'): its options'
     `interim_cpu_threads` threads at `interim_nice`; None when interims share the finals' Whisper."""
-    o = transcriber.options
-    if not o.interim_cpu_threads:
+    o = getattr(transcriber, "options", None)     # a transcriber of another kind has no interim settings
+    if not getattr(o, "interim_cpu_threads", 0):
         return None
     import dataclasses
 
