@@ -17,7 +17,7 @@ PIPELINE_KEYS = {"media", "pace", "backend", "duration_s", "wall_s", "real_time_
                  "windows_dropped", "windows_merged", "frames_dropped", "stage_ms",
                  "end_of_utterance_to_score_ms", "end_of_utterance_to_score_ms_by_third", "cpu_percent",
                  "rss_mb", "speech_end_to_score_ms", "speech_end_to_score_ms_by_third", "stages_ms",
-                 "speculation", "interims", "rss_slope_mb_per_min"}
+                 "speculation", "interims", "rss_slope_mb_per_min", "per_window"}
 
 
 def test_percentiles_are_ordered():
@@ -61,6 +61,13 @@ def test_bench_json_has_the_documented_keys(tmp_path, tts, capsys):
     spec = pipe["speculation"]
     assert spec["emitted"] == spec["used"] + spec["discarded"] + spec["skipped"]
     assert pipe["interims"]["emitted"] >= 0 and pipe["interims"]["every_s"] == 1.0
+    assert spec["fires_after_s"] == pytest.approx(max(spec["speculative_silence_s"], pipe["vad"]["pad_s"]))
+    # Every scored utterance's steps, ms after its speech end, in the order they happen.
+    assert len(pipe["per_window"]) == pipe["windows"]
+    for w in pipe["per_window"]:
+        assert w["final_chunk"] <= w["final_routed"] <= w["ready"] + 1
+        assert all(kind in ("preview", "speculative", "final") and start <= end and worker in ("main", "interim")
+                   for kind, start, end, worker in w["jobs"])
     for image in (png, stages):
         assert image.stat().st_size > 5000 and image.read_bytes()[:4] == b"\x89PNG"
     table = capsys.readouterr().out

@@ -17,9 +17,13 @@ The JSON report (`--json OUT`) has these keys (docs/benchmarks.md describes each
                    "speech_end_to_score_ms": {"p50", "p95", "p99", "max"},
                    "speech_end_to_score_ms_by_third": [first, middle, last],
                    "stages_ms": {"vad"|"queue"|"asr"|"asr_wait"|"score_wait"|"features"|"model": {"p50", "p95"}},
-                   "speculation": {"speculative_silence_s", "emitted", "started", "used", "discarded", "skipped",
+                   "speculation": {"speculative_silence_s", "fires_after_s", "emitted", "started", "used", "discarded", "skipped",
                                    "wasted_asr_ms", "wasted_cpu_ms"},
                    "interims": {"every_s", "emitted", "skipped"}, "vad": {"min_silence_s", "pad_s"}, "asr_cpu_threads",
+                   "per_window": [{"id", "speculative_chunk", "speculative_routed", "speculative_faces",
+                                   "speculative_scored", "final_chunk", "final_routed", "ready", "asr_start",
+                                   "asr_kind", "asr_ms", "speculative_busy", "final_busy", "other_asr_ms",
+                                   "jobs": [[kind, start, end, "main"|"interim"]]}],   # ms after speech end
                    "cpu_percent", "rss_mb": {"start", "peak", "end"}, "rss_slope_mb_per_min"}]}
 """
 
@@ -70,6 +74,7 @@ class BenchOptions(Options):
     interim_every_s: float | None = None          # None = the live config's; 0 = no interim transcripts
     min_silence_s: float | None = None            # None = the live config's VAD min_silence_s
     asr_cpu_threads: int | None = None            # None = the live config's Whisper cpu_threads
+    interim_cpu_threads: int | None = None        # None = the live config's; 0 = interims on the finals' Whisper
     run_model: bool = True
     run_pipeline: bool = True
 
@@ -341,6 +346,8 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
     asr = config.asr
     if options.asr_cpu_threads is not None:
         asr = dataclasses.replace(asr, cpu_threads=options.asr_cpu_threads)
+    if options.interim_cpu_threads is not None:
+        asr = dataclasses.replace(asr, interim_cpu_threads=options.interim_cpu_threads)
     pipeline = build_pipeline(source, scorer, pipeline_options, vad=vad, asr=asr, features=config.features)
     progress.update(task, description=f"pipeline {pace}: {media.name}", total=round(duration, 1) or None,
                     completed=0)
@@ -389,6 +396,7 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
         return [round(float(np.median(part)), 1) if len(part) else None
                 for part in np.array_split(np.asarray(values), 3)] if len(values) >= 3 else []
 
+    per_window = window_timelines(pipeline)
     stamps, rss = memory.times, memory.samples[1:-1]
     slope = (float(np.polyfit(np.asarray(stamps) / 60.0, np.asarray(rss), 1)[0])
              if len(rss) >= 10 and len(stamps) == len(rss) else None)
@@ -405,7 +413,10 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
         "speech_end_to_score_ms": {q: felt_q[q] for q in ("p50", "p95", "p99", "max")} if felt_q else {},
         "speech_end_to_score_ms_by_third": thirds(felt),
         "stages_ms": {k: {q: percentiles(v)[q] for q in ("p50", "p95")} for k, v in parts.items() if v},
-        "speculation": {"speculative_silence_s": vad.speculative_silence_s, "emitted": snap.spec_emitted,
+        "speculation": {"speculative_silence_s": vad.speculative_silence_s,
+                        # what it fires after: never before pad_s (the final's audio runs pad_s past the speech)
+                        "fires_after_s": pipeline.windower.speculation_after_s if pipeline.windower else None,
+                        "emitted": snap.spec_emitted,
                         "started": snap.spec_started, "used": snap.spec_used, "discarded": snap.spec_discarded,
                         "skipped": snap.spec_skipped, "wasted_asr_ms": round(snap.spec_wasted_ms, 1),
                         "wasted_cpu_ms": round(snap.spec_wasted_cpu_ms, 1)},
@@ -413,11 +424,45 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
                      "skipped": snap.interims_skipped},
         "vad": {"min_silence_s": vad.min_silence_s, "pad_s": vad.pad_s},
         "asr_cpu_threads": getattr(getattr(pipeline, "transcriber", None), "cpu_threads", None),
+        "interim_cpu_threads": getattr(pipeline.interim_transcriber, "cpu_threads", 0),
+        "per_window": per_window,
         "cpu_percent": round(100 * cpu_s / wall, 1) if wall else None,
         "cpu_cores": os.cpu_count(), "rss_mb": memory.summary(),
         # Least-squares slope of resident memory over the run (flat: near 0).
         "rss_slope_mb_per_min": round(slope, 2) if slope is not None else None,
     }
+
+
+def window_timelines(pipeline) -> list[dict[str, Any]]:
+    """Each scored utterance's steps in ms after its speech end (the pipeline's `trace`): when the
+    speculative window's chunk arrived and when it reached Whisper's slots (the difference is the
+    face gate), when Whisper started and finished it, when it was pre-scored; the same for the
+    final; when the score was ready; the Whisper time of other jobs (interims, other windows)
+    that ran between the speech end and the start of this utterance's decode (`other_asr_ms`); and
+    this utterance's Whisper jobs."""
+    out = []
+    jobs = list(pipeline.asr_jobs)
+    for wid, entry in list(pipeline.trace.items()):
+        t0 = entry.get("speech_end_mono")
+        if t0 is None or "ready" not in entry:
+            continue
+        rel = {k: round((v - t0) * 1000, 1) for k, v in entry.items()
+               if isinstance(v, float) and k not in ("speech_end_mono",)}
+        mine = [(kind, s, e) for kind, i, s, e, _ in jobs if i == wid and kind in ("speculative", "final") and s >= t0 - 0.05]
+        own_start = mine[0][1] if mine else entry["ready"]
+        rel.update({"speculative_busy": entry.get("speculative_busy"), "final_busy": entry.get("final_busy")})
+        if mine:
+            rel["asr_start"], rel["asr_kind"] = round((mine[0][1] - t0) * 1000, 1), mine[0][0]
+            rel["asr_ms"] = round((mine[0][2] - mine[0][1]) * 1000, 1)
+        # Whisper busy on something else after the speech end, before this utterance's decode began.
+        blocking = [(kind, i, max(s, t0), min(e, own_start)) for kind, i, s, e, _ in jobs
+                    if not (i == wid and kind in ("speculative", "final")) and e > t0 and s < own_start]
+        rel["other_asr_ms"] = round(sum((e - s) * 1000 for _, _, s, e in blocking), 1)
+        # Whisper jobs of this utterance (interims, the speculation, the final): kind, start, end.
+        rel["jobs"] = [(kind, round((s - t0) * 1000), round((e - t0) * 1000), worker) for kind, i, s, e, worker in jobs
+                       if i == wid]
+        out.append({"id": wid, **rel})
+    return out
 
 
 def pipeline_scorer(options: BenchOptions):
@@ -606,6 +651,56 @@ def save_stage_plot(report: dict[str, Any], path: str | Path) -> Path:
             ax.plot([felt], [i], "k|", markersize=18)
     ax.set_xlabel("ms from the end of speech (medians per stage; | = median speech end → score)")
     ax.set_title("Where the time goes, speech end → score")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return _save_figure(fig, path)
+
+
+def save_timeline_plot(report: dict[str, Any], path: str | Path) -> Path:
+    """One row per scored utterance of the paced run(s): what happened after its speech end (ms) —
+    the VAD hearing pad_s of silence, the speculative decode on Whisper (and any interim decoding
+    beside it), the faces reaching the window, min_silence_s confirming the end, the score ready."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(p, w) for p in report.get("pipeline", []) if p.get("pace") == "realtime" for w in p.get("per_window") or []]
+    if not rows:
+        raise ConfigError("No paced pipeline run has per-window timings, so there is no timeline to plot.")
+    fig, ax = plt.subplots(figsize=(11, 1.5 + 0.32 * len(rows)))
+    colours = {"vad": "#bbbbbb", "wait": "#f4a259", "speculative": "#5b8e7d", "final": "#8cb369", "interim": "#bc4b51",
+               "score": "#3d5a80"}
+    used = set()
+
+    def bar(y, start, end, key, label, height=0.6):
+        if end is None or start is None or end <= start:
+            return
+        ax.barh(y, end - start, left=start, height=height, color=colours[key],
+                label=None if key in used else label)
+        used.add(key)
+
+    for y, (p, w) in enumerate(rows):
+        chunk = w.get("speculative_chunk", w.get("final_chunk"))
+        bar(y, 0, chunk, "vad", "VAD: silence until the window's audio is in")
+        start, asr_ms = w.get("asr_start"), w.get("asr_ms")
+        bar(y, chunk, start, "wait", "waiting (face gate / Whisper busy)")
+        if start is not None and asr_ms:
+            bar(y, start, start + asr_ms, w.get("asr_kind", "final"), f"Whisper ({w.get('asr_kind', 'final')})")
+            bar(y, start + asr_ms, w["ready"], "score", "features + model, score queue")
+        for kind, s, e, worker in w.get("jobs", []):
+            if kind == "preview" and e > 0:
+                bar(y + 0.36, max(s, 0), e, "interim", "interim decode of the utterance", height=0.12)
+        for key, marker, label in (("final_chunk", "k|", "min_silence_s confirms the end"),
+                                   ("speculative_faces", "bx", "faces of the window all in")):
+            if w.get(key) is not None:
+                ax.plot([w[key]], [y], marker, markersize=10, label=None if key in used else label)
+                used.add(key)
+        ax.plot([w["ready"]], [y], "k*", markersize=7, label=None if "ready" in used else "score ready")
+        used.add("ready")
+    ax.set_yticks(range(len(rows)), [f"#{w['id']}" for _, w in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("ms after the end of speech")
+    ax.set_title("Each utterance, speech end → score (paced)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return _save_figure(fig, path)
 

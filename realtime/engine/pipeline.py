@@ -15,9 +15,13 @@ waiting one is dropped). Every drop and merge is counted in `PipelineStats`. Wit
 (a file read as fast as possible) stages wait for each other instead, so results do not depend
 on machine speed.
 
-Faces reach the windower before the audio that closes their window: audio waits (at most
-`face_wait_s` when realtime) until the face stream has caught up with it, so a window carries
-the faces of its whole span.
+The VAD hears each audio chunk as soon as it arrives; a window then waits (at most `face_wait_s`
+when realtime) until the face stream has passed the window's *end*, and takes the faces of its
+span, so it carries the faces of its whole span. A final closed by min_silence_s ends pad_s after
+the speech, long before the chunk that confirms it, so it rarely waits at all; a speculative
+window goes to Whisper at once (a transcript needs only the audio) and is pre-scored once its
+faces are in. (Until session 2 the audio itself waited for the face clock, which held the
+speculative decode back by 50-110 ms: docs/benchmarks.md.)
 
 Latency is measured where it is felt, on the media clock: every window carries `speech_end` (the
 last voiced sample the VAD saw) and its event `ready_at` (when the score was ready);
@@ -42,6 +46,11 @@ Whisper has nothing final or speculative waiting (a newer preview replaces one t
 skipped preview is counted, never queued), scored, and emitted as `interim: true` events with
 the id of the final that will supersede them (sinks get them through an optional
 `on_interim(event)`; `on_event` only ever sees finals).
+With an `interim_transcriber` (a second Whisper, see `AsrOptions.interim_cpu_threads`) previews
+decode on their own thread instead, so a final never queues behind one; an interim that finishes
+after its final is dropped (counted as skipped). Without one they take turns on the finals'
+Whisper, only when it has nothing final or speculative waiting, and never while the VAD hears a
+pause or a speculation of the utterance is pending.
 
 `stop()` (or Ctrl-C in the thread iterating `events()`) ends every stage within a second.
 
@@ -177,7 +186,8 @@ class Pipeline:
     def __init__(self, source: Source, scorer: BatchScorer, options: PipelineOptions | None = None, *,
                  featurizer: "Featurizer", windower: "UtteranceWindower | None" = None,
                  transcriber: "Transcriber | None" = None, vision: FaceTracker | None = None,
-                 sinks: Iterable[Sink] = (), owns_vision: bool = False):
+                 sinks: Iterable[Sink] = (), owns_vision: bool = False,
+                 interim_transcriber: "Transcriber | None" = None):
         self.source = source
         self.scorer = scorer
         self.options = options or PipelineOptions()
@@ -194,6 +204,11 @@ class Pipeline:
         self.featurizer_config = featurizer.config
         self.windower = windower          # None: vision-only windows
         self.transcriber = transcriber
+        # Interims on their own (lower-priority) Whisper and thread; None: on the finals' Whisper, in turn.
+        self.interim_transcriber = interim_transcriber if transcriber is not None else None
+        self._preview_ready = threading.Event()
+        self._asr_done = threading.Event()
+        self._last_emitted_id = -1      # the newest final the score stage emitted (an interim after it is stale)
         # Whisper-state audio features reuse the states of the window's transcription.
         self._keep_states = bool(featurizer.wants_encoder_states)
         self.vision = vision
@@ -224,9 +239,16 @@ class Pipeline:
         self._spec: _Speculation | None = None
         self._preview_waiting: Window | None = None
         self._last_final_id = -1
+        self._faced: deque[Window] = deque(maxlen=8)    # speculative windows whose faces are attached
         self.prescored_used = 0        # finals whose score was the speculation's (same window, same faces)
         # (start, end, arrival) of recent audio chunks: when each voiced sample was spoken.
         self._chunk_times: deque[tuple[float, float, float]] = deque(maxlen=8192)
+        # Per utterance id, monotonic times of its steps (speculation routed / decoded / scored, final
+        # routed, score ready) and the Whisper jobs that ran for it: the bench's per-window account.
+        self.trace: dict[int, dict] = {}
+        self._asr_job: tuple[str, int, float] | None = None     # (kind, id, started) Whisper is on now
+        # (kind, id, started, done, "main" | "interim"): every Whisper decode, on which Whisper.
+        self.asr_jobs: deque[tuple[str, int, float, float, str]] = deque(maxlen=4 * self.options.latency_history)
 
     # ---- public API --------------------------------------------------------------------------
     def start(self) -> "Pipeline":
@@ -238,6 +260,8 @@ class Pipeline:
                   ("asr", self._asr_stage), ("score", self._score_stage)]
         if self.has_video:
             stages.insert(1, ("vision", self._vision_stage))
+        if self.interim_transcriber is not None and self.windower is not None:
+            stages.append(("interim", self._interim_stage))
         for name, target in stages:
             thread = threading.Thread(target=self._guard, args=(target,), name=f"moodlens-{name}", daemon=True)
             self._threads.append(thread)
@@ -387,7 +411,12 @@ class Pipeline:
         if self.windower is None:
             return self._vision_window_stage()
         windower = self.windower
-        pending: deque[tuple[AudioChunk, float]] = deque()     # audio waiting for the face stream
+        # The VAD hears each audio chunk as soon as it arrives; a window waits here (in order) until the
+        # face stream has passed its *end* (or `face_wait_s` when realtime), then takes the faces of its
+        # span. A speculative window goes to Whisper at once (a transcript needs only the audio) and gets
+        # its faces here later, for pre-scoring; the wait for faces overlaps Whisper's decode.
+        gated: deque[Window] = deque()
+        faces: deque[FaceFeatures] = deque()
         face_clock = -np.inf
         audio_done = False
         vision_done = not (self.has_video and self.vision is not None)
@@ -395,30 +424,41 @@ class Pipeline:
         while not self._stop.is_set():
             message = self._window_in.get(_POLL_S)
             if isinstance(message, AudioIn):
-                pending.append((message.chunk, message.arrived))
+                chunk, arrived = message.chunk, message.arrived
+                self._chunk_times.append((chunk.t, chunk.t + chunk.duration, arrived))
+                for window in windower.push_audio(chunk, early=True):
+                    window.closed_at = arrived
+                    if window.kind in ("speculative", "cancel"):
+                        self._route_window(window)      # a cancel needs no faces
+                    if window.kind != "cancel":
+                        gated.append(window)
             elif isinstance(message, FaceIn):
-                windower.push_face(message.face)
+                faces.append(message.face)
                 face_clock = max(face_clock, message.face.t)
             elif isinstance(message, FaceClock):
                 face_clock = max(face_clock, message.t)
             elif isinstance(message, StreamEnd):
                 if message.stream == "audio":
                     audio_done = True
+                    gated.extend(windower.flush())
                 else:
                     vision_done = True
             now = time.monotonic()
-            while pending:
-                chunk, arrived = pending[0]
-                if not (vision_done or chunk.t + chunk.duration <= face_clock or now - arrived >= wait_s):
+            while gated:
+                window = gated[0]
+                if not (vision_done or window.end <= face_clock or now - window.closed_at >= wait_s):
                     break
-                pending.popleft()
-                self._chunk_times.append((chunk.t, chunk.t + chunk.duration, arrived))
-                for window in windower.push_audio(chunk, early=True):
-                    window.closed_at = arrived
+                gated.popleft()
+                window.faces = [f for f in faces if window.start <= f.t < window.end]
+                if window.kind == "speculative":
+                    self._spec_faces_ready(window)
+                else:
                     self._route_window(window)
-            if audio_done and vision_done and not pending:
-                for window in windower.flush():
-                    self._route_window(window)
+            # Faces no window can take any more: older than every waiting window and the VAD's buffer.
+            keep_from = min([w.start for w in gated] + [windower.buffer_start_t])
+            while faces and faces[0].t < keep_from:
+                faces.popleft()
+            if audio_done and vision_done and not gated:
                 self._asr_in.close()
                 return
 
@@ -473,10 +513,26 @@ class Pipeline:
             return arrived - (end - t)
         return None
 
+    def _mark(self, wid: int, key: str, value=None) -> None:
+        """Note a step of utterance `wid` in `trace` (now, unless `value`); the oldest are forgotten."""
+        entry = self.trace.get(wid)
+        if entry is None:
+            entry = self.trace[wid] = {}
+            while len(self.trace) > self.options.latency_history:
+                self.trace.pop(next(iter(self.trace)))
+        entry[key] = time.monotonic() if value is None else value
+
     def _route_window(self, window: Window) -> None:
         """Finals to the ASR queue; speculative and preview windows to their one-place slots."""
         window.speech_end_mono = self._spoken_at(window.speech_end)
         kind = window.kind
+        if kind in ("final", "speculative"):
+            job = self._asr_job
+            self._mark(window.id, f"{kind}_chunk", window.closed_at)
+            self._mark(window.id, f"{kind}_routed")
+            self._mark(window.id, f"{kind}_busy", "idle" if job is None else job[0])
+            if window.speech_end_mono is not None:
+                self._mark(window.id, "speech_end_mono", window.speech_end_mono)
         if kind == "final":
             return self._close_window(window)
         with self._early_lock:
@@ -498,7 +554,18 @@ class Pipeline:
                 if self._preview_waiting is not None:
                     self.stats.add(interims_skipped=1)
                 self._preview_waiting = window
+                self._preview_ready.set()
         self._asr_in.wake()
+
+    def _spec_faces_ready(self, window: Window) -> None:
+        """The face stream has passed a speculative window's end: its faces are final, it can be pre-scored."""
+        with self._early_lock:
+            self._faced.append(window)
+        self._mark(window.id, "speculative_faces")
+
+    def _has_faces(self, window: Window) -> bool:
+        with self._early_lock:
+            return any(w is window for w in self._faced)
 
     def _discard_spec(self) -> None:
         """Drop the finished speculation (lock held): its Whisper time was spent for nothing."""
@@ -514,6 +581,10 @@ class Pipeline:
                 if window is None:
                     continue
             if window is END:
+                self._asr_done.set()
+                interim = next((t for t in self._threads if t.name == "moodlens-interim"), None)
+                if interim is not None:
+                    interim.join()          # its last put comes before the end of the score queue
                 self._score_in.close()
                 return
             if window.kind == "speculative":
@@ -526,7 +597,26 @@ class Pipeline:
                 return
 
     def _early_waiting(self) -> bool:
-        return self._spec_waiting is not None or self._preview_waiting is not None
+        return self._spec_waiting is not None or (self._preview_waiting is not None
+                                                  and self.interim_transcriber is None)
+
+    def _interim_stage(self) -> None:
+        """Interim transcripts on their own Whisper: an interim still decoding when the speech ends
+        no longer delays the speculative or final decode (which runs beside it at a higher priority)."""
+        while not self._stop.is_set() and not self._asr_done.is_set():
+            if not self._preview_ready.wait(_POLL_S):
+                continue
+            with self._early_lock:
+                self._preview_ready.clear()
+                window = self._take_preview()
+            if window is None:
+                continue
+            item = self._transcribe(window, self.interim_transcriber)
+            if window.id <= self._last_final_id:
+                self.stats.add(interims_skipped=1)      # its final is already on the way
+                continue
+            if not self._score_in.put(item):
+                return
 
     def _take_early(self) -> Window | None:
         """A speculative window first (it is for a final that is coming), then a preview."""
@@ -535,32 +625,47 @@ class Pipeline:
             if window is not None and window.id <= self._last_final_id:
                 self.stats.add(spec_skipped=1)
                 window = None
-            if window is None:
-                window, self._preview_waiting = self._preview_waiting, None
-                # Not while the VAD hears a pause: the end may be coming, and a preview decode
-                # cannot be interrupted when the final (or its speculation) arrives.
-                if window is not None and (window.id <= self._last_final_id or self.windower.in_silence):
-                    self.stats.add(interims_skipped=1)
-                    window = None
+            if window is None and self.interim_transcriber is None:
+                window = self._take_preview()
             return window
 
-    def _whisper(self, window: Window) -> tuple[str, float, float, float, float, np.ndarray | None]:
+    def _take_preview(self) -> Window | None:
+        """The waiting preview (lock held), unless stale or the VAD hears a pause."""
+        window, self._preview_waiting = self._preview_waiting, None
+        # Not while the VAD hears a pause or a speculation of the utterance waits or runs: the end may be
+        # coming, and a preview decode cannot be interrupted when the final (or its speculation) arrives.
+        speculating = any(w is not None and window is not None and w.id == window.id
+                          for w in (self._spec_waiting, self._spec.window if self._spec and not self._spec.cancelled else None))
+        if window is not None and (window.id <= self._last_final_id or self.windower.in_silence or speculating):
+            self.stats.add(interims_skipped=1)
+            window = None
+        return window
+
+    def _whisper(self, window: Window, transcriber: "Transcriber | None" = None
+                 ) -> tuple[str, float, float, float, float, np.ndarray | None]:
         """(text, Whisper ms, process CPU ms during it, started, done, encoder states or None) for a
         window's audio. The encoder states are kept when the featurizer's audio branch uses them, so
         Whisper's encoder runs once per utterance for both the transcript and the audio features."""
         started = time.monotonic()
         if self.transcriber is None or not self.has_audio or not len(window.audio):
             return "", 0.0, 0.0, started, started, None
+        main = transcriber is None
+        transcriber = transcriber or self.transcriber
+        if main:
+            self._asr_job = (window.kind, window.id, started)
         cpu0, t0 = time.process_time(), time.perf_counter()
-        transcript = (self.transcriber.transcribe(window.audio, keep_encoder_states=True) if self._keep_states
-                      else self.transcriber.transcribe(window.audio))
+        transcript = (transcriber.transcribe(window.audio, keep_encoder_states=True) if self._keep_states
+                      else transcriber.transcribe(window.audio))
         asr_ms = (time.perf_counter() - t0) * 1000
+        if main:
+            self._asr_job = None
+        self.asr_jobs.append((window.kind, window.id, started, time.monotonic(), "main" if main else "interim"))
         # The text alone decides (word timestamps may be switched off in the live config).
         return ((transcript.text or "").strip(), asr_ms, (time.process_time() - cpu0) * 1000, started,
                 time.monotonic(), getattr(transcript, "encoder_states", None))
 
-    def _transcribe(self, window: Window) -> _Transcribed:
-        text, asr_ms, _, started, done, states = self._whisper(window)
+    def _transcribe(self, window: Window, transcriber: "Transcriber | None" = None) -> _Transcribed:
+        text, asr_ms, _, started, done, states = self._whisper(window, transcriber)
         return _Transcribed(window, text, asr_ms, started, done, audio_states=states)
 
     def _speculate(self, window: Window) -> None:
@@ -569,12 +674,14 @@ class Pipeline:
             spec = self._spec = _Speculation(window)
         self.stats.add(spec_started=1)
         spec.text, spec.asr_ms, spec.cpu_ms, spec.started, spec.done, spec.states = self._whisper(window)
-        if not spec.cancelled:
+        if not spec.cancelled and self._has_faces(window):
             # Score it too while min_silence_s runs: when the end is confirmed with the same window
             # (same audio, same faces) the final's score is this one, ready at the confirmation.
+            # Not before its faces are in (the face stream is late): the final is scored then.
             cpu0 = time.process_time()
             spec.prescored = self._prescore(window, spec.text, spec.states)
             spec.cpu_ms += (time.process_time() - cpu0) * 1000
+            self._mark(window.id, "speculative_scored")
         with self._early_lock:
             if spec.cancelled and self._spec is spec:
                 self._discard_spec()
@@ -635,7 +742,12 @@ class Pipeline:
                     ended = True
                     break
                 batch.append(more)
-            for event in self._score(batch):
+            events = self._score(batch)
+            ready = {e.id: self._ready_mono for e in events}
+            for event in events:
+                if event.interim and event.id <= self._last_emitted_id:
+                    self.stats.add(interims_skipped=1)   # decoded beside its final, which came first
+                    continue
                 if event.interim:
                     self.stats.add(interims_emitted=1)
                     for sink in self.sinks:
@@ -644,6 +756,8 @@ class Pipeline:
                     continue
                 self.stats.record_latency(event.latency_ms)
                 self.stats.add(windows_scored=1)
+                self._mark(event.id, "ready", ready.get(event.id))
+                self._last_emitted_id = max(self._last_emitted_id, event.id)
                 for sink in self.sinks:
                     sink.on_event(event)
                 self._out.put(event)
@@ -668,7 +782,7 @@ class Pipeline:
             features_ms = (t1 - t0) * 1000 / len(fresh)
             model_ms = output.model_ms     # the scorer's own model time (leaves out its input checks)
             rows = {id(item): row for item, row in zip(fresh, output.rows)}
-        done = time.monotonic()
+        done = self._ready_mono = time.monotonic()
         events = []
         origin = self.origin or 0.0
         for item in items:

@@ -23,6 +23,7 @@ Every window carries `speech_end`, the clock time of the last voiced sample the 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from moodlens.core.errors import AssetError, ConfigError, DataError
 from moodlens.core.options import Options
 from moodlens.core.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures, Window
 from moodlens.realtime.capture.streams import gap_samples
+
+logger = logging.getLogger(__name__)
 
 VAD_FRAME = 512          # new samples per Silero frame (32 ms at 16 kHz)
 VAD_CONTEXT = 64         # samples of the previous frame the v5/v6 model expects in front
@@ -158,6 +161,10 @@ class UtteranceWindower:
         self._fixed_hop = int(round(o.fixed_hop_s * sr))
         # Speculation fires once the final window's audio (speech + pad) is all there.
         self._spec_silence = max(int(round(o.speculative_silence_s * sr)), self._pad) if o.speculative_silence_s else 0
+        if o.mode == "vad" and 0 < o.speculative_silence_s < o.pad_s:
+            # Why a shorter speculative silence measured no gain: the window it would reuse is not all there yet.
+            logger.info("speculative_silence_s=%.3g is below pad_s=%.3g: speculation starts after pad_s of silence "
+                        "(the final window holds pad_s of audio after the speech).", o.speculative_silence_s, o.pad_s)
         self._interim_every = int(round(o.interim_every_s * sr))
         self._interim_min = int(round(o.interim_min_s * sr))
         self._next_id = 0
@@ -189,6 +196,17 @@ class UtteranceWindower:
     def in_silence(self) -> bool:
         """An utterance is open and the VAD is in a silence that may end it."""
         return bool(self._triggered and self._temp_end)
+
+    @property
+    def speculation_after_s(self) -> float:
+        """Silence after which a speculative window is emitted (0: off): max(speculative_silence_s, pad_s),
+        rounded up to whole VAD frames by the streaming."""
+        return self._spec_silence / AUDIO_SAMPLE_RATE
+
+    @property
+    def buffer_start_t(self) -> float:
+        """Clock time of the oldest sample a future window can start at (earlier audio is gone)."""
+        return self._time(self._buffer_start) if self._t0 is not None else -np.inf
 
     # -- inputs ------------------------------------------------------------------------------
     def push_face(self, face: FaceFeatures) -> None:
