@@ -11,28 +11,20 @@ from pathlib import Path
 
 import pytest
 import torch
-
+from helpers.training import TINY, tiny_config, tiny_data
 from moodlens.core.errors import ConfigError
-from moodlens.train.data import DataOptions, make_synthetic
 from moodlens.train.optim import Schedule, build_optimizer, clip_gradients, lr_factor
-from moodlens.train.trainer import Trainer, TrainConfig, load_train_config
+from moodlens.train.trainer import TrainConfig, Trainer, load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIGS = sorted((REPO / "configs" / "train").glob("*_paper_*.yaml"))
-TINY = {"text_hidden": 16, "audio_hidden": 16, "vision_hidden": 16, "shared_dim": 16, "fusion_hidden": 16,
-        "heads": 2, "encoder_layers": 1, "decouple_layers": 1, "audio_dim": 6, "vision_dim": 5}
 
 
 def _data(train=64):
-    return make_synthetic(DataOptions(synthetic_sizes=(train, 16, 16), audio_dim=6, vision_dim=5,
-                                      synthetic_text_len=8, synthetic_audio_len=8, synthetic_vision_len=6))
+    return tiny_data(train, 16, 16)
 
 
-def _config(**kw):
-    base = dict(model="hcrl_mfd", model_overrides=dict(TINY), epochs=3, batch_size=8, learning_rate=1e-2,
-                seeds=[7], early_stop=5, num_threads=1)
-    base.update(kw)
-    return TrainConfig(**base)
+_config = tiny_config
 
 
 def _one_param_optimizer(lr=1.0):

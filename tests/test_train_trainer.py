@@ -7,27 +7,15 @@ import json
 
 import pytest
 import torch
-
-from moodlens.realtime.cli import main as cli_main
+from helpers.training import TINY, tiny_config, tiny_data
 from moodlens.core.errors import ConfigError, DataError
 from moodlens.models.checkpoint import load_checkpoint
+from moodlens.realtime.cli import main as cli_main
 from moodlens.train.data import DataOptions, make_synthetic
-from moodlens.train.trainer import Trainer, TrainConfig, evaluate_split, load_train_config
+from moodlens.train.trainer import Trainer, evaluate_split, load_train_config
 
-TINY = {"text_hidden": 16, "audio_hidden": 16, "vision_hidden": 16, "shared_dim": 16, "fusion_hidden": 16,
-        "heads": 2, "encoder_layers": 1, "decouple_layers": 1, "audio_dim": 6, "vision_dim": 5}
-
-
-def _data():
-    return make_synthetic(DataOptions(synthetic_sizes=(64, 32, 32), audio_dim=6, vision_dim=5,
-                                      synthetic_text_len=8, synthetic_audio_len=8, synthetic_vision_len=6))
-
-
-def _config(**kw):
-    base = dict(model="hcrl_mfd", model_overrides=dict(TINY), epochs=3, batch_size=8, learning_rate=1e-2,
-                seeds=[7], early_stop=5, num_threads=1)
-    base.update(kw)
-    return TrainConfig(**base)
+_data = tiny_data
+_config = tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +139,6 @@ def test_fused_model_beats_every_unimodal_head_on_synthetic(tmp_path):
     """The synthetic label needs all three modalities: HCRL-MFD's fused output must beat each of its
     own unimodal heads (trained jointly on the same data)."""
     import numpy as np
-
     from moodlens.train.trainer import predict
 
     data = make_synthetic(DataOptions(synthetic_sizes=(384, 64, 128), audio_dim=6, vision_dim=5,
