@@ -212,54 +212,6 @@ def test_interim_events_come_before_their_final_and_are_sane(paced):
     assert [e.text for e in read_jsonl(out)] == [e.text for e in events if not e.interim]
 
 
-def test_interims_can_decode_on_their_own_lower_priority_whisper(clip, scorer, transcriber, plain):
-    """asr.interim_cpu_threads > 0: previews decode on a second Whisper whose threads run at nice 19, so
-    a final or its speculation never queues behind one; the finals stay those of the plain path."""
-    import os
-    import sys
-
-    from moodlens.realtime.perception.asr import interim_transcriber
-
-    interim = interim_transcriber(with_options(transcriber, interim_cpu_threads=1))
-    assert interim is not None and interim.model is not transcriber.model and interim.cpu_threads == 1
-    if sys.platform.startswith("linux"):
-        assert interim.thread_ids and not interim.thread_ids & transcriber.thread_ids
-        for tid in interim.thread_ids:
-            if os.path.exists(f"/proc/self/task/{tid}"):
-                assert os.getpriority(os.PRIO_PROCESS, tid) == interim.options.interim_nice == 19
-        own = os.getpriority(os.PRIO_PROCESS, 0)
-        assert all(os.getpriority(os.PRIO_PROCESS, tid) == own for tid in transcriber.thread_ids
-                   if os.path.exists(f"/proc/self/task/{tid}"))
-    # The default (0) keeps interims on the finals' Whisper, in turn.
-    assert interim_transcriber(with_options(transcriber, interim_cpu_threads=0)) is None
-
-    from moodlens.realtime.capture.media import MediaFileSource
-    from moodlens.realtime.engine.build import build_pipeline
-    from moodlens.realtime.engine.pipeline import PipelineOptions
-
-    vad = VadOptions(speculative_silence_s=0.2, interim_every_s=1.0, interim_min_s=2.0)
-    pipe = build_pipeline(MediaFileSource(clip, pace="fast", origin=0.0), scorer, PipelineOptions(realtime=False),
-                          vad=vad, transcriber=transcriber, interim_transcriber=interim)
-    events = pipe.run(interim=True)
-    jobs = list(pipe.asr_jobs)
-    assert any(kind == "preview" for kind, *_ in jobs)
-    assert all(worker == "interim" for kind, _, _, _, worker in jobs if kind == "preview")
-    assert all(worker == "main" for kind, _, _, _, worker in jobs if kind != "preview")
-    finals = [e for e in events if not e.interim]
-    assert [(e.id, e.text) for e in finals] == [(e.id, e.text) for e in plain[1]]
-    for e in (e for e in events if e.interim):     # an interim that lost the race to its final is dropped
-        assert events.index(e) < next(i for i, f in enumerate(events) if not f.interim and f.id == e.id)
-
-
-def with_options(transcriber, **changes):
-    """The finals' transcriber with changed options (its model is shared: same key)."""
-    import dataclasses
-
-    from moodlens.realtime.perception.asr import Transcriber
-
-    return Transcriber(dataclasses.replace(transcriber.options, **changes))
-
-
 def test_every_final_carries_speech_end_and_ready_at_on_the_media_clock(paced, plain):
     for events in (paced[1], plain[1]):
         for e in events:

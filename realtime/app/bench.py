@@ -23,7 +23,7 @@ The JSON report (`--json OUT`) has these keys (docs/benchmarks.md describes each
                    "per_window": [{"id", "speculative_chunk", "speculative_routed", "speculative_faces",
                                    "speculative_scored", "final_chunk", "final_routed", "ready", "asr_start",
                                    "asr_kind", "asr_ms", "speculative_busy", "final_busy", "other_asr_ms",
-                                   "jobs": [[kind, start, end, "main"|"interim"]]}],   # ms after speech end
+                                   "jobs": [[kind, start, end]]}],   # ms after speech end
                    "cpu_percent", "rss_mb": {"start", "peak", "end"}, "rss_slope_mb_per_min"}]}
 """
 
@@ -74,7 +74,6 @@ class BenchOptions(Options):
     interim_every_s: float | None = None          # None = the live config's; 0 = no interim transcripts
     min_silence_s: float | None = None            # None = the live config's VAD min_silence_s
     asr_cpu_threads: int | None = None            # None = the live config's Whisper cpu_threads
-    interim_cpu_threads: int | None = None        # None = the live config's; 0 = interims on the finals' Whisper
     run_model: bool = True
     run_pipeline: bool = True
 
@@ -346,8 +345,6 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
     asr = config.asr
     if options.asr_cpu_threads is not None:
         asr = dataclasses.replace(asr, cpu_threads=options.asr_cpu_threads)
-    if options.interim_cpu_threads is not None:
-        asr = dataclasses.replace(asr, interim_cpu_threads=options.interim_cpu_threads)
     pipeline = build_pipeline(source, scorer, pipeline_options, vad=vad, asr=asr, features=config.features)
     progress.update(task, description=f"pipeline {pace}: {media.name}", total=round(duration, 1) or None,
                     completed=0)
@@ -424,7 +421,6 @@ def bench_pipeline(media: Path, pace: str, options: BenchOptions, progress: Prog
                      "skipped": snap.interims_skipped},
         "vad": {"min_silence_s": vad.min_silence_s, "pad_s": vad.pad_s},
         "asr_cpu_threads": getattr(getattr(pipeline, "transcriber", None), "cpu_threads", None),
-        "interim_cpu_threads": getattr(pipeline.interim_transcriber, "cpu_threads", 0),
         "per_window": per_window,
         "cpu_percent": round(100 * cpu_s / wall, 1) if wall else None,
         "cpu_cores": os.cpu_count(), "rss_mb": memory.summary(),
@@ -448,18 +444,18 @@ def window_timelines(pipeline) -> list[dict[str, Any]]:
             continue
         rel = {k: round((v - t0) * 1000, 1) for k, v in entry.items()
                if isinstance(v, float) and k not in ("speech_end_mono",)}
-        mine = [(kind, s, e) for kind, i, s, e, _ in jobs if i == wid and kind in ("speculative", "final") and s >= t0 - 0.05]
+        mine = [(kind, s, e) for kind, i, s, e in jobs if i == wid and kind in ("speculative", "final") and s >= t0 - 0.05]
         own_start = mine[0][1] if mine else entry["ready"]
         rel.update({"speculative_busy": entry.get("speculative_busy"), "final_busy": entry.get("final_busy")})
         if mine:
             rel["asr_start"], rel["asr_kind"] = round((mine[0][1] - t0) * 1000, 1), mine[0][0]
             rel["asr_ms"] = round((mine[0][2] - mine[0][1]) * 1000, 1)
         # Whisper busy on something else after the speech end, before this utterance's decode began.
-        blocking = [(kind, i, max(s, t0), min(e, own_start)) for kind, i, s, e, _ in jobs
+        blocking = [(kind, i, max(s, t0), min(e, own_start)) for kind, i, s, e in jobs
                     if not (i == wid and kind in ("speculative", "final")) and e > t0 and s < own_start]
         rel["other_asr_ms"] = round(sum((e - s) * 1000 for _, _, s, e in blocking), 1)
         # Whisper jobs of this utterance (interims, the speculation, the final): kind, start, end.
-        rel["jobs"] = [(kind, round((s - t0) * 1000), round((e - t0) * 1000), worker) for kind, i, s, e, worker in jobs
+        rel["jobs"] = [(kind, round((s - t0) * 1000), round((e - t0) * 1000)) for kind, i, s, e in jobs
                        if i == wid]
         out.append({"id": wid, **rel})
     return out
@@ -687,7 +683,7 @@ def save_timeline_plot(report: dict[str, Any], path: str | Path) -> Path:
         if start is not None and asr_ms:
             bar(y, start, start + asr_ms, w.get("asr_kind", "final"), f"Whisper ({w.get('asr_kind', 'final')})")
             bar(y, start + asr_ms, w["ready"], "score", "features + model, score queue")
-        for kind, s, e, worker in w.get("jobs", []):
+        for kind, s, e in w.get("jobs", []):
             if kind == "preview" and e > 0:
                 bar(y + 0.36, max(s, 0), e, "interim", "interim decode of the utterance", height=0.12)
         for key, marker, label in (("final_chunk", "k|", "min_silence_s confirms the end"),

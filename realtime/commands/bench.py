@@ -69,9 +69,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="silence (s) that ends an utterance (default: the live config's vad.min_silence_s)")
     pipe.add_argument("--asr-threads", type=positive_int, default=None, metavar="N",
                       help="Whisper CPU threads (default: the live config's asr.cpu_threads)")
-    pipe.add_argument("--interim-threads", type=nonnegative_int, default=None, metavar="N",
-                      help="threads of the interim transcripts' own low-priority Whisper; 0 = interims on the "
-                           "finals' Whisper, in turn (default: the live config's asr.interim_cpu_threads)")
     pipe.add_argument("--pipeline-backend", default="auto", choices=("auto", "tensorrt", "compile", "onnxruntime", "eager"),
                       help="backend the pipeline scores with (default auto)")
     out = parser.add_argument_group("output")
@@ -98,7 +95,6 @@ def main(args: argparse.Namespace) -> int:
         pipeline_backend=args.pipeline_backend, run_model=not args.skip_model,
         ort_quantize=args.ort_quantize, speculative_silence_s=args.speculative_silence, interim_every_s=args.interim_every,
         min_silence_s=args.min_silence, asr_cpu_threads=args.asr_threads,
-        interim_cpu_threads=args.interim_threads,
         run_pipeline=not args.skip_pipeline,
     )
     if args.media and not args.skip_pipeline:

@@ -35,12 +35,10 @@ def live_featurizer_config(scorer: BatchScorer, overrides: dict[str, Any] | None
 def build_pipeline(source: Source, scorer: BatchScorer, options: PipelineOptions | None = None, *,
                    sinks: Iterable[Sink] = (), vad=None, asr=None, features: dict[str, Any] | None = None,
                    transcriber=None, featurizer=None, vision: FaceTracker | None = None,
-                   windower=None, interim_transcriber=None) -> Pipeline:
+                   windower=None) -> Pipeline:
     """A pipeline for `source` scored by `scorer`. `vad`, `asr`: VadOptions / AsrOptions;
     `features`: FeaturizerConfig overrides (a dict). `transcriber`, `featurizer`, `vision` and
-    `windower` may be given ready-made (shared between runs); the rest is built here. Interim
-    transcripts get their own lower-priority Whisper (`asr.interim_cpu_threads`, `interim_nice`)
-    unless `interim_transcriber` is given or interims are off."""
+    `windower` may be given ready-made (shared between runs); the rest is built here."""
     config = live_featurizer_config(scorer, features)
     if windower is None and source.has_audio:
         from moodlens.realtime.perception.vad import UtteranceWindower, VadOptions
@@ -50,11 +48,6 @@ def build_pipeline(source: Source, scorer: BatchScorer, options: PipelineOptions
         from moodlens.realtime.perception.asr import AsrOptions, Transcriber
 
         transcriber = Transcriber(asr or AsrOptions())
-    if (interim_transcriber is None and transcriber is not None and windower is not None
-            and windower.options.interim_every_s and windower.options.mode == "vad"):
-        from moodlens.realtime.perception.asr import interim_transcriber as make_interim_transcriber
-
-        interim_transcriber = make_interim_transcriber(transcriber)
     if featurizer is None:
         from moodlens.realtime.perception.features.featurizer import Featurizer
 
@@ -65,4 +58,4 @@ def build_pipeline(source: Source, scorer: BatchScorer, options: PipelineOptions
 
         vision = VisionFeaturizer(config)
     return Pipeline(source, scorer, options, featurizer=featurizer, windower=windower, transcriber=transcriber,
-                    vision=vision, sinks=sinks, owns_vision=owns_vision, interim_transcriber=interim_transcriber)
+                    vision=vision, sinks=sinks, owns_vision=owns_vision)

@@ -46,11 +46,10 @@ Whisper has nothing final or speculative waiting (a newer preview replaces one t
 skipped preview is counted, never queued), scored, and emitted as `interim: true` events with
 the id of the final that will supersede them (sinks get them through an optional
 `on_interim(event)`; `on_event` only ever sees finals).
-With an `interim_transcriber` (a second Whisper, see `AsrOptions.interim_cpu_threads`) previews
-decode on their own thread instead, so a final never queues behind one; an interim that finishes
-after its final is dropped (counted as skipped). Without one they take turns on the finals'
-Whisper, only when it has nothing final or speculative waiting, and never while the VAD hears a
-pause or a speculation of the utterance is pending.
+Previews never start while the VAD hears a pause or a speculation of the utterance is pending
+(a decode cannot be interrupted when the end comes). A second, lower-priority Whisper for interims
+was measured and removed: on 2 cores it slowed the speculative decode as much as it saved
+(docs/benchmarks.md).
 
 `stop()` (or Ctrl-C in the thread iterating `events()`) ends every stage within a second.
 
@@ -186,8 +185,7 @@ class Pipeline:
     def __init__(self, source: Source, scorer: BatchScorer, options: PipelineOptions | None = None, *,
                  featurizer: "Featurizer", windower: "UtteranceWindower | None" = None,
                  transcriber: "Transcriber | None" = None, vision: FaceTracker | None = None,
-                 sinks: Iterable[Sink] = (), owns_vision: bool = False,
-                 interim_transcriber: "Transcriber | None" = None):
+                 sinks: Iterable[Sink] = (), owns_vision: bool = False):
         self.source = source
         self.scorer = scorer
         self.options = options or PipelineOptions()
@@ -204,11 +202,6 @@ class Pipeline:
         self.featurizer_config = featurizer.config
         self.windower = windower          # None: vision-only windows
         self.transcriber = transcriber
-        # Interims on their own (lower-priority) Whisper and thread; None: on the finals' Whisper, in turn.
-        self.interim_transcriber = interim_transcriber if transcriber is not None else None
-        self._preview_ready = threading.Event()
-        self._asr_done = threading.Event()
-        self._last_emitted_id = -1      # the newest final the score stage emitted (an interim after it is stale)
         # Whisper-state audio features reuse the states of the window's transcription.
         self._keep_states = bool(featurizer.wants_encoder_states)
         self.vision = vision
@@ -247,7 +240,7 @@ class Pipeline:
         # routed, score ready) and the Whisper jobs that ran for it: the bench's per-window account.
         self.trace: dict[int, dict] = {}
         self._asr_job: tuple[str, int, float] | None = None     # (kind, id, started) Whisper is on now
-        # (kind, id, started, done, "main" | "interim"): every Whisper decode, on which Whisper.
+        # (kind, id, started, done): every Whisper decode.
         self.asr_jobs: deque[tuple[str, int, float, float, str]] = deque(maxlen=4 * self.options.latency_history)
 
     # ---- public API --------------------------------------------------------------------------
@@ -260,8 +253,6 @@ class Pipeline:
                   ("asr", self._asr_stage), ("score", self._score_stage)]
         if self.has_video:
             stages.insert(1, ("vision", self._vision_stage))
-        if self.interim_transcriber is not None and self.windower is not None:
-            stages.append(("interim", self._interim_stage))
         for name, target in stages:
             thread = threading.Thread(target=self._guard, args=(target,), name=f"moodlens-{name}", daemon=True)
             self._threads.append(thread)
@@ -554,7 +545,6 @@ class Pipeline:
                 if self._preview_waiting is not None:
                     self.stats.add(interims_skipped=1)
                 self._preview_waiting = window
-                self._preview_ready.set()
         self._asr_in.wake()
 
     def _spec_faces_ready(self, window: Window) -> None:
@@ -581,10 +571,6 @@ class Pipeline:
                 if window is None:
                     continue
             if window is END:
-                self._asr_done.set()
-                interim = next((t for t in self._threads if t.name == "moodlens-interim"), None)
-                if interim is not None:
-                    interim.join()          # its last put comes before the end of the score queue
                 self._score_in.close()
                 return
             if window.kind == "speculative":
@@ -597,26 +583,7 @@ class Pipeline:
                 return
 
     def _early_waiting(self) -> bool:
-        return self._spec_waiting is not None or (self._preview_waiting is not None
-                                                  and self.interim_transcriber is None)
-
-    def _interim_stage(self) -> None:
-        """Interim transcripts on their own Whisper: an interim still decoding when the speech ends
-        no longer delays the speculative or final decode (which runs beside it at a higher priority)."""
-        while not self._stop.is_set() and not self._asr_done.is_set():
-            if not self._preview_ready.wait(_POLL_S):
-                continue
-            with self._early_lock:
-                self._preview_ready.clear()
-                window = self._take_preview()
-            if window is None:
-                continue
-            item = self._transcribe(window, self.interim_transcriber)
-            if window.id <= self._last_final_id:
-                self.stats.add(interims_skipped=1)      # its final is already on the way
-                continue
-            if not self._score_in.put(item):
-                return
+        return self._spec_waiting is not None or self._preview_waiting is not None
 
     def _take_early(self) -> Window | None:
         """A speculative window first (it is for a final that is coming), then a preview."""
@@ -625,7 +592,7 @@ class Pipeline:
             if window is not None and window.id <= self._last_final_id:
                 self.stats.add(spec_skipped=1)
                 window = None
-            if window is None and self.interim_transcriber is None:
+            if window is None:
                 window = self._take_preview()
             return window
 
@@ -634,38 +601,35 @@ class Pipeline:
         window, self._preview_waiting = self._preview_waiting, None
         # Not while the VAD hears a pause or a speculation of the utterance waits or runs: the end may be
         # coming, and a preview decode cannot be interrupted when the final (or its speculation) arrives.
-        speculating = any(w is not None and window is not None and w.id == window.id
-                          for w in (self._spec_waiting, self._spec.window if self._spec and not self._spec.cancelled else None))
-        if window is not None and (window.id <= self._last_final_id or self.windower.in_silence or speculating):
+        if window is None:
+            return None
+        running = self._spec.window if self._spec is not None and not self._spec.cancelled else None
+        speculating = any(w is not None and w.id == window.id for w in (self._spec_waiting, running))
+        if window.id <= self._last_final_id or self.windower.in_silence or speculating:
             self.stats.add(interims_skipped=1)
             window = None
         return window
 
-    def _whisper(self, window: Window, transcriber: "Transcriber | None" = None
-                 ) -> tuple[str, float, float, float, float, np.ndarray | None]:
+    def _whisper(self, window: Window) -> tuple[str, float, float, float, float, np.ndarray | None]:
         """(text, Whisper ms, process CPU ms during it, started, done, encoder states or None) for a
         window's audio. The encoder states are kept when the featurizer's audio branch uses them, so
         Whisper's encoder runs once per utterance for both the transcript and the audio features."""
         started = time.monotonic()
         if self.transcriber is None or not self.has_audio or not len(window.audio):
             return "", 0.0, 0.0, started, started, None
-        main = transcriber is None
-        transcriber = transcriber or self.transcriber
-        if main:
-            self._asr_job = (window.kind, window.id, started)
+        self._asr_job = (window.kind, window.id, started)
         cpu0, t0 = time.process_time(), time.perf_counter()
-        transcript = (transcriber.transcribe(window.audio, keep_encoder_states=True) if self._keep_states
-                      else transcriber.transcribe(window.audio))
+        transcript = (self.transcriber.transcribe(window.audio, keep_encoder_states=True) if self._keep_states
+                      else self.transcriber.transcribe(window.audio))
         asr_ms = (time.perf_counter() - t0) * 1000
-        if main:
-            self._asr_job = None
-        self.asr_jobs.append((window.kind, window.id, started, time.monotonic(), "main" if main else "interim"))
+        self._asr_job = None
+        self.asr_jobs.append((window.kind, window.id, started, time.monotonic()))
         # The text alone decides (word timestamps may be switched off in the live config).
         return ((transcript.text or "").strip(), asr_ms, (time.process_time() - cpu0) * 1000, started,
                 time.monotonic(), getattr(transcript, "encoder_states", None))
 
-    def _transcribe(self, window: Window, transcriber: "Transcriber | None" = None) -> _Transcribed:
-        text, asr_ms, _, started, done, states = self._whisper(window, transcriber)
+    def _transcribe(self, window: Window) -> _Transcribed:
+        text, asr_ms, _, started, done, states = self._whisper(window)
         return _Transcribed(window, text, asr_ms, started, done, audio_states=states)
 
     def _speculate(self, window: Window) -> None:
@@ -745,9 +709,6 @@ class Pipeline:
             events = self._score(batch)
             ready = {e.id: self._ready_mono for e in events}
             for event in events:
-                if event.interim and event.id <= self._last_emitted_id:
-                    self.stats.add(interims_skipped=1)   # decoded beside its final, which came first
-                    continue
                 if event.interim:
                     self.stats.add(interims_emitted=1)
                     for sink in self.sinks:
@@ -757,7 +718,6 @@ class Pipeline:
                 self.stats.record_latency(event.latency_ms)
                 self.stats.add(windows_scored=1)
                 self._mark(event.id, "ready", ready.get(event.id))
-                self._last_emitted_id = max(self._last_emitted_id, event.id)
                 for sink in self.sinks:
                     sink.on_event(event)
                 self._out.put(event)

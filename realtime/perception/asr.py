@@ -8,7 +8,6 @@ keeps the latency bounded; beam size and temperature fallback are options.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -20,8 +19,6 @@ from moodlens.core.assets import WHISPER_TINY_EN, resolve
 from moodlens.core.errors import AssetError, ConfigError, DataError
 from moodlens.core.options import Options
 from moodlens.core.types import AUDIO_SAMPLE_RATE
-
-logger = logging.getLogger(__name__)
 
 # Whisper on less audio than this returns noise words; such windows get an empty transcript.
 MIN_AUDIO_S = 0.1
@@ -44,13 +41,6 @@ class AsrOptions(Options):
     # runs to Whisper's 224-token limit and stalls the live view. None = no cap.
     max_tokens_per_s: float | None = 12.0
     warmup: bool = True
-    # Interim transcripts on their own Whisper (this many threads; 0 = on the finals' Whisper, in turn)
-    # whose CTranslate2 threads run at this nice value (Linux), so a final or speculative decode never
-    # waits for an interim already running (CTranslate2 cannot be interrupted). Off by default: on the
-    # 2-core CPU an interim decoding beside the speculative one slowed it by about what the wait saved
-    # (docs/benchmarks.md); with spare cores it is the better choice.
-    interim_cpu_threads: int = 0
-    interim_nice: int = 19
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -64,10 +54,6 @@ class AsrOptions(Options):
             raise ConfigError(f"AsrOptions.max_tokens_per_s must be positive or null, not {self.max_tokens_per_s}.")
         if self.cpu_threads is not None and self.cpu_threads < 0:
             raise ConfigError(f"AsrOptions.cpu_threads must not be negative, not {self.cpu_threads}.")
-        if self.interim_cpu_threads < 0:
-            raise ConfigError(f"AsrOptions.interim_cpu_threads must not be negative, not {self.interim_cpu_threads}.")
-        if not 0 <= self.interim_nice <= 19:
-            raise ConfigError(f"AsrOptions.interim_nice must be between 0 and 19, not {self.interim_nice}.")
 
 
 @dataclass
@@ -102,26 +88,15 @@ def _cuda_available() -> bool:
 _MODELS: dict[tuple, object] = {}
 _MODEL_LOCKS: dict[int, threading.Lock] = {}   # one per shared model: CTranslate2 calls are serialized
 _MODELS_LOCK = threading.Lock()
-_MODEL_THREADS: dict[int, frozenset[int]] = {}   # per shared model: the thread ids CTranslate2 started for it
 
 
-def _thread_ids() -> set[int]:
-    try:
-        return {int(t) for t in os.listdir("/proc/self/task")}
-    except OSError:            # not Linux: threads cannot be told apart
-        return set()
-
-
-def _load_model(source: str, device: str, compute_type: str, threads: int, nice: int = 0):
-    """One WhisperModel per (model, device, precision, threads, nice) in the process: loaded once, shared.
-    `nice` > 0: the threads CTranslate2 starts for the model (its workers, created with it; threads
-    they start later inherit it) run at that nice value, below the rest of the process (Linux)."""
+def _load_model(source: str, device: str, compute_type: str, threads: int):
+    """One WhisperModel per (model, device, precision, threads) in the process: loaded once, shared."""
     from faster_whisper import WhisperModel
 
-    key = (source, device, compute_type, threads, nice)
+    key = (source, device, compute_type, threads)
     with _MODELS_LOCK:
         if key not in _MODELS:
-            before = _thread_ids()
             try:
                 _MODELS[key] = WhisperModel(source, device=device, compute_type=compute_type, cpu_threads=threads)
                 _MODEL_LOCKS[id(_MODELS[key])] = threading.Lock()
@@ -132,23 +107,14 @@ def _load_model(source: str, device: str, compute_type: str, threads: int, nice:
                     f"The Whisper model '{source}' is not on this machine and could not be downloaded; "
                     f"pass a local CTranslate2 model folder or set {WHISPER_TINY_EN.env_var} ({type(err).__name__})."
                 ) from err
-            _MODEL_THREADS[id(_MODELS[key])] = frozenset(_thread_ids() - before)
-            if nice > 0:
-                for tid in _MODEL_THREADS[id(_MODELS[key])]:
-                    try:
-                        os.setpriority(os.PRIO_PROCESS, tid, nice)
-                    except OSError as err:   # lowering a priority is always allowed; a thread may be gone
-                        logger.info("Could not lower the priority of Whisper thread %d: %s", tid, err)
         return _MODELS[key]
 
 
 class Transcriber:
     """Whisper loaded once (and warmed up); `transcribe(audio)` returns text and timed words."""
 
-    def __init__(self, options: AsrOptions | None = None, *, nice: int = 0):
-        """`nice` > 0: this Whisper's threads run below the process's others (interim transcripts)."""
+    def __init__(self, options: AsrOptions | None = None):
         self.options = o = options or AsrOptions()
-        self.nice = nice
         source = resolve(WHISPER_TINY_EN, o.model, allow_hub=True)
         self.model_source = str(source)
         name = os.path.basename(self.model_source.rstrip("/"))
@@ -159,14 +125,13 @@ class Transcriber:
             raise ConfigError("AsrOptions.device is 'cuda' but CTranslate2 sees no CUDA device here.")
         self.compute_type = o.compute_type or ("float16" if self.device == "cuda" else "int8")
         self.cpu_threads = o.cpu_threads if o.cpu_threads is not None else min(4, os.cpu_count() or 1)
-        self.model = _load_model(self.model_source, self.device, self.compute_type, self.cpu_threads, nice)
+        self.model = _load_model(self.model_source, self.device, self.compute_type, self.cpu_threads)
         self.english_only = not self.model.model.is_multilingual
         if self.english_only and o.language not in (None, "en"):
             raise ConfigError(f"The English-only Whisper model '{self.model_source}' cannot transcribe language '{o.language}'.")
         self.language = "en" if self.english_only else o.language
         # Transcribers sharing a model share its lock (faster-whisper keeps per-call state on the model).
         self._lock = _MODEL_LOCKS[id(self.model)]
-        self.thread_ids = _MODEL_THREADS.get(id(self.model), frozenset())   # Linux thread ids of its workers
         if o.warmup:
             self.warmup()
 
@@ -226,17 +191,6 @@ class Transcriber:
             states = captured[0][: math.ceil(len(audio) / 320)] if captured else self.encoder_states(audio)
         return Transcript(text=text, words=words, language=info.language, duration_s=duration, elapsed_s=elapsed,
                           encoder_states=states)
-
-
-def interim_transcriber(transcriber: Transcriber) -> "Transcriber | None":
-    """The Whisper interim transcripts run on, beside `transcriber` (the finals'): its options'
-    `interim_cpu_threads` threads at `interim_nice`; None when interims share the finals' Whisper."""
-    o = getattr(transcriber, "options", None)     # a transcriber of another kind has no interim settings
-    if not getattr(o, "interim_cpu_threads", 0):
-        return None
-    import dataclasses
-
-    return Transcriber(dataclasses.replace(o, cpu_threads=o.interim_cpu_threads), nice=o.interim_nice)
 
 
 class _capturing_encoder:
