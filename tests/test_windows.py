@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from moodlens.core.errors import ConfigError, DataError
-from moodlens.core.types import AudioChunk, FaceFeatures
+from moodlens.core.types import AudioChunk
 from moodlens.realtime.perception.vad import SileroVad, UtteranceWindower, VadOptions, split_utterances
 
 SR = 16000
@@ -115,29 +115,6 @@ def test_long_monologue_gives_interim_windows(tts):
         assert b.start == pytest.approx(a.end, abs=1e-9)
     total = sum(len(w.audio) for w in windows)
     assert total / SR > len(monologue) / SR - 0.5 - 0.5
-
-
-def test_windows_carry_the_faces_inside_their_span(three_sentences):
-    audio, truth = three_sentences
-    windower = UtteranceWindower(VadOptions())
-    t0 = 10.0
-    windows = []
-    face_times = np.arange(0.0, len(audio) / SR, 0.1)
-    next_face = 0
-    for i in range(0, len(audio), 512):
-        now = t0 + i / SR
-        while next_face < len(face_times) and t0 + face_times[next_face] <= now:
-            windower.push_face(FaceFeatures(t=t0 + face_times[next_face], values=np.zeros(64, np.float32), face_present=True))
-            next_face += 1
-        windows += windower.push_audio(AudioChunk(t=now, samples=audio[i:i + 512]))
-    windows += windower.flush()
-    assert len(windows) == 3
-    for w in windows:
-        assert w.faces, "every utterance spans several face frames"
-        assert all(w.start <= f.t < w.end for f in w.faces)
-        assert len(w.faces) == pytest.approx(w.duration / 0.1, abs=2)
-    # memory stays bounded: faces far before the open audio are pruned
-    assert len(windower._faces) < 40
 
 
 def test_fixed_sliding_windows():

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import numpy as np
 from moodlens.core.assets import SILERO_VAD, resolve_path
 from moodlens.core.errors import AssetError, ConfigError, DataError
 from moodlens.core.options import Options
-from moodlens.core.types import AUDIO_SAMPLE_RATE, AudioChunk, FaceFeatures, Window
+from moodlens.core.types import AUDIO_SAMPLE_RATE, AudioChunk, Window
 from moodlens.realtime.capture.streams import gap_samples
 
 logger = logging.getLogger(__name__)
@@ -146,7 +145,8 @@ class SileroVad:
 
 
 class UtteranceWindower:
-    """Feeds audio chunks through Silero VAD and emits utterance `Window`s with their faces."""
+    """Feeds audio chunks through Silero VAD and emits utterance `Window`s (audio only: the pipeline's
+    window stage gives each window the faces of its span once the face stream has passed it)."""
 
     def __init__(self, options: VadOptions | None = None, vad: SileroVad | None = None):
         self.options = options or VadOptions()
@@ -190,7 +190,6 @@ class UtteranceWindower:
         self._next_preview = 0              # analyzed-sample mark of the next preview window
         self._next_fixed_end = self._fixed_len
         self._last_fixed_end = 0
-        self._faces: deque[FaceFeatures] = deque()
 
     @property
     def in_silence(self) -> bool:
@@ -209,10 +208,6 @@ class UtteranceWindower:
         return self._time(self._buffer_start) if self._t0 is not None else -np.inf
 
     # -- inputs ------------------------------------------------------------------------------
-    def push_face(self, face: FaceFeatures) -> None:
-        """Keep a face result; windows take the faces whose time falls inside their span."""
-        self._faces.append(face)
-
     def push_audio(self, chunk: AudioChunk | np.ndarray, t: float | None = None, *, early: bool = False) -> list[Window]:
         """Add audio (an AudioChunk, or raw samples at time `t`); return the windows it closes.
 
@@ -250,7 +245,6 @@ class UtteranceWindower:
                                       speech_end=self._temp_end or self._last_voiced))
             self._triggered = False
             self._speculated = 0
-        self._faces.clear()
         return out
 
     # -- segmentation --------------------------------------------------------------------------
@@ -346,11 +340,10 @@ class UtteranceWindower:
         if self.options.mode == "vad" and final:
             self._last_end = end
         t_start, t_end = self._time(start), self._time(end)
-        faces = [f for f in self._faces if t_start <= f.t < t_end]
         window = Window(
             # Speculative and preview windows carry the id their final will have.
             id=self._next_id, start=t_start, end=t_end, audio=self._slice(start, end).copy(),
-            faces=faces, interim=interim, closed_at=time.monotonic(), kind=kind,
+            interim=interim, closed_at=time.monotonic(), kind=kind,
             speech_end=self._time(speech_end if speech_end is not None else end),
         )
         if final:
@@ -364,7 +357,7 @@ class UtteranceWindower:
                       closed_at=time.monotonic())
 
     def _trim(self) -> None:
-        """Drop audio and faces no future window can reach."""
+        """Drop audio no future window can reach."""
         if self.options.mode == "fixed":
             keep_from = self._next_fixed_end - self._fixed_len
         elif self._triggered:
@@ -375,9 +368,6 @@ class UtteranceWindower:
         if keep_from > self._buffer_start:
             self._buffer = self._buffer[keep_from - self._buffer_start:]
             self._buffer_start = keep_from
-        oldest = self._time(self._buffer_start)
-        while self._faces and self._faces[0].t < oldest:
-            self._faces.popleft()
 
 
 def split_utterances(audio: np.ndarray, options: VadOptions | None = None) -> list[tuple[float, float]]:
