@@ -1,9 +1,9 @@
 """Input-side study of the face features (issue 10, vision head): how the frame given to MediaPipe's
 face landmarker changes the 64-d features and what a probe makes of them, never on the test split.
 
-    python scripts/face_probe.py featurize base  --out /tmp/faces/base.npz      # train + valid stills
-    python scripts/face_probe.py featurize grey  --out /tmp/faces/grey.npz
-    python scripts/face_probe.py probe /tmp/faces/base.npz /tmp/faces/grey.npz --repeats 3
+    python scripts/probe_face_inputs.py featurize base  --out /tmp/faces/base.npz      # train + valid stills
+    python scripts/probe_face_inputs.py featurize grey  --out /tmp/faces/grey.npz
+    python scripts/probe_face_inputs.py probe /tmp/faces/base.npz /tmp/faces/grey.npz --repeats 3
 
 `featurize VARIANT` runs every train + valid still of runs/data/faces/label.csv through the live
 VisionFeaturizer exactly as `moodlens featurize` does (train/datasets.py `still_faces`: three tracked

@@ -63,7 +63,7 @@ VISION_FEATURE_NAMES: tuple[str, ...] = BLENDSHAPE_NAMES + POSE_NAMES + GEOMETRY
 # translation, face width over image width) replaced by size- and roll-free mouth and brow geometry,
 # in the same slots so the mirror map (models/hcrl_mfd.py FACE_MIRROR_NEGATE: slot 55 changes sign)
 # still holds. Why: live faces sit 8-30 training sds away from the posed stills on those four
-# (scripts/face_probe.py has the study and its numbers). features/vision.py `face_geometry_v2`.
+# (scripts/probe_face_inputs.py has the study and its numbers). features/vision.py `face_geometry_v2`.
 VISION_FEATURE_NAMES_V2: tuple[str, ...] = (
     BLENDSHAPE_NAMES + POSE_NAMES[:3]
     + ("mouth_corner_asymmetry_iod", "mouth_corner_lift_iod", "mouth_width_iod")
