@@ -14,7 +14,7 @@ its input, so most of a short window's Whisper time is padding. The policies com
 - "30s, no timestamps": today's input decoded without timestamp tokens, which every cut input is
   (asr.py): it separates the decoding change from the input change.
 A smoke run (1 clip per actor, 18:06 UTC) of a first design (margin 1 s, floor 4 s, timestamp tokens
-kept) repeated the sentence or emitted ". . ." on 6 of 22 RAVDESS clips and 1 of 5 demo windows; a
+kept) repeated the sentence or emitted ". . ." on 5 of 22 RAVDESS clips and 1 of 5 demo windows; a
 look at those 9 windows showed timestamp-free decoding and more padding remove it, so the design
 changed to the above before this study (the smoke clips are part of this sample: said in docs).
 
@@ -26,6 +26,8 @@ Windows, with their TRUE words:
   (the VAD's pad_s);
 - the demo clip's windows as the VAD cuts them (truth: realtime/assets/demo.json);
 and, without truth, the 3 real clips of ../shared/data/clips (whole clip): changes vs 30 s only.
+`--long` instead checks windows of 9.5-14.8 s (two of the sentences joined, both voices) at 30 s
+vs 15 s: the longest windows a 15 s input still takes.
 
 Metric: WER vs the truth after lower-casing and dropping punctuation (edit distance over words,
 summed over windows / truth words); the paired bootstrap (windows resampled, 2000 times, seed 0) 95 %
@@ -216,6 +218,31 @@ def bootstrap_diff(errors: np.ndarray, base: np.ndarray, words: np.ndarray, n: i
     return float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
 
 
+LONG = [(-1, 7), (-2, 4), (-3, 5), (-5, 3)]   # SENTENCES indices joined into one window
+
+
+def long_check(cpu_threads: int) -> int:
+    from moodlens.realtime.perception.asr import AsrOptions, Transcriber
+
+    SENTENCES[:] = [SENTENCES[a] + " " + SENTENCES[b] for a, b in LONG]
+    with tempfile.TemporaryDirectory() as tmp:
+        windows = espeak_windows(Path(tmp))
+    print(uptime())
+    trs = {p: Transcriber(AsrOptions(whisper_input=p, word_timestamps=False, cpu_threads=cpu_threads)) for p in ("30s", "15s")}
+    errors, words = {p: 0 for p in trs}, 0
+    for w in windows:
+        ref = normalise(w["truth"])
+        words += len(ref)
+        for p, tr in trs.items():
+            t = tr.transcribe(w["audio"], keep_encoder_states=True)
+            e = edit_distance(ref, normalise(t.text))
+            errors[p] += e
+            print(f"{len(w['audio']) / 16000:.1f} s {p}: {e} word errors, hallucinated "
+                  f"{hallucinated(normalise(t.text), ref, t.text)}, {t.elapsed_s * 1000:.0f} ms", flush=True)
+    print(f"word errors of {words}: {errors}; {uptime()}")
+    return 0
+
+
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -225,10 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-actor", type=int, default=10, help="RAVDESS clips per actor")
     parser.add_argument("--cpu-threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--long", action="store_true", help="only the 9.5-14.8 s windows, 30 s vs 15 s")
     args = parser.parse_args(argv)
     if shutil.which("espeak-ng") is None:
         print("Skipped: espeak-ng is not installed.")
         return 0
+    if args.long:
+        return long_check(args.cpu_threads)
     from moodlens.realtime.perception.asr import AsrOptions, Transcriber
     from moodlens.realtime.perception.features.whisper_states import content_frames, encoder_input_frames
 
