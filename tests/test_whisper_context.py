@@ -152,3 +152,31 @@ def test_featurizer_refuses_a_transcriber_with_another_input():
     assert own.transcriber.whisper_input == "adaptive"
     same = Transcriber(AsrOptions(warmup=False).for_features(config))
     assert WhisperStatesFeaturizer(config, same).transcriber is same
+
+
+@pytest.mark.e2e
+def test_featurize_cli_records_and_uses_the_policy(tmp_path, speech):
+    """`moodlens featurize --whisper-input 15s`: the pickle's config says 15s and its audio frames are
+    the pooled 15 s states of the window's audio (the transcription's own, reused)."""
+    import pickle
+
+    from moodlens.realtime.capture.media import read_media
+    from moodlens.realtime.cli import main as cli_main
+    from moodlens.realtime.perception.features.featurizer import span_audio
+    from moodlens.realtime.perception.features.whisper_states import pool_states
+
+    wav = tmp_path / "s.wav"
+    sf.write(str(wav), np.concatenate([np.zeros(4000, np.float32), speech, np.zeros(4000, np.float32)]), 16000)
+    out = tmp_path / "s.pkl"
+    assert cli_main(["featurize", str(wav), "--audio-features", "whisper_encoder", "--whisper-input", "15s",
+                     "--out", str(out)]) == 0
+    with out.open("rb") as f:
+        data = pickle.load(f)
+    assert data["meta"]["whisper_input"] == "15s" and len(data["id"]) == 1
+    assert "today" in data["raw_text"][0].lower() and "lunch" in data["raw_text"][0].lower()
+    window = span_audio(read_media(wav).audio, float(data["start"][0]), float(data["end"][0]))
+    tr = Transcriber(AsrOptions(warmup=False))
+    n = int(data["audio_lengths"][0])
+    expected = pool_states(states_for_audio(tr.model, window, "15s"))
+    np.testing.assert_allclose(data["audio"][0][:n], expected[:n], atol=1e-5)
+    assert np.abs(data["audio"][0][:n] - pool_states(states_for_audio(tr.model, window, "30s"))[:n]).max() > 0.1
