@@ -180,3 +180,25 @@ def test_featurize_cli_records_and_uses_the_policy(tmp_path, speech):
     expected = pool_states(states_for_audio(tr.model, window, "15s"))
     np.testing.assert_allclose(data["audio"][0][:n], expected[:n], atol=1e-5)
     assert np.abs(data["audio"][0][:n] - pool_states(states_for_audio(tr.model, window, "30s"))[:n]).max() > 0.1
+
+
+@pytest.mark.e2e
+def test_live_pipeline_follows_the_checkpoint(tmp_path):
+    """build_pipeline: the Transcriber takes the scoring checkpoint's whisper_input; an explicit other
+    value is refused where the audio features are made, in one sentence naming both."""
+    from moodlens.models import build_model
+    from moodlens.realtime.capture.media import MediaFileSource
+    from moodlens.realtime.engine.build import build_pipeline
+    from moodlens.realtime.scoring.scorer import Scorer
+
+    config = FeaturizerConfig.for_audio_features("whisper_encoder", whisper_input="15s")
+    model = build_model("hcrl_mfd", {"audio_dim": 384}).eval()
+    scorer = Scorer.from_model(model, config.to_dict(), backend="eager", quiet=True)
+    wav = tmp_path / "a.wav"
+    sf.write(str(wav), np.zeros(8000, np.float32), 16000)
+    pipe = build_pipeline(MediaFileSource(wav), scorer, asr=AsrOptions(warmup=False))
+    assert pipe.transcriber.whisper_input == "15s" and pipe.featurizer_config.whisper_input == "15s"
+    pipe.stop()
+    with pytest.raises(ConfigError) as err:
+        build_pipeline(MediaFileSource(wav), scorer, asr=AsrOptions(warmup=False, whisper_input="30s"))
+    assert "whisper_input '15s'" in flat(str(err.value)) and "whisper_input '30s'" in flat(str(err.value))
