@@ -3,6 +3,7 @@
     python scripts/probe_voice_lean.py checkpoint CKPT [CKPT ...]   # where a checkpoint's lean comes from
     python scripts/probe_voice_lean.py cv [--repeats 3]             # pooled-head candidates, grouped CV
     python scripts/probe_voice_lean.py offset CKPT [--out CKPT2]    # neutral offset of a checkpoint's voice
+    python scripts/probe_voice_lean.py frozen CKPT --against STAGE3 # which weights stage 4 changed (bit level)
 
 Neutral RAVDESS voices have label 0 and are left out of balanced Acc-2, so a head can meet its Acc-2
 target and still call every neutral voice negative. Every mode reports, besides balanced Acc-2, the mean
@@ -150,6 +151,24 @@ def cmd_offset(args):
         print(f"wrote {args.out} with audio_offset {float(payload['state_dict']['audio_offset']):+.4f}")
 
 
+def cmd_frozen(args):
+    """Per top-level module (two name levels): identical to `--against` bit for bit, changed, or new."""
+    from moodlens.models.checkpoint import read_checkpoint
+
+    new, _ = read_checkpoint(args.checkpoints[0])
+    old, _ = read_checkpoint(args.against)
+    groups: dict[str, set] = {}
+    for key, value in new["state_dict"].items():
+        group = ".".join(key.split(".")[:2])
+        ref = old["state_dict"].get(key)
+        state = "new" if ref is None else ("same" if ref.dtype == value.dtype and torch.equal(ref, value) else "changed")
+        groups.setdefault(group, set()).add(state)
+    for group in sorted(groups):
+        print(f"{group:28s} {'/'.join(sorted(groups[group]))}")
+    missing = sorted(set(old["state_dict"]) - set(new["state_dict"]))
+    print(f"keys of {args.against} missing: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+
+
 # ---- cv ----------------------------------------------------------------------------------------
 
 def draw_weights(y, three_way: bool, neutral_weight: float = 1.0):
@@ -264,17 +283,18 @@ def cmd_cv(args):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("checkpoint", "cv", "offset"))
+    parser.add_argument("mode", choices=("checkpoint", "cv", "offset", "frozen"))
     parser.add_argument("checkpoints", nargs="*", default=["default"])
     parser.add_argument("--data", type=Path, default=RAVDESS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", help="offset: write the checkpoint with its audio_offset set here")
+    parser.add_argument("--against", default="runs/default_stage3/best.pt", help="frozen: the stage-3 checkpoint")
     parser.add_argument("--ooc-sessions", default="/tmp/voice/ooc/sessions")
     parser.add_argument("--ooc-labels", default="/tmp/voice/ooc/labels.csv")
     parser.add_argument("--ooc-cache", default="/tmp/voice/ooc/split.pkl")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    {"checkpoint": cmd_checkpoint, "cv": cmd_cv, "offset": cmd_offset}[args.mode](args)
+    {"checkpoint": cmd_checkpoint, "cv": cmd_cv, "offset": cmd_offset, "frozen": cmd_frozen}[args.mode](args)
     return 0
 
 
