@@ -4,6 +4,7 @@
     python scripts/probe_voice_lean.py cv [--repeats 3]             # pooled-head candidates, grouped CV
     python scripts/probe_voice_lean.py offset CKPT [--out CKPT2]    # neutral offset of a checkpoint's voice
     python scripts/probe_voice_lean.py frozen CKPT --against STAGE3 # which weights stage 4 changed (bit level)
+    python scripts/probe_voice_lean.py folds DIR [DIR ...]          # stage 4 itself, grouped CV over actors 01-18
 
 Neutral RAVDESS voices have label 0 and are left out of balanced Acc-2, so a head can meet its Acc-2
 target and still call every neutral voice negative. Every mode reports, besides balanced Acc-2, the mean
@@ -18,7 +19,12 @@ as shipped (pooled_share_audio of the checkpoint), the pooled head alone and the
 `cv`: the shipped pooled head (standardised mean+std of the Whisper states -> linear, 3 members, dropout
 0.2, 10 passes) trained per fold of 6 grouped folds over actors 01-18 with each candidate fix; the OOC
 columns come from the head trained on all of 01-18. `offset`: the mean voice output of a checkpoint over
-the train actors' neutral clips, the number `audio_offset` stores (models/hcrl_mfd.py).
+the train actors' neutral clips, the number `audio_offset` stores (models/hcrl_mfd.py); `--value X` stores X
+instead (the cross-fitted offset of `folds`). `folds`: the whole stage-4 recipe
+trained once per fold of 3 grouped folds over actors 01-18 (each DIR holds ravdess.pkl with train = the other
+12 actors, valid = test = its 6, and run/seed_1111/last.pt after 12 epochs, no early stop: nothing is chosen on
+the held-out actors); reports the out-of-fold voice output and the cross-fitted neutral offset: the mean
+out-of-fold score of the neutral clips, which in-sample is ~0 because the heads fit the train actors' neutrals.
 The test actors 19-22 are never read here.
 """
 
@@ -31,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-RAVDESS = Path("runs/data_v2/ravdess.pkl")
+RAVDESS = Path("runs/data_v3/ravdess.pkl")   # the shipped features (15 s Whisper input); --data for data_v2 (30 s)
 EMOTIONS = ("neutral", "happy", "sad", "angry", "fearful", "disgust")
 OOC_NAMES = ["demo:love", "demo:terrible", "demo:meeting", "demo:fantastic", "demo:awful",
              "zh_0001", "zh_0008", "zh_raw_video"]
@@ -139,7 +145,10 @@ def cmd_offset(args):
     em = np.array([a.split("/")[0] for a in raw["train"]["annotations"]])
     pred = predict(model, data.split("train"))["audio"]
     offset = float(pred[em == "neutral"].mean())
-    print(f"train neutral mean {offset:+.4f} over {(em == 'neutral').sum()} clips")
+    print(f"train neutral mean {offset:+.4f} over {(em == 'neutral').sum()} clips (in-sample)")
+    if args.value is not None:
+        offset = args.value
+        print(f"storing the given offset {offset:+.4f}")
     if args.out:
         payload, _ = read_checkpoint(args.checkpoints[0])
         if "audio_offset" not in payload["state_dict"]:
@@ -167,6 +176,44 @@ def cmd_frozen(args):
         print(f"{group:28s} {'/'.join(sorted(groups[group]))}")
     missing = sorted(set(old["state_dict"]) - set(new["state_dict"]))
     print(f"keys of {args.against} missing: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+
+
+def cmd_folds(args):
+    from moodlens.models.checkpoint import model_from_payload, read_checkpoint
+    from moodlens.train.data import DataOptions, load_dataset
+    from moodlens.train.trainer import predict
+
+    template, _ = read_checkpoint(args.template)
+    shares = {"as shipped": None, "pooled head alone": 1.0, "MLP_A alone": 0.0}
+    preds = {k: [] for k in shares}
+    ys, ems = [], []
+    for d in map(Path, args.checkpoints):
+        state = torch.load(d / "run" / "seed_1111" / "last.pt", map_location="cpu", weights_only=False)["model"]
+        payload = dict(template, state_dict=state)
+        model = model_from_payload(payload, d).eval()
+        if hasattr(model, "audio_offset"):
+            model.audio_offset.zero_()
+        mc = model.config
+        data = load_dataset(str(d / "ravdess.pkl"), DataOptions(text_encoder=mc.text_encoder, text_max_len=mc.text_max_len,
+                                                                audio_dim=mc.audio_dim, vision_dim=mc.vision_dim))
+        with (d / "ravdess.pkl").open("rb") as f:
+            raw = pickle.load(f)["valid"]
+        shipped = mc.pooled_share_audio
+        for tag, share in shares.items():
+            mc.pooled_share_audio = shipped if share is None else share
+            preds[tag].append(predict(model, data.split("valid"))["audio"])
+        mc.pooled_share_audio = shipped
+        ys.append(np.asarray(raw["regression_labels_A"], np.float64))
+        ems += [a.split("/")[0] for a in raw["annotations"]]
+        print(f"{d}: {lean(preds['as shipped'][-1], ys[-1])}", flush=True)
+    y, em = np.concatenate(ys), np.array(ems)
+    for tag in shares:
+        p = np.concatenate(preds[tag])
+        means = " ".join(f"{e[:3]} {p[em == e].mean():+.2f}" for e in EMOTIONS)
+        print(f"{tag:18s} out of fold: {lean(p, y)} | {means}")
+    p = np.concatenate(preds["as shipped"])
+    offset = float(p[y == 0].mean())
+    print(f"cross-fitted neutral offset {offset:+.4f}; recentred: {lean(np.clip(p - offset, -3, 3), y)}")
 
 
 # ---- cv ----------------------------------------------------------------------------------------
@@ -283,18 +330,21 @@ def cmd_cv(args):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("checkpoint", "cv", "offset", "frozen"))
+    parser.add_argument("mode", choices=("checkpoint", "cv", "offset", "frozen", "folds"))
     parser.add_argument("checkpoints", nargs="*", default=["default"])
     parser.add_argument("--data", type=Path, default=RAVDESS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", help="offset: write the checkpoint with its audio_offset set here")
+    parser.add_argument("--template", default="runs/default_voice/best.pt", help="folds: a stage-4 checkpoint")
+    parser.add_argument("--value", type=float, help="offset: store this offset (e.g. the cross-fitted one of folds)")
     parser.add_argument("--against", default="runs/default_stage3/best.pt", help="frozen: the stage-3 checkpoint")
     parser.add_argument("--ooc-sessions", default="/tmp/voice/ooc/sessions")
     parser.add_argument("--ooc-labels", default="/tmp/voice/ooc/labels.csv")
     parser.add_argument("--ooc-cache", default="/tmp/voice/ooc/split.pkl")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    {"checkpoint": cmd_checkpoint, "cv": cmd_cv, "offset": cmd_offset, "frozen": cmd_frozen}[args.mode](args)
+    {"checkpoint": cmd_checkpoint, "cv": cmd_cv, "offset": cmd_offset, "frozen": cmd_frozen,
+     "folds": cmd_folds}[args.mode](args)
     return 0
 
 
