@@ -1,0 +1,540 @@
+"""Landmark study of the face features (issue 10 item 5, vision head): do MediaPipe's 478 face landmarks,
+similarity-normalised, add to the 64-d v2 features? Never on the test split.
+
+    python scripts/probe_face_landmarks.py featurize --out /tmp/faces3/lm.npz          # train + valid stills
+    python scripts/probe_face_landmarks.py errors /tmp/faces3/lm.npz                    # error analysis (CV)
+    python scripts/probe_face_landmarks.py probe /tmp/faces3/lm.npz --repeats 3
+    python scripts/probe_face_landmarks.py live /tmp/faces3/lm.npz                      # range on real video
+
+RESULTS: see the end of this docstring (filled in below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+RAW = Path("../shared/data/faces")
+LABELS = Path("runs/data_v2/faces/label.csv")
+TRACKED = 3     # train/datasets.py STILL_TRACKED_FRAMES
+WINDOW = 30     # 2 s at 15 fps
+EYE_OUTER_RIGHT, EYE_OUTER_LEFT = 33, 263
+
+
+def normalised(points: np.ndarray) -> np.ndarray:
+    """(478, 2) landmark pixels -> the same rotated about the eye midpoint so the outer eye corners lie
+    level (roll removed), centred there and divided by the inter-ocular distance: no position, size or roll."""
+    right, left = points[EYE_OUTER_RIGHT].astype(np.float64), points[EYE_OUTER_LEFT].astype(np.float64)
+    dx, dy = left - right
+    iod = math.hypot(dx, dy)
+    if iod <= 1e-6:
+        return np.zeros_like(points, dtype=np.float32)
+    angle = math.atan2(dy, dx)
+    c, s = math.cos(-angle), math.sin(-angle)
+    rotated = (points.astype(np.float64) - 0.5 * (right + left)) @ np.array([[c, s], [-s, c]])
+    return (rotated / iod).astype(np.float32)
+
+
+def _recording_featurizer(config):
+    """The live VisionFeaturizer, also keeping the chosen face's landmark pixels of the last frame."""
+    from moodlens.realtime.perception.features.vision import VisionFeaturizer
+
+    class Recording(VisionFeaturizer):
+        last_points = None
+
+        def _features(self, *args, **kwargs):
+            found = super()._features(*args, **kwargs)
+            if found is not None:
+                self.last_points = found[1]
+            return found
+
+    return Recording(config)
+
+
+def rows(labels: Path = LABELS, splits=("train", "valid")):
+    with labels.open() as f:
+        for r in csv.DictReader(f):
+            if r["mode"] in splits and r["label_V"] != "":
+                yield r
+
+
+def image_path(r) -> Path:
+    found = list((RAW / r["video_id"]).glob(f"{r['clip_id']}.*"))
+    if len(found) != 1:
+        raise SystemExit(f"{r['video_id']}/{r['clip_id']}: {len(found)} files under {RAW}")
+    return found[0]
+
+
+def still(vision, rgb: np.ndarray):
+    """Window mean of the 64-d features (as train/datasets.py builds a still: frames 3..30 repeat frame 3)
+    and the mean normalised landmarks over the same frames."""
+    vision.reset()
+    values, marks = [], []
+    for k in range(TRACKED):
+        vision.last_points = None
+        f = vision.process_image(rgb, k / 15.0)
+        values.append(f.values)
+        marks.append(normalised(vision.last_points) if f.values is not None else None)
+    values += [values[-1]] * (WINDOW - TRACKED)
+    marks += [marks[-1]] * (WINDOW - TRACKED)
+    present = [i for i, v in enumerate(values) if v is not None]
+    if not present:
+        return np.zeros(64, np.float32), np.zeros((478, 2), np.float32), False
+    return np.mean([values[i] for i in present], 0), np.mean([marks[i] for i in present], 0), True
+
+
+def featurize(out: Path, splits, limit: int | None, kind: str) -> None:
+    from PIL import Image
+
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
+
+    chosen = list(rows(splits=splits))[:limit]
+    x, lm = np.zeros((len(chosen), 64), np.float32), np.zeros((len(chosen), 478, 2), np.float32)
+    found = np.zeros(len(chosen), bool)
+    vision = _recording_featurizer(FeaturizerConfig().for_vision_features(kind))
+    try:
+        for i, r in enumerate(chosen):
+            with Image.open(image_path(r)) as im:
+                rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            x[i], lm[i], found[i] = still(vision, rgb)
+            if i % 500 == 0:
+                print(f"{i}/{len(chosen)}", flush=True)
+    finally:
+        vision.close()
+    np.savez(out, x=x, lm=lm, found=found, y=np.array([float(r["label_V"]) for r in chosen]),
+             group=np.array([r["group"] for r in chosen]), mode=np.array([r["mode"] for r in chosen]),
+             emotion=np.array([r["annotation"].split("/")[0] for r in chosen]),
+             id=np.array([f"{r['video_id']}/{r['clip_id']}" for r in chosen]))
+    print(f"{found.mean():.4f} found of {len(chosen)} -> {out}")
+
+
+# Landmark subsets (MediaPipe face mesh indices): lips outer + inner, both eyes' contours, both brows,
+# nose tip and chin. Roughly symmetric, so the mirrored face is a permutation of them (MIRROR below).
+LIPS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185,
+        78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
+EYES = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246,
+        263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
+BROWS = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46, 300, 293, 334, 296, 336, 285, 295, 282, 283, 276)
+AXIS = (1, 152)
+SUBSET = LIPS + EYES + BROWS + AXIS
+# a few expression landmarks for pairwise distances: mouth corners, lip midpoints, lip outer top/bottom,
+# brow inner/mid, eyelid top/bottom, eye corners, nose tip, chin
+KEY = (61, 291, 13, 14, 0, 17, 55, 285, 105, 334, 159, 145, 386, 374, 33, 263, 133, 362, 1, 152)
+
+
+# Mirror pairs of the face mesh among SUBSET (the subject's right <-> left; midline points pair with
+# themselves): the nearest landmark to each mirrored one in the mean normalised shape of the 3495
+# train + valid stills (`mirror_pairs`), which leaves at most 0.014 inter-ocular distances between a
+# point of the mean shape and its partner's mirror image.
+MIRROR_PAIRS = (
+    (0, 0), (1, 1), (7, 249), (13, 13), (14, 14), (17, 17), (33, 263), (37, 267), (39, 269), (40, 270), (46, 276),
+    (52, 282), (53, 283), (55, 285), (61, 291), (63, 293), (65, 295), (66, 296), (70, 300), (78, 308), (80, 310),
+    (81, 311), (82, 312), (84, 314), (87, 317), (88, 318), (91, 321), (95, 324), (105, 334), (107, 336), (133, 362),
+    (144, 373), (145, 374), (146, 375), (152, 152), (153, 380), (154, 381), (155, 382), (157, 384), (158, 385),
+    (159, 386), (160, 387), (161, 388), (163, 390), (173, 398), (178, 402), (181, 405), (185, 409), (191, 415),
+    (246, 466))
+
+
+def partner_positions(idx, pairs=MIRROR_PAIRS) -> np.ndarray:
+    """For each landmark of `idx`, the position in `idx` of its mirror partner; refused when `idx` is not
+    closed under the mirror."""
+    partner = {}
+    for a, b in pairs:
+        partner[a], partner[b] = b, a
+    where = {n: k for k, n in enumerate(idx)}
+    if any(partner.get(n) not in where for n in idx):
+        raise ValueError("the landmark subset is not closed under the mirror (MIRROR_PAIRS)")
+    return np.array([where[partner[n]] for n in idx])
+
+
+def mirror_pairs(mean_shape: np.ndarray, idx=SUBSET) -> list[tuple[int, int]]:
+    """The mirror pairs among `idx` read off a mean normalised shape: each landmark's nearest neighbour
+    after x -> -x (how MIRROR_PAIRS was made); refused when that is not an involution."""
+    pts = mean_shape[list(idx)]
+    near = np.array([int(np.argmin(((pts - f) ** 2).sum(1))) for f in pts * np.array([-1.0, 1.0])])
+    if not (near[near] == np.arange(len(idx))).all():
+        raise ValueError("the nearest mirrored landmarks do not pair up")
+    return sorted({tuple(sorted((idx[k], idx[j]))) for k, j in enumerate(near)})
+
+
+def pairwise(lm: np.ndarray, idx=KEY) -> np.ndarray:
+    p = lm[:, list(idx)]
+    i, j = np.triu_indices(len(idx), 1)
+    return np.linalg.norm(p[:, i] - p[:, j], axis=-1).astype(np.float32)
+
+
+def _pooled():
+    spec = importlib.util.spec_from_file_location("probe_pooled_heads", Path(__file__).with_name("probe_pooled_heads.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def v2_mirror(x):
+    import torch
+
+    from moodlens.models.hcrl_mfd import mirror_face
+
+    return mirror_face(torch.as_tensor(x[..., :64])).numpy()
+
+
+class Inputs:
+    """Feature sets built from one npz (64-d v2 + normalised landmarks); `mirror(name, x)` mirrors a
+    set's rows (None where no exact mirror exists, e.g. a PCA projection)."""
+
+    def __init__(self, d):
+        self.x, self.lm = np.asarray(d["x"]), np.asarray(d["lm"])
+        self.sub_partner = partner_positions(SUBSET)
+        self.key_partner = partner_positions(KEY)
+        i, j = np.triu_indices(len(KEY), 1)
+        where = {(a, b): k for k, (a, b) in enumerate(zip(i, j))}
+        pi, pj = self.key_partner[i], self.key_partner[j]
+        self.dist_order = np.array([where[(min(a, b), max(a, b))] for a, b in zip(pi, pj)])
+
+    def coords(self, rows=slice(None)):
+        return self.lm[rows][:, list(SUBSET)].reshape(len(self.lm[rows]), -1)
+
+    def coords_mirror(self, c):
+        p = c.reshape(len(c), -1, 2)[:, self.sub_partner] * np.array([-1.0, 1.0], np.float32)
+        return p.reshape(len(c), -1)
+
+    def build(self, name):
+        """(features, mirror function or None)."""
+        coords, dist = self.coords(), pairwise(self.lm)
+        if name == "v2":
+            return self.x, v2_mirror
+        if name == "lm":
+            return coords, self.coords_mirror
+        if name == "v2+lm":
+            return np.hstack([self.x, coords]), lambda z: np.hstack([v2_mirror(z[:, :64]), self.coords_mirror(z[:, 64:])])
+        if name == "dist":
+            return dist, lambda z: z[:, self.dist_order]
+        if name == "v2+dist":
+            return np.hstack([self.x, dist]), lambda z: np.hstack([v2_mirror(z[:, :64]), z[:, 64:][:, self.dist_order]])
+        if name.startswith("v2+pca"):           # v2 + a PCA of the landmark subset: fitted inside fit()
+            return np.hstack([self.x, coords]), None
+        raise SystemExit(f"unknown input {name}")
+
+
+def fit_head(x_train, y_train, x_test, seed=0, mirror=None, hidden=64, dropout=0.2, passes=20, members=3):
+    """The shipped face head form (probe_pooled_heads.fit_predict: PooledHead, 3 MLP-64 members trained
+    jointly, dropout 0.2, 20 passes, + and - drawn equally often) for any input width; `mirror` (a
+    function of rows) averages the score of each test face and its mirror image (`pooled_mirror`)."""
+    import torch
+
+    from moodlens.models.hcrl_mfd import PooledHead
+
+    pooled = _pooled()
+    torch.manual_seed(seed)
+    head = PooledHead(x_train.shape[1], False, hidden, dropout, members)
+    head.statistics = lambda x, mask: x[:, 0]
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-3)
+    xt, yt = torch.tensor(x_train, dtype=torch.float32)[:, None], torch.tensor(y_train, dtype=torch.float32)
+    rng, n, p = np.random.default_rng(seed), len(y_train), pooled.draw_weights(y_train)
+    head.train()
+    for _ in range(passes):
+        order = rng.choice(n, n, p=p)
+        for s in range(0, n - 1, 32):
+            b = order[s:s + 32]
+            out = head.member_outputs(xt[b], torch.ones(len(b), 1, dtype=torch.bool), torch.ones(len(b), dtype=torch.bool))
+            loss = (out.mean(0, keepdim=True) - yt[b]).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    head.eval()
+    views = [x_test] + ([mirror(x_test)] if mirror is not None else [])
+    with torch.no_grad():
+        return np.mean([head(torch.tensor(v, dtype=torch.float32)[:, None], torch.ones(len(v), 1, dtype=torch.bool),
+                             torch.ones(len(v), dtype=torch.bool)).numpy() for v in views], 0)
+
+
+def fit_logistic(x_train, y_train, x_test, seed=0, mirror=None):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    k = y_train != 0
+    scaler = StandardScaler().fit(x_train[k])
+    model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=3000, random_state=seed)
+    model.fit(scaler.transform(x_train[k]), np.sign(y_train[k]))
+    views = [x_test] + ([mirror(x_test)] if mirror is not None else [])
+    return np.mean([model.decision_function(scaler.transform(v)) for v in views], 0)
+
+
+def with_pca(fit, k):
+    """v2 + the first k principal components of the landmark subset, the PCA fitted on the training rows only."""
+    def run(x_train, y_train, x_test, seed=0, mirror=None):
+        from sklearn.decomposition import PCA
+
+        pca = PCA(k, random_state=0).fit(x_train[:, 64:])
+        return fit(np.hstack([x_train[:, :64], pca.transform(x_train[:, 64:])]), y_train,
+                   np.hstack([x_test[:, :64], pca.transform(x_test[:, 64:])]), seed=seed)
+    return run
+
+
+def protocol(d, x, fit, mirror, repeats, seeds_offset=0):
+    """probe_face_inputs.py's protocol on the stills whose face was found: grouped CV (5 folds over the
+    train + valid persons), train -> valid, web -> CK+ and back; returns {column: [score per seed]} and
+    the out-of-fold CV predictions of the first seed."""
+    pooled = _pooled()
+    y, groups, mode, found = d["y"], d["group"], d["mode"], d["found"]
+    corpus = np.array([g.split(":")[0] for g in groups])
+    scores = {"CV": [], "valid": [], "web->CK+": [], "CK+->web": []}
+    oof = None
+    for r in range(repeats):
+        seed = 100 * r + seeds_offset
+        idx = np.nonzero(found)[0]
+        pred = np.zeros(len(y))
+        for train, test in pooled.group_folds(groups[idx], 5):
+            pred[idx[test]] = fit(x[idx[train]], y[idx[train]], x[idx[test]], seed=seed, mirror=mirror)
+        scores["CV"].append(pooled.balanced_acc_2(pred[found], y[found]))
+        oof = pred if oof is None else oof
+        tr, va = found & (mode == "train"), found & (mode == "valid")
+        scores["valid"].append(pooled.balanced_acc_2(fit(x[tr], y[tr], x[va], seed=seed, mirror=mirror), y[va]))
+        for a, b, key in (("mux", "ck", "web->CK+"), ("ck", "mux", "CK+->web")):
+            tr, te = found & (corpus == a), found & (corpus == b)
+            scores[key].append(pooled.balanced_acc_2(fit(x[tr], y[tr], x[te], seed=seed, mirror=mirror), y[te]))
+    return scores, oof
+
+
+def fmt(scores):
+    return "  ".join(f"{k} {np.mean(v):.3f}" + (f"±{np.std(v):.3f}" if len(v) > 1 else "") for k, v in scores.items())
+
+
+def probe(path: Path, names, repeats: int, heads, tta: bool) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    d = dict(np.load(path))
+    inputs = Inputs(d)
+    print(f"{len(d['y'])} stills, face found {d['found'].sum()}", flush=True)
+    for name in names:
+        x, mirror = inputs.build(name)
+        for head in heads:
+            fit = {"logistic": fit_logistic, "shipped": fit_head}[head]
+            if name.startswith("v2+pca"):
+                fit = with_pca(fit, int(name[6:]))
+            scores, _ = protocol(d, x, fit, mirror if tta else None, 1 if head == "logistic" else repeats)
+            print(f"{name:10s} {head:8s} dim {x.shape[1] if not name.startswith('v2+pca') else 64 + int(name[6:]):4d} "
+                  f"{'tta' if tta and mirror is not None else '   '}  {fmt(scores)}", flush=True)
+
+
+def errors(path: Path) -> None:
+    """Where the shipped head's out-of-fold CV errors sit on v2 (seed 0, mirror-averaged): by source, by
+    emotion, by person and by muxspace contributor (who labelled the image), by score size; and the
+    most confident errors (to look at)."""
+    import torch
+
+    torch.set_num_threads(1)
+    pooled = _pooled()
+    d = dict(np.load(path))
+    x, mirror = Inputs(d).build("v2")
+    scores, pred = protocol(d, x, fit_head, mirror, 1)
+    print(f"v2 shipped head, seed 0: {fmt(scores)}")
+    contributor = {}
+    with (RAW / "labels.csv").open() as f:
+        for r in csv.DictReader(f):
+            contributor[r["path"].rsplit(".", 1)[0]] = r["subject"]
+    y, found, emo, groups, ids = d["y"], d["found"], d["emotion"], d["group"], d["id"]
+    src = np.array([g.split(":")[0] for g in groups])
+    contrib = np.array([contributor[i] if s == "mux" else "ck" for i, s in zip(ids, src)])
+    k = found & (y != 0)
+    wrong = k & (np.sign(pred) != np.sign(y))
+    print(f"non-zero labelled, found: {k.sum()}, wrong {wrong.sum()} ({wrong.sum() / k.sum():.3f}); "
+          f"missed faces (not scored here): {(~found & (y != 0)).sum()}")
+    for s in ("mux", "ck"):
+        m = k & (src == s)
+        print(f"  source {s:4s} n {m.sum():4d}  balanced {pooled.balanced_acc_2(pred[m], y[m]):.3f}  "
+              f"wrong {wrong[m].sum():3d} ({wrong[m].mean():.3f})  share of all errors {wrong[m].sum() / wrong.sum():.2f}")
+    print("  by emotion (source: n, wrong, mean score):")
+    for e in np.unique(emo):
+        parts = []
+        for s in ("mux", "ck"):
+            m = found & (emo == e) & (src == s)
+            if m.any():
+                parts.append(f"{s} n {m.sum():4d} wrong {wrong[m].sum():3d} ({wrong[m].mean():.2f}) mean {pred[m].mean():+.2f}")
+        print(f"    {e:9s} " + " | ".join(parts))
+    a = np.abs(pred)
+    for lo, hi in ((0, 0.25), (0.25, 0.5), (0.5, 1.0), (1.0, 9)):
+        m = k & (a >= lo) & (a < hi)
+        print(f"  |score| {lo:.2f}-{hi:.2f}: n {m.sum():4d} wrong {wrong[m].sum():3d} ({wrong[m].mean() if m.any() else 0:.2f})")
+    for label, key in (("person", groups), ("muxspace contributor", contrib)):
+        names, counts = np.unique(key[k], return_counts=True)
+        rate = {n: (wrong[k & (key == n)].sum(), c) for n, c in zip(names, counts)}
+        top = sorted(rate.items(), key=lambda t: -t[1][0])[:8]
+        share = sum(w for _, (w, _) in top) / wrong.sum()
+        print(f"  by {label} ({len(names)}): top 8 hold {share:.2f} of errors: "
+              + ", ".join(f"{n} {w}/{c}" for n, (w, c) in top))
+    worst = np.argsort(-(a * wrong))[:16]
+    print("  most confident errors: " + ", ".join(f"{ids[i]} ({emo[i]}, {pred[i]:+.2f})" for i in worst))
+    np.save(path.with_suffix(".oof_v2.npy"), pred)
+
+
+CLIPS = (Path("realtime/assets/demo.mp4"), Path("../shared/data/clips/zh_0001.mp4"),
+         Path("../shared/data/clips/zh_0008.mp4"), Path("../shared/data/clips/zh_raw_video.mp4"))
+
+
+def live(path: Path, names) -> None:
+    """Range check on real video: every 15 fps frame of each clip through the same featurizer; each input
+    set's per-frame values in training-still sds (mean and sd of the train + valid stills whose face was
+    found): the clip's median over frames of the median and the 95th percentile over dims of |z|,
+    and the largest |z| of the clip mean over dims."""
+    from moodlens.realtime.capture.media import read_media
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
+
+    d = dict(np.load(path))
+    inputs = Inputs(d)
+    train = {n: inputs.build(n)[0][d["found"]] for n in names}
+    vision = _recording_featurizer(FeaturizerConfig().for_vision_features("mediapipe_v2"))
+    try:
+        for clip in CLIPS:
+            vision.reset()
+            xs, lms = [], []
+            for frame in read_media(clip, video_fps=15.0).frames:
+                vision.last_points = None
+                f = vision.process_image(frame.image, frame.t)
+                if f.values is not None:
+                    xs.append(f.values)
+                    lms.append(normalised(vision.last_points))
+            if not xs:
+                print(f"{clip}: no face")
+                continue
+            clip_inputs = Inputs.__new__(Inputs)
+            clip_inputs.__dict__.update(inputs.__dict__, x=np.array(xs), lm=np.array(lms))
+            parts = []
+            for n in names:
+                t = train[n]
+                z = np.abs((clip_inputs.build(n)[0] - t.mean(0)) / (t.std(0) + 1e-6))
+                zmean = np.abs((clip_inputs.build(n)[0].mean(0) - t.mean(0)) / (t.std(0) + 1e-6))
+                parts.append(f"{n} med {np.median(np.median(z, 1)):.2f} p95 {np.median(np.percentile(z, 95, 1)):.2f} "
+                             f"max(clip mean) {zmean.max():.2f}")
+            print(f"{clip.name:16s} frames with a face {len(xs):3d}: " + " | ".join(parts), flush=True)
+        t = train[names[0]]
+        for n in names:                          # the stills themselves, for scale
+            t = train[n]
+            z = np.abs((t - t.mean(0)) / (t.std(0) + 1e-6))
+            print(f"training stills {n}: med {np.median(np.median(z, 1)):.2f} p95 {np.median(np.percentile(z, 95, 1)):.2f}")
+    finally:
+        vision.close()
+
+
+def curve(path: Path, names, head: str) -> None:
+    """Learning curve: grouped CV (the same 5 folds) with each fold's training persons subsampled to a
+    fraction (3 draws), scored overall and per source; how far more faces of the same kind would go."""
+    import torch
+
+    torch.set_num_threads(1)
+    pooled = _pooled()
+    d = dict(np.load(path))
+    inputs = Inputs(d)
+    y, groups, found = d["y"], d["group"], d["found"]
+    src = np.array([g.split(":")[0] for g in groups])
+    fit = {"logistic": fit_logistic, "shipped": fit_head}[head]
+    idx = np.nonzero(found)[0]
+    for name in names:
+        x, mirror = inputs.build(name)
+        for frac in (0.25, 0.5, 0.75, 1.0):
+            res = {"all": [], "mux": [], "ck": []}
+            for r in range(1 if frac == 1.0 else 3):
+                rng = np.random.default_rng(r)
+                pred = np.zeros(len(y))
+                for train, test in pooled.group_folds(groups[idx], 5):
+                    persons = np.unique(groups[idx[train]])
+                    keep = set(rng.choice(persons, max(1, int(round(frac * len(persons)))), replace=False))
+                    train = train[np.array([g in keep for g in groups[idx[train]]])]
+                    pred[idx[test]] = fit(x[idx[train]], y[idx[train]], x[idx[test]], seed=r, mirror=mirror)
+                for k, m in (("all", found), ("mux", found & (src == "mux")), ("ck", found & (src == "ck"))):
+                    res[k].append(pooled.balanced_acc_2(pred[m], y[m]))
+            print(f"{name:8s} {head:8s} persons {frac:.2f}: " + "  ".join(
+                f"{k} {np.mean(v):.3f}" + (f"±{np.std(v):.3f}" if len(v) > 1 else "") for k, v in res.items()), flush=True)
+
+
+def contributors(ids, groups) -> np.ndarray:
+    """Who labelled each still: the muxspace contributor (../shared/data/faces/labels.csv `subject`) or "ck"."""
+    with (RAW / "labels.csv").open() as f:
+        who = {r["path"].rsplit(".", 1)[0]: r["subject"] for r in csv.DictReader(f)}
+    return np.array([who[i] if g.startswith("mux") else "ck" for i, g in zip(ids, groups)])
+
+
+def without(path: Path, names, drop: str, repeats: int, head: str) -> None:
+    """Grouped CV (same folds) scored on the stills of every contributor but `drop`, with and without
+    `drop`'s stills in the training folds: does that contributor's labelling help the others?"""
+    import torch
+
+    torch.set_num_threads(1)
+    pooled = _pooled()
+    d = dict(np.load(path))
+    inputs = Inputs(d)
+    y, groups, found = d["y"], d["group"], d["found"]
+    who = contributors(d["id"], groups)
+    fit = {"logistic": fit_logistic, "shipped": fit_head}[head]
+    idx = np.nonzero(found)[0]
+    scored = found & (who != drop)
+    for name in names:
+        x, mirror = inputs.build(name)
+        for train_on in ("all", f"all but {drop}"):
+            res = {"scored": [], "mux": [], "ck": []}
+            for r in range(1 if head == "logistic" else repeats):
+                pred = np.zeros(len(y))
+                for train, test in pooled.group_folds(groups[idx], 5):
+                    if train_on != "all":
+                        train = train[who[idx[train]] != drop]
+                    pred[idx[test]] = fit(x[idx[train]], y[idx[train]], x[idx[test]], seed=100 * r, mirror=mirror)
+                for k, m in (("scored", scored), ("mux", scored & (who != "ck")), ("ck", scored & (who == "ck"))):
+                    res[k].append(pooled.balanced_acc_2(pred[m], y[m]))
+            print(f"{name:8s} {head:8s} train {train_on:24s} scored on all but {drop}: " + "  ".join(
+                f"{k} {np.mean(v):.3f}" + (f"±{np.std(v):.3f}" if len(v) > 1 else "") for k, v in res.items()), flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    f = sub.add_parser("featurize")
+    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--kind", default="mediapipe_v2")
+    f.add_argument("--splits", nargs="+", default=["train", "valid"])
+    f.add_argument("--limit", type=int, default=None)
+    p = sub.add_parser("probe")
+    p.add_argument("file", type=Path)
+    p.add_argument("--inputs", nargs="+", default=["v2", "lm", "v2+lm", "v2+pca16", "v2+pca32", "dist", "v2+dist"])
+    p.add_argument("--heads", nargs="+", default=["logistic", "shipped"], choices=["logistic", "shipped"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-tta", action="store_true", help="do not average each test face with its mirror image")
+    e = sub.add_parser("errors")
+    e.add_argument("file", type=Path)
+    v = sub.add_parser("live")
+    v.add_argument("file", type=Path)
+    v.add_argument("--inputs", nargs="+", default=["v2", "lm", "dist"])
+    c = sub.add_parser("curve")
+    c.add_argument("file", type=Path)
+    c.add_argument("--inputs", nargs="+", default=["v2", "dist"])
+    c.add_argument("--head", default="logistic", choices=["logistic", "shipped"])
+    w = sub.add_parser("without")
+    w.add_argument("file", type=Path)
+    w.add_argument("--drop", default="contributorjhamski")
+    w.add_argument("--inputs", nargs="+", default=["v2"])
+    w.add_argument("--head", default="logistic", choices=["logistic", "shipped"])
+    w.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.what == "featurize":
+        featurize(args.out, tuple(args.splits), args.limit, args.kind)
+    elif args.what == "probe":
+        probe(args.file, args.inputs, args.repeats, args.heads, not args.no_tta)
+    elif args.what == "errors":
+        errors(args.file)
+    elif args.what == "live":
+        live(args.file, args.inputs)
+    elif args.what == "curve":
+        curve(args.file, args.inputs, args.head)
+    elif args.what == "without":
+        without(args.file, args.inputs, args.drop, args.repeats, args.head)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
