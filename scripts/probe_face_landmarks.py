@@ -10,6 +10,7 @@ v2 features? Everything here is chosen on the train + valid persons only; the te
     python scripts/probe_face_landmarks.py curve /tmp/faces3/lm.npz                # learning curve over persons
     python scripts/probe_face_landmarks.py without /tmp/faces3/lm.npz [--head shipped]   # one contributor out
     python scripts/probe_face_landmarks.py baseline /tmp/faces3/lm.npz             # per-person neutral baseline
+    python scripts/probe_face_landmarks.py montage /tmp/faces3/lm.npz --out e.png [--which random --seed 1]
 
 `featurize` runs every train + valid still of runs/data_v2/faces/label.csv through the live VisionFeaturizer
 (mediapipe_v2) exactly as `moodlens featurize` does (three tracked frames, the 30-frame window mean; its 64-d
@@ -48,13 +49,15 @@ time, on the shared 2-vCPU VM at load 5-8 (other engineers): ~5 min a shipped-he
      0.798, contributorJN721 102 0.790; CK+ 0.939; all but jhamski 0.858. jhamski is 284 of the valid split's 546
      non-zero faces (52 %), 174 of train's 1909 and none of test's 535 (test: CK+ 162, 302 162, dwdii 193,
      JN721 18): why valid (0.81) sits below CV (0.845) and test (0.837).
-   - Looked at (montages of the 24 most confident errors and of 24 random web errors): the confident ones are
+   - Looked at (montages of the 24 most confident errors and of random web errors): the confident ones are
      CK+ fear (a bared-teeth grimace the blendshapes read as a smile), crying faces with open, stretched mouths
      (sad), and a few doubtful labels (a laughing face labelled sad, a grin with a cigarette labelled angry).
-     Of the 24 random web errors about 9 are plain model errors (4 missed subtle smiles, 5 crying/grimacing
-     faces called positive), about 11 have a doubtful or invisible label (speaking, blurred, neutral-looking
-     "happy") and 4 are plausible but hard (effort, yelling). So roughly half the web errors are label noise
-     or faces that do not show their label; the rest are the grimace-vs-smile confusion.
+     Of 48 random web errors (`montage --which random --seed 1` and 24 more of the rest; one reader, a rough count) about 17 are plain model errors
+     (missed smiles, crying or teeth-baring angry faces called positive, one clear nose-wrinkle disgust), about
+     24 have a doubtful or invisible label (speaking, blurred, neutral-looking "happy", "disgust" with a hand at
+     the face) and 7 are plausible but hard (yelling, effort, a crying face that looks like a smile). So
+     roughly half the web errors are label noise or faces that do not show their label; most of the rest are
+     the grimace-vs-smile confusion.
    - Learning curve (`curve`, logistic; each fold's training persons subsampled, 3 draws): v2 0.807 / 0.838 /
      0.840 / 0.842 at 25 / 50 / 75 / 100 % of the persons (web 0.763 / 0.801 / 0.804 / 0.804); `dist` 0.822 /
      0.846 / 0.854 / 0.856. Flat from half the persons on: more faces of the same kind and labels do not reach 0.90.
@@ -117,7 +120,7 @@ time, on the shared 2-vCPU VM at load 5-8 (other engineers): ~5 min a shipped-he
    rate from ~17 % to ~10 %. No input of this study moves the web faces by more than 2 points, and the learning
    curve is flat, so it is the data: (a) cleaner web labels: about half of the sampled web errors are doubtful or
    invisible labels; a second rater, keeping the stills both agree on, would remove most of them, of the order
-   of the 7 points needed (an estimate from 24 looked-at faces, not a measurement); (b) more negative web faces
+   of the 7 points needed (an estimate from 48 looked-at faces, not a measurement); (b) more negative web faces
    with visible expressions (angry/sad/disgust are 23-29 % wrong and scarce: 591 found in the train + valid web
    faces against 1174 happy), in particular crying and grimacing faces, the confusion with smiles that CK+ fear
    shows too; (c) leaving the film-still contributor (jhamski) out of training is worth +1.2 points on everyone
@@ -664,6 +667,32 @@ def baseline(path: Path) -> None:
         print(f"{name:28s} logistic CV {pooled.balanced_acc_2(pred[idx], y[idx]):.3f}")
 
 
+def montage(path: Path, out: Path, which: str, seed: int) -> None:
+    """24 stills of the out-of-fold errors saved by `errors` (the most confident, or a random draw of the
+    web errors), each captioned with its label and score, in one PNG to look at."""
+    from PIL import Image, ImageDraw
+
+    d = dict(np.load(path))
+    pred = np.load(path.with_suffix(".oof_v2.npy"))
+    y = d["y"]
+    wrong = d["found"] & (y != 0) & (np.sign(pred) != np.sign(y))
+    if which == "confident":
+        chosen = np.argsort(-(np.abs(pred) * wrong))[:24]
+    else:
+        chosen = np.random.default_rng(seed).choice(np.nonzero(wrong & np.char.startswith(d["id"], "mux"))[0], 24,
+                                                    replace=False)
+    sheet = Image.new("RGB", (160 * 8, 160 * 3))
+    for k, i in enumerate(chosen):
+        with Image.open(next((RAW / d["id"][i]).parent.glob(Path(d["id"][i]).name + ".*"))) as im:
+            tile = im.convert("RGB").resize((160, 160))
+        draw = ImageDraw.Draw(tile)
+        draw.rectangle([0, 0, 160, 14], fill=(0, 0, 0))
+        draw.text((2, 1), f"{d['emotion'][i]} {pred[i]:+.1f} {Path(d['id'][i]).name[:15]}", fill=(255, 255, 0))
+        sheet.paste(tile, ((k % 8) * 160, (k // 8) * 160))
+    sheet.save(out)
+    print(f"{out}: " + ", ".join(str(d["id"][i]) for i in chosen))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -696,6 +725,11 @@ def main(argv=None) -> int:
     w.add_argument("--repeats", type=int, default=3)
     b = sub.add_parser("baseline", help="a per-person neutral baseline subtracted (web persons with a neutral still)")
     b.add_argument("file", type=Path)
+    m = sub.add_parser("montage", help="24 of the CV errors saved by `errors`, as one PNG")
+    m.add_argument("file", type=Path)
+    m.add_argument("--out", type=Path, required=True)
+    m.add_argument("--which", choices=["confident", "random"], default="confident")
+    m.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     if args.what == "featurize":
         featurize(args.out, tuple(args.splits), args.limit, args.kind)
@@ -709,6 +743,8 @@ def main(argv=None) -> int:
         live(args.file, args.inputs)
     elif args.what == "curve":
         curve(args.file, args.inputs, args.head)
+    elif args.what == "montage":
+        montage(args.file, args.out, args.which, args.seed)
     elif args.what == "baseline":
         baseline(args.file)
     elif args.what == "without":
