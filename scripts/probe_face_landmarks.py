@@ -52,12 +52,12 @@ time, on the shared 2-vCPU VM at load 5-8 (other engineers): ~5 min a shipped-he
    - Looked at (montages of the 24 most confident errors and of random web errors): the confident ones are
      CK+ fear (a bared-teeth grimace the blendshapes read as a smile), crying faces with open, stretched mouths
      (sad), and a few doubtful labels (a laughing face labelled sad, a grin with a cigarette labelled angry).
-     Of 48 random web errors (`montage --which random --seed 1` and 24 more of the rest; one reader, a rough count) about 17 are plain model errors
-     (missed smiles, crying or teeth-baring angry faces called positive, one clear nose-wrinkle disgust), about
-     24 have a doubtful or invisible label (speaking, blurred, neutral-looking "happy", "disgust" with a hand at
-     the face) and 7 are plausible but hard (yelling, effort, a crying face that looks like a smile). So
-     roughly half the web errors are label noise or faces that do not show their label; most of the rest are
-     the grimace-vs-smile confusion.
+     Of 48 random web errors (`montage --which random --seed 1` and 24 more of the rest; one reader, a rough
+     count) about 17 are plain model errors (missed smiles, crying or teeth-baring angry faces called positive,
+     one clear nose-wrinkle disgust), about 24 have a doubtful or invisible label (speaking, blurred,
+     neutral-looking "happy", "disgust" with a hand at the face) and 7 are plausible but hard (yelling, effort,
+     a crying face that looks like a smile). So roughly half the web errors are label noise or faces that do
+     not show their label; most of the rest are the grimace-vs-smile confusion.
    - Learning curve (`curve`, logistic; each fold's training persons subsampled, 3 draws): v2 0.807 / 0.838 /
      0.840 / 0.842 at 25 / 50 / 75 / 100 % of the persons (web 0.763 / 0.801 / 0.804 / 0.804); `dist` 0.822 /
      0.846 / 0.854 / 0.856. Flat from half the persons on: more faces of the same kind and labels do not reach 0.90.
