@@ -95,6 +95,9 @@ time, on the shared 2-vCPU VM at load 5-8 (other engineers): ~5 min a shipped-he
 | v2 / v2+dist, tta | gradient boosting (300 trees, lr 0.05) | 0.842 / 0.840 | 0.826 / 0.825 | 0.850 / 0.826 | 0.672 / 0.678 |
 
    The v2 row reproduces probe_face_inputs.py's mediapipe_v2 row exactly (0.845 / 0.812 / 0.849 / 0.714).
+   With jhamski's stills out of training (`without --inputs v2+lm dist v2+dist --valid`, logistic; CV on the
+   others / valid others) v2 0.872 / 0.901, v2+lm 0.881 / 0.885, dist 0.869 / 0.870, v2+dist 0.877 / 0.891:
+   the picture does not change without that contributor's labels.
    Landmarks add 0.6-1.1 points on CV with the shipped head (+1.4 with the logistic probe, `dist`), lose 0.8-1.6
    points on valid and 1-8 points across sources: the extra dims fit the persons of the training corpus better
    and carry over to the other corpus worse.
