@@ -4,6 +4,7 @@
     python scripts/probe_voice_lean.py cv [--repeats 3]             # pooled-head candidates, grouped CV
     python scripts/probe_voice_lean.py offset CKPT [--out CKPT2]    # neutral offset of a checkpoint's voice
     python scripts/probe_voice_lean.py frozen CKPT --against STAGE3 # which weights stage 4 changed (bit level)
+    python scripts/probe_voice_lean.py makefolds OUT                # OUT/{0,1,2}: fold data + configs for `folds`
     python scripts/probe_voice_lean.py folds DIR [DIR ...]          # stage 4 itself, grouped CV over actors 01-18
 
 Neutral RAVDESS voices have label 0 and are left out of balanced Acc-2, so a head can meet its Acc-2
@@ -178,6 +179,51 @@ def cmd_frozen(args):
     print(f"keys of {args.against} missing: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
 
 
+def cmd_makefolds(args):
+    """OUT/k/ravdess.pkl (train = actors 01-18 outside fold k, valid = test = fold k: actors with
+    (number - 1) % 3 == k), OUT/k/data.yaml (configs/data/default_voice.yaml pointing at it) and OUT/train.yaml
+    (configs/train/default_voice.yaml, 12 epochs, no early stop). Then, per fold:
+    moodlens train --config OUT/train.yaml --data OUT/k/data.yaml --out OUT/k/run"""
+    out = Path(args.checkpoints[0])
+    with args.data.open("rb") as f:
+        src = pickle.load(f)
+    keys = list(src["train"])
+    padded = ("audio", "audio_mask", "vision", "vision_mask", "text_bert")
+
+    def cat(parts):
+        merged = {}
+        for k in keys:
+            vals = [p[k] for p in parts]
+            if isinstance(vals[0], np.ndarray):
+                if k in padded:
+                    n = max(v.shape[1] for v in vals)
+                    vals = [np.pad(v, [(0, 0), (0, n - v.shape[1])] + [(0, 0)] * (v.ndim - 2)) for v in vals]
+                merged[k] = np.concatenate(vals)
+            else:
+                merged[k] = sum((list(v) for v in vals), [])
+        return merged
+
+    def take(part, idx):
+        return {k: (v[idx] if isinstance(v, np.ndarray) else [v[i] for i in idx]) for k, v in part.items()}
+
+    both = cat([src["train"], src["valid"]])
+    actor = np.array([int(i.split("/")[0].split("_")[1]) for i in both["id"]])
+    data_yaml = Path("configs/data/default_voice.yaml").read_text()
+    train_yaml = Path("configs/train/default_voice.yaml").read_text()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train.yaml").write_text("\n".join("early_stop: 99" if line.startswith("early_stop:") else line
+                                              for line in train_yaml.splitlines()) + "\n")
+    for k in range(3):
+        held = (actor - 1) % 3 == k
+        fold = {"train": take(both, np.nonzero(~held)[0]), "valid": take(both, np.nonzero(held)[0]),
+                "test": take(both, np.nonzero(held)[0]), "meta": src["meta"]}
+        (out / str(k)).mkdir(exist_ok=True)
+        with (out / str(k) / "ravdess.pkl").open("wb") as f:
+            pickle.dump(fold, f, protocol=pickle.HIGHEST_PROTOCOL)
+        (out / str(k) / "data.yaml").write_text(data_yaml.replace(str(args.data), str(out / str(k) / "ravdess.pkl")))
+        print(f"fold {k}: held-out actors {sorted(set(actor[held].tolist()))}, {(~held).sum()} train clips")
+
+
 def cmd_folds(args):
     from moodlens.models.checkpoint import model_from_payload, read_checkpoint
     from moodlens.train.data import DataOptions, load_dataset
@@ -330,7 +376,7 @@ def cmd_cv(args):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("checkpoint", "cv", "offset", "frozen", "folds"))
+    parser.add_argument("mode", choices=("checkpoint", "cv", "offset", "frozen", "folds", "makefolds"))
     parser.add_argument("checkpoints", nargs="*", default=["default"])
     parser.add_argument("--data", type=Path, default=RAVDESS)
     parser.add_argument("--repeats", type=int, default=3)
@@ -344,7 +390,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     {"checkpoint": cmd_checkpoint, "cv": cmd_cv, "offset": cmd_offset, "frozen": cmd_frozen,
-     "folds": cmd_folds}[args.mode](args)
+     "folds": cmd_folds, "makefolds": cmd_makefolds}[args.mode](args)
     return 0
 
 
