@@ -21,7 +21,7 @@ as shipped (pooled_share_audio of the checkpoint), the pooled head alone and the
 0.2, 10 passes) trained per fold of 6 grouped folds over actors 01-18 with each candidate fix; the OOC
 columns come from the head trained on all of 01-18. `offset`: the mean voice output of a checkpoint over
 the train actors' neutral clips, the number `audio_offset` stores (models/hcrl_mfd.py); `--value X` stores X
-instead (the cross-fitted offset of `folds`). `folds`: the whole stage-4 recipe
+instead (the cross-fitted offset of `folds`), and `--share S` stores pooled_share_audio S. `folds`: the whole stage-4 recipe
 trained once per fold of 3 grouped folds over actors 01-18 (each DIR holds ravdess.pkl with train = the other
 12 actors, valid = test = its 6, and run/seed_1111/last.pt after 12 epochs, no early stop: nothing is chosen on
 the held-out actors); reports the out-of-fold voice output and the cross-fitted neutral offset: the mean
@@ -137,6 +137,8 @@ def cmd_offset(args):
 
     model = load_checkpoint(args.checkpoints[0]).model
     mc = model.config
+    if args.share is not None:
+        mc.pooled_share_audio = args.share
     if hasattr(model, "audio_offset"):
         model.audio_offset.zero_()
     data = load_dataset(str(args.data), DataOptions(text_encoder=mc.text_encoder, text_max_len=mc.text_max_len,
@@ -157,6 +159,8 @@ def cmd_offset(args):
         old = payload["state_dict"]["audio_offset"]
         payload["state_dict"]["audio_offset"] = torch.full_like(old, offset)
         payload.setdefault("metrics", {})["audio_offset"] = offset
+        if args.share is not None:   # an inference-time blend weight (training and epoch choice used the recipe's)
+            payload["model_config"]["pooled_share_audio"] = args.share
         torch.save(payload, args.out)
         print(f"wrote {args.out} with audio_offset {float(payload['state_dict']['audio_offset']):+.4f}")
 
@@ -230,7 +234,8 @@ def cmd_folds(args):
     from moodlens.train.trainer import predict
 
     template, _ = read_checkpoint(args.template)
-    shares = {"as shipped": None, "pooled head alone": 1.0, "MLP_A alone": 0.0}
+    shares = {"as shipped": None, "pooled head alone": 1.0, "MLP_A alone": 0.0, "share 0.25": 0.25,
+              "share 0.75": 0.75}
     preds = {k: [] for k in shares}
     ys, ems = [], []
     for d in map(Path, args.checkpoints):
@@ -256,7 +261,9 @@ def cmd_folds(args):
     for tag in shares:
         p = np.concatenate(preds[tag])
         means = " ".join(f"{e[:3]} {p[em == e].mean():+.2f}" for e in EMOTIONS)
-        print(f"{tag:18s} out of fold: {lean(p, y)} | {means}")
+        off = float(p[y == 0].mean())
+        print(f"{tag:18s} out of fold: {lean(p, y)} | {means}\n{'':18s} recentred by {off:+.3f}: "
+              f"{lean(np.clip(p - off, -3, 3), y)}")
     p = np.concatenate(preds["as shipped"])
     offset = float(p[y == 0].mean())
     print(f"cross-fitted neutral offset {offset:+.4f}; recentred: {lean(np.clip(p - offset, -3, 3), y)}")
@@ -382,6 +389,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", help="offset: write the checkpoint with its audio_offset set here")
     parser.add_argument("--template", default="runs/default_voice/best.pt", help="folds: a stage-4 checkpoint")
+    parser.add_argument("--share", type=float, help="offset: also store this pooled_share_audio (chosen by folds)")
     parser.add_argument("--value", type=float, help="offset: store this offset (e.g. the cross-fitted one of folds)")
     parser.add_argument("--against", default="runs/default_stage3/best.pt", help="frozen: the stage-3 checkpoint")
     parser.add_argument("--ooc-sessions", default="/tmp/voice/ooc/sessions")
