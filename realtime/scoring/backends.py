@@ -622,7 +622,8 @@ class OnnxRuntimeBackend(Backend):
                 log.warning("int8 model differs from the float one by %.3g > int8_parity %.3g on a live window; "
                             "using the float model from now on", diff, self.options.onnxruntime.int8_parity)
                 self.session, self.quantized, self.path = self.float_session, False, self.float_path
-                self.int8_rejected = f"live window {self.calls}: max difference {diff:.3g}"
+                self.int8_rejected = (f"live window {self.calls} (batch of {batch.batch_size}): "
+                                      f"max difference {diff:.3g}")
         self.calls += 1
         return SentimentOutput(*(torch.from_numpy(np.asarray(o, dtype=np.float32)) for o in outs))
 
