@@ -9,7 +9,8 @@ transcripts of ../shared/data/mosi_text (real tokens, lower-cased like Whisper's
 the live TextFeaturizer). Each transcript is scored twice: with the typical window's audio and face
 frames ("frames"; with the default weights their fused score sits at the +3 clip, so it hides
 text errors) and text-only (audio and face absent: the fused score then follows the text). Only
-the text encoder is quantized, so the audio and vision scores do not move.
+the text encoder is quantized, so the audio and vision scores do not move. It also reports the text
+score's MAE and Acc-2 against the MOSI labels, float and int8, i.e. what the difference does to the task.
 
 For each alpha (`--alpha`, 0 = no smoothing; default: backends.yaml's) it reports per split the
 max / p95 / median |int8 - float| of the fused and text scores over both variants, the windows
@@ -65,10 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     text = TextFeaturizer(resolve_path(TEXT_ENCODER), max_len=int((loaded.featurizer_config or {}).get("text_max_len", 50)))
     text_only = torch.tensor([[True, False, False]])
     windows: dict[str, list] = {}
+    labels: dict[str, np.ndarray] = {}
     for split in splits:
         with (folder / f"{split}.tsv").open() as f:
             rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:][: args.limit]
-        windows[split] = []
+        windows[split], labels[split] = [], np.array([float(label) for _t, label in rows])
         for transcript, _label in rows:
             ids = torch.from_numpy(text.encode([transcript.lower()]).ids)
             w = typical.replace(text_ids=ids, text_mask=torch.ones(ids.shape, dtype=torch.bool))
@@ -102,8 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         for split, ws in windows.items():
             report["tokens_p50"][split] = float(np.median([a.text_ids.shape[1] for a, _ in ws]))
             # (windows, variant frames|text-only, output fused|text)
-            d = np.array([[np.abs(scores(quant, a) - ra), np.abs(scores(quant, b) - rb)]
-                          for (a, b), (ra, rb) in zip(ws, reference[split])])
+            q = [scores(quant, b) for _a, b in ws]
+            d = np.array([[np.abs(scores(quant, a) - ra), np.abs(qb - rb)]
+                          for (a, _b), qb, (ra, rb) in zip(ws, q, reference[split])])
+            ft = np.array([rb[1] for _ra, rb in reference[split]])
+            qt = np.array([qb[1] for qb in q])
+            nz = labels[split] != 0
             entry[split] = {
                 "windows": len(ws),
                 "max": {f"{out}_{var}": round(float(d[:, v, i].max()), 3)
@@ -111,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
                 "p95_text": round(float(np.percentile(d[:, 0, 1], 95)), 3),
                 "median_text": round(float(np.median(d[:, 0, 1])), 3),
                 "windows_over_bound": int((d.reshape(len(ws), -1).max(1) > o.int8_parity).sum()),
+                # What the difference does to the task: text-score MAE and Acc-2 (non-zero labels) vs the labels.
+                "text_mae_float_int8": [round(float(np.mean(np.abs(t - labels[split]))), 4) for t in (ft, qt)],
+                "text_acc2_float_int8": [round(float(np.mean((t[nz] > 0) == (labels[split][nz] > 0))), 4)
+                                         for t in (ft, qt)],
             }
         report["alphas"].append(entry)
         print(json.dumps(entry), flush=True)
