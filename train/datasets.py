@@ -101,7 +101,7 @@ class ClipFeaturizer:
             from moodlens.realtime.perception.asr import AsrOptions, Transcriber
 
             self._transcriber = Transcriber(AsrOptions.from_dict({"warmup": False, **self.options.asr},
-                                                                 "featurize asr options"))
+                                                                 "featurize asr options").for_features(self.config))
         return self._transcriber
 
     def decode(self, path: Path, on_progress=None) -> tuple[np.ndarray, list[FaceFeatures], float, bool, bool]:

@@ -47,7 +47,8 @@ def build_pipeline(source: Source, scorer: BatchScorer, options: PipelineOptions
     if transcriber is None and source.has_audio:
         from moodlens.realtime.perception.asr import AsrOptions, Transcriber
 
-        transcriber = Transcriber(asr or AsrOptions())
+        # Whisper's encoder input follows the checkpoint's featurizer config (whisper_input)
+        transcriber = Transcriber((asr or AsrOptions()).for_features(config))
     if featurizer is None:
         from moodlens.realtime.perception.features.featurizer import Featurizer
 

@@ -8,6 +8,7 @@ keeps the latency bounded; beam size and temperature fallback are options.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -40,6 +41,11 @@ class AsrOptions(Options):
     # Cap on decoded tokens per second of audio: real speech needs ~3-5, a hallucination loop
     # runs to Whisper's 224-token limit and stalls the live view. None = no cap.
     max_tokens_per_s: float | None = 12.0
+    # Encoder input policy (features/whisper_states.py `encoder_input_frames`): "30s" (Whisper's
+    # padding), "15s", "10s" or "adaptive" (the window + a margin; a cut input is decoded
+    # without timestamp tokens, see transcribe). None = the featurizer config's
+    # `whisper_input` where a pipeline or featurizer builds the Transcriber, else "30s".
+    whisper_input: str | None = None
     warmup: bool = True
 
     def __post_init__(self) -> None:
@@ -52,8 +58,22 @@ class AsrOptions(Options):
         self.temperature = tuple(float(t) for t in self.temperature)
         if self.max_tokens_per_s is not None and self.max_tokens_per_s <= 0:
             raise ConfigError(f"AsrOptions.max_tokens_per_s must be positive or null, not {self.max_tokens_per_s}.")
+        if self.whisper_input is not None:
+            from moodlens.realtime.perception.features.config import WHISPER_INPUTS
+
+            if self.whisper_input not in WHISPER_INPUTS:
+                raise ConfigError(f"AsrOptions.whisper_input must be one of {', '.join(WHISPER_INPUTS)} or null, "
+                                  f"not '{self.whisper_input}'.")
         if self.cpu_threads is not None and self.cpu_threads < 0:
             raise ConfigError(f"AsrOptions.cpu_threads must not be negative, not {self.cpu_threads}.")
+
+    def for_features(self, config) -> "AsrOptions":
+        """These options with `whisper_input` taken from the featurizer config (FeaturizerConfig or its
+        dict; absent = "30s") when unset, so transcription and audio features share one encoder input."""
+        if self.whisper_input is not None:
+            return self
+        value = config.get("whisper_input", "30s") if isinstance(config, dict) else config.whisper_input
+        return dataclasses.replace(self, whisper_input=value)
 
 
 @dataclass
@@ -130,6 +150,7 @@ class Transcriber:
         if self.english_only and o.language not in (None, "en"):
             raise ConfigError(f"The English-only Whisper model '{self.model_source}' cannot transcribe language '{o.language}'.")
         self.language = "en" if self.english_only else o.language
+        self.whisper_input = o.whisper_input or "30s"
         # Transcribers sharing a model share its lock (faster-whisper keeps per-call state on the model).
         self._lock = _MODEL_LOCKS[id(self.model)]
         if o.warmup:
@@ -147,7 +168,7 @@ class Transcriber:
         from moodlens.realtime.perception.features.whisper_states import states_for_audio
 
         with self._lock:
-            return states_for_audio(self.model, audio)
+            return states_for_audio(self.model, audio, self.whisper_input)
 
     def transcribe(self, audio: np.ndarray, offset: float = 0.0, keep_encoder_states: bool = False) -> Transcript:
         """Transcribe 16 kHz mono float32 audio; word times are seconds from its start plus `offset`.
@@ -162,8 +183,12 @@ class Transcriber:
         o = self.options
         # Whisper's decoder holds at most 448 positions, about half of them for the output.
         max_tokens = None if o.max_tokens_per_s is None else min(220, int(16 + o.max_tokens_per_s * duration))
+        from moodlens.realtime.perception.features.whisper_states import (
+            MAX_INPUT_FRAMES, content_frames, encoder_input_frames)
+
+        input_frames = encoder_input_frames(content_frames(len(audio)), self.whisper_input)
         t0 = time.perf_counter()
-        with self._lock, _capturing_encoder(self.model, keep_encoder_states and duration < 30.0) as captured:
+        with self._lock, _encoder_hook(self.model, input_frames, keep_encoder_states and duration < 30.0) as captured:
             segments, info = self.model.transcribe(
                 audio,
                 language=self.language,
@@ -171,7 +196,9 @@ class Transcriber:
                 best_of=o.beam_size,
                 temperature=list(o.temperature),
                 word_timestamps=o.word_timestamps,
-                without_timestamps=o.without_timestamps,
+                # timestamp tokens count from the start of a 30 s input: on a cut input the decoder
+                # opens new segments after the speech (repeats), so it decodes without them
+                without_timestamps=o.without_timestamps or input_frames < MAX_INPUT_FRAMES,
                 vad_filter=False,
                 condition_on_previous_text=False,
                 no_speech_threshold=o.no_speech_threshold,
@@ -193,19 +220,26 @@ class Transcriber:
                           encoder_states=states)
 
 
-class _capturing_encoder:
-    """Keeps a copy of the first encoder output of one `transcribe` call (the whole window when it
-    is shorter than 30 s), so the audio features need not run the encoder again."""
+class _encoder_hook:
+    """For one `transcribe` call: cuts the encoder input faster-whisper padded to 3000 frames down
+    to `input_frames` (the content comes first, so only padding goes; whisper_states.py
+    `encoder_input_frames`), and when `capture`, keeps a copy of the first encoder output (the whole
+    window when it is shorter than 30 s), so the audio features need not run the encoder again."""
 
-    def __init__(self, model, enabled: bool):
-        self.model, self.enabled, self.captured = model, enabled, []
+    def __init__(self, model, input_frames: int, capture: bool):
+        self.model, self.input_frames, self.capture, self.captured = model, input_frames, capture, []
+        self.enabled = capture or input_frames < 3000   # 3000 = whisper_states.MAX_INPUT_FRAMES
 
     def __enter__(self) -> list:
         if self.enabled:
             original = self.model.encode
 
             def encode(features):
+                if features.shape[-1] > self.input_frames:
+                    features = np.ascontiguousarray(features[..., : self.input_frames])
                 output = original(features)
+                if not self.capture:
+                    return output
                 if not self.captured:
                     try:
                         self.captured.append(np.array(output, dtype=np.float32)[0])

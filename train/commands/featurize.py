@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vision-features", choices=["mediapipe", "mediapipe_v2"], default="mediapipe",
                         help="face features: mediapipe (52 blendshapes, pose, 6 ratios; default) or mediapipe_v2 "
                              "(the 4 framing dims replaced by mouth/brow geometry; same 64 dims)")
+    parser.add_argument("--whisper-input", choices=["30s", "15s", "10s", "adaptive"], default="30s",
+                        help="whisper_encoder features: the encoder's input, Whisper's 30 s padding (default) or less "
+                             "(features/whisper_states.py encoder_input_frames); recorded, and followed live")
     parser.add_argument("--still-window-s", type=float, default=2.0, metavar="S",
                         help="a still image (png/jpg/tiff) becomes this long a window of the face held still")
     parser.add_argument("--egemaps", action="store_true",
@@ -61,6 +64,11 @@ def main(args: argparse.Namespace) -> int:
     if args.asr and args.no_asr:
         raise ConfigError("--asr and --no-asr contradict each other; give one.")
     overrides = {} if args.vision_fps is None else {"vision_fps": args.vision_fps}
+    if args.whisper_input != "30s":
+        if args.audio_features != "whisper_encoder":
+            raise ConfigError(f"--whisper-input {args.whisper_input} changes Whisper-state audio features only; "
+                              f"give it with --audio-features whisper_encoder.")
+        overrides["whisper_input"] = args.whisper_input
     config = FeaturizerConfig.for_audio_features(args.audio_features, whisper_model=args.whisper_model, **overrides)
     if args.text_encoder:
         config = config.with_text_encoder(args.text_encoder)

@@ -198,6 +198,10 @@ class FeaturizerConfig:
     # own encoder states, 384-d per 40 ms: see `for_audio_features` and features/whisper_states.py).
     audio_features: str = "librosa"
     audio_encoder_sha: str = ""            # whisper_encoder: sha256 (first 16 hex) of the model.bin used
+    # whisper_encoder: how much padding the encoder sees ("30s" | "15s" | "10s" | "adaptive";
+    # whisper_states.encoder_input_frames). Absent in older datasets/checkpoints = "30s". The live
+    # Transcriber follows it, so transcription and audio features use one encoder run.
+    whisper_input: str = "30s"
     audio_dim: int = LIVE_AUDIO_DIM
     audio_feature_names: list[str] = field(default_factory=lambda: list(AUDIO_FEATURE_NAMES))
     audio_n_fft: int = 1024
@@ -239,6 +243,9 @@ class FeaturizerConfig:
         if self.audio_features not in AUDIO_FEATURE_KINDS:
             raise ConfigError(f"Featurizer config: audio_features must be one of {', '.join(AUDIO_FEATURE_KINDS)}, "
                               f"not '{self.audio_features}'.")
+        if self.whisper_input not in WHISPER_INPUTS:
+            raise ConfigError(f"Featurizer config: whisper_input must be one of {', '.join(WHISPER_INPUTS)}, "
+                              f"not '{self.whisper_input}'.")
         if len(self.audio_feature_names) != self.audio_dim:
             raise ConfigError(f"Featurizer config: audio_feature_names has {len(self.audio_feature_names)} "
                               f"names but audio_dim is {self.audio_dim}.")
@@ -328,6 +335,8 @@ class FeaturizerConfig:
             if f.name in self.INFORMATIONAL:
                 continue
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if f.name == "whisper_input" and "whisper_encoder" not in (self.audio_features, other.audio_features):
+                continue   # only Whisper-state features depend on the encoder input
             if f.name in ("audio_mean", "audio_std"):
                 if not self.audio_normalize:
                     continue
@@ -382,6 +391,7 @@ def live_featurizer_config(text_encoder: str | None = None, text_max_len: int = 
 
 
 AUDIO_FEATURE_KINDS = ("librosa", "whisper_encoder")
+WHISPER_INPUTS = ("30s", "15s", "10s", "adaptive")   # encoder input policies: features/whisper_states.py
 
 
 def whisper_identity(model: str | None = None) -> str:

@@ -23,6 +23,7 @@ import math
 import numpy as np
 
 from moodlens.core.errors import DataError
+from moodlens.realtime.perception.features.config import WHISPER_INPUTS
 
 WHISPER_STATE_DIM = 384          # tiny / tiny.en d_model
 SAMPLES_PER_STATE = 320          # 20 ms at 16 kHz (hop 160 x conv stride 2)
@@ -30,13 +31,51 @@ STATES_PER_CHUNK = 1500          # 30 s
 POOL = 2                         # states averaged per output frame (40 ms, 25 frames/s)
 AUDIO_FEATURES_WHISPER = "whisper_encoder"
 
+MEL_FRAMES_PER_S = 100           # Whisper's log-mel hop: 160 samples at 16 kHz
+MAX_INPUT_FRAMES = 3000          # 30 s: what the encoder was trained on, and its 1500 positions
+DEFAULT_WHISPER_INPUT = "30s"    # a dataset or checkpoint without `whisper_input` was made with this
+# "adaptive": speech + margin (Whisper sees some silence after the last word, as in training),
+# rounded up to a bucket (a few input sizes, not one per window), never below the floor.
+ADAPTIVE_MARGIN_S = 3.0
+ADAPTIVE_BUCKET_S = 2.0
+ADAPTIVE_FLOOR_S = 6.0
 
-def states_for_audio(model, audio: np.ndarray) -> np.ndarray:
+
+def check_whisper_input(policy: str, where: str = "whisper_input") -> str:
+    if policy not in WHISPER_INPUTS:
+        from moodlens.core.errors import ConfigError
+
+        raise ConfigError(f"{where} must be one of {', '.join(WHISPER_INPUTS)}, not '{policy}'.")
+    return policy
+
+
+def content_frames(num_samples: int) -> int:
+    """Log-mel frames faster-whisper gives the encoder for `num_samples` of audio (its feature
+    extractor pads 160 samples and drops the last frame): floor(N / 160)."""
+    return max(0, int(num_samples) // 160)
+
+
+def encoder_input_frames(frames: int, policy: str) -> int:
+    """How many log-mel frames the encoder sees for a window of `frames` content frames (the content,
+    then zero padding): MAX_INPUT_FRAMES for "30s" and for anything that does not fit a shorter input."""
+    check_whisper_input(policy)
+    if policy == "30s" or frames > MAX_INPUT_FRAMES:
+        return MAX_INPUT_FRAMES
+    if policy in ("15s", "10s"):
+        fixed = int(policy[:-1]) * MEL_FRAMES_PER_S
+        return fixed if frames <= fixed else MAX_INPUT_FRAMES
+    bucket = int(ADAPTIVE_BUCKET_S * MEL_FRAMES_PER_S)
+    wanted = math.ceil((frames + ADAPTIVE_MARGIN_S * MEL_FRAMES_PER_S) / bucket) * bucket
+    return int(min(MAX_INPUT_FRAMES, max(ADAPTIVE_FLOOR_S * MEL_FRAMES_PER_S, wanted)))
+
+
+def states_for_audio(model, audio: np.ndarray, whisper_input: str = DEFAULT_WHISPER_INPUT) -> np.ndarray:
     """(N,) 16 kHz float32 -> (ceil(N / 320), d_model) float32 raw encoder states (20 ms each).
 
     The encoder input is built exactly as faster-whisper's `transcribe` builds it for a window
-    shorter than 30 s (log-mel of the whole audio, last frame dropped, padded to 3000 frames),
-    so these are the states the transcription uses. Longer audio is encoded in 30 s chunks."""
+    shorter than 30 s (log-mel of the whole audio, last frame dropped, padded to 3000 frames) and
+    then cut to `encoder_input_frames` as the Transcriber cuts it, so these are the states the
+    transcription uses. Longer audio is encoded in 30 s chunks."""
     from faster_whisper.audio import pad_or_trim
 
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
@@ -48,12 +87,23 @@ def states_for_audio(model, audio: np.ndarray) -> np.ndarray:
     features = model.feature_extractor(audio)
     content = features[:, : features.shape[-1] - 1]
     frames_per_chunk = model.feature_extractor.nb_max_frames
+    size = encoder_input_frames(content.shape[-1], whisper_input)
     parts = []
     for start in range(0, max(content.shape[-1], 1), frames_per_chunk):
-        encoded = model.encode(pad_or_trim(content[:, start:start + frames_per_chunk]))
+        encoded = model.encode(pad_or_trim(content[:, start:start + frames_per_chunk])[:, :size])
         parts.append(np.asarray(encoded, dtype=np.float32)[0])
     states = np.concatenate(parts, 0)
     return states[: min(len(states), math.ceil(audio.size / SAMPLES_PER_STATE))]
+
+
+def check_same_whisper_input(features: str, transcriber: str) -> None:
+    """Refuse a Transcriber whose encoder input differs from the one the audio features were made with."""
+    if features != transcriber:
+        from moodlens.core.errors import ConfigError
+
+        raise ConfigError(f"The audio features were made with whisper_input '{features}' but the Transcriber encodes "
+                          f"with whisper_input '{transcriber}', so its Whisper states would not mean the same; "
+                          f"use one encoder input for both (AsrOptions.whisper_input, or leave it unset).")
 
 
 def pool_states(states: np.ndarray, pool: int = POOL) -> np.ndarray:
@@ -72,18 +122,21 @@ class WhisperStatesFeaturizer:
     """Drop-in for AudioFeaturizer: `extract(audio, states=None)` -> (T, 384) frames at 25 frames/s.
 
     `transcriber`: a loaded `Transcriber` whose model (and lock) to share; created on first use
-    otherwise (default AsrOptions, so it is the same model the pipeline's Transcriber loads)."""
+    otherwise (default AsrOptions, so it is the same model the pipeline's Transcriber loads). Its
+    encoder input policy must be the config's `whisper_input` (the states would differ otherwise)."""
 
     def __init__(self, config, transcriber=None):
         self.config = config
         self._transcriber = transcriber
+        if transcriber is not None:
+            check_same_whisper_input(config.whisper_input, getattr(transcriber, "whisper_input", DEFAULT_WHISPER_INPUT))
 
     @property
     def transcriber(self):
         if self._transcriber is None:
             from moodlens.realtime.perception.asr import AsrOptions, Transcriber
 
-            self._transcriber = Transcriber(AsrOptions(warmup=False))
+            self._transcriber = Transcriber(AsrOptions(warmup=False, whisper_input=self.config.whisper_input))
         return self._transcriber
 
     @property
