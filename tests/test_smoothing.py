@@ -91,6 +91,9 @@ def test_int8_with_smoothing_keeps_parity_where_plain_int8_does_not(outlier_mode
     assert plain.quantized and smooth.quantized
     assert "-smooth0.5-" in smooth.path.name and smooth.path.name.endswith("-int8text.onnx")
     assert smooth.smoothing_float_diff is not None and smooth.smoothing_float_diff < 1e-4
+    # The next start loads the cached int8 file: no calibration, export or quantization again.
+    again = B.create_backend("onnxruntime", outlier_model, "cpu", _int8(options, int8_smoothing_alpha=0.5))
+    assert again.quantized and again.path == smooth.path and again.builds == 0
     featurizer_batches = S.calibration_batches(outlier_model)[:40]
     windows = [outlier_model.example_inputs(1, text_len=ids.shape[1], audio_len=20, vision_len=10, seed=i).replace(
         text_ids=ids, text_mask=mask) for i, (ids, mask) in enumerate(featurizer_batches)]

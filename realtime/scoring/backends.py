@@ -490,14 +490,18 @@ class OnnxRuntimeBackend(Backend):
         import logging
 
         o = self.options.onnxruntime
-        source, tag = self.path, ""
+        kept = ("-f" + hashlib.sha256(",".join(sorted(o.int8_float_matmuls)).encode()).hexdigest()[:8]
+                if o.int8_float_matmuls else "")
+        source = self.path
         if o.int8_smoothing_alpha:
-            smoothed = self._smoothed_export(o.int8_smoothing_alpha)
-            if smoothed is not None:
-                source, tag = smoothed, smoothed.stem.removeprefix(self.path.stem)
-        if o.int8_float_matmuls:
-            tag += "-f" + hashlib.sha256(",".join(sorted(o.int8_float_matmuls)).encode()).hexdigest()[:8]
-        qpath = self.path.with_name(self.path.stem + tag + "-int8text.onnx")
+            smoothed = self._smoothed_path(o.int8_smoothing_alpha)
+            qpath = smoothed.with_name(smoothed.stem + kept + "-int8text.onnx")
+            if not qpath.exists():          # built (and checked) once; the int8 file alone is used after that
+                source = self._smoothed_export(smoothed) or self.path
+                if source == self.path:
+                    qpath = self.path.with_name(self.path.stem + kept + "-int8text.onnx")
+        else:
+            qpath = self.path.with_name(self.path.stem + kept + "-int8text.onnx")
         if not qpath.exists():
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -533,19 +537,24 @@ class OnnxRuntimeBackend(Backend):
             log.warning("int8 model differs from the float one by %.3g > int8_parity %.3g; using the float model",
                         self.parity, o.int8_parity)
 
-    def _smoothed_export(self, alpha: float) -> Path | None:
-        """The float ONNX file of a SmoothQuant-smoothed copy of the model (realtime/scoring/smoothing.py),
-        keyed by alpha and the calibration sentences; None (int8 then runs unsmoothed, logged) when the
-        encoder has no tokenizer to calibrate with or the smoothed graph is not the float model's."""
+    def _smoothed_path(self, alpha: float) -> Path:
+        """Where the smoothed float file goes: keyed by alpha and the calibration sentences."""
+        from moodlens.realtime.scoring import smoothing
+
+        key = hashlib.sha256("\n".join(smoothing.calibration_sentences()).encode()).hexdigest()[:8]
+        return self.path.with_name(f"{self.path.stem}-smooth{alpha:g}-{key}.onnx")
+
+    def _smoothed_export(self, path: Path) -> Path | None:
+        """Export a SmoothQuant-smoothed copy of the model (realtime/scoring/smoothing.py) to `path`; None
+        (int8 then runs unsmoothed, logged) when the encoder has no tokenizer to calibrate with or the
+        smoothed graph is not the float model's."""
         from moodlens.core.errors import AssetError
         from moodlens.realtime.scoring import smoothing
 
-        sentences = smoothing.calibration_sentences()
-        key = hashlib.sha256("\n".join(sentences).encode()).hexdigest()[:8]
-        path = self.path.with_name(f"{self.path.stem}-smooth{alpha:g}-{key}.onnx")
+        alpha = self.options.onnxruntime.int8_smoothing_alpha
         if not path.exists():
             try:
-                batches = smoothing.calibration_batches(self.model, sentences)
+                batches = smoothing.calibration_batches(self.model)
             except AssetError as err:
                 log.warning("int8 runs without smoothing: no calibration text for this encoder (%s)", err)
                 return None
