@@ -20,8 +20,6 @@ from moodlens.core.errors import ConfigError
 from moodlens.realtime.scoring import backends as B
 from moodlens.realtime.scoring import smoothing as S
 
-pytestmark = pytest.mark.export
-
 OUTLIER = 5          # the LayerNorm channel made an outlier
 
 
@@ -82,6 +80,7 @@ def _max_diff(a_backend, b_backend, batches):
     return max(float((a - b).abs().max()) for batch in batches for a, b in zip(a_backend(batch), b_backend(batch)))
 
 
+@pytest.mark.export
 def test_int8_with_smoothing_keeps_parity_where_plain_int8_does_not(outlier_model, backend_options):
     options = dataclasses.replace(backend_options, onnxruntime=dataclasses.replace(
         backend_options.onnxruntime, quantize="none", int8_float_matmuls=[]))
