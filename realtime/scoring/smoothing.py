@@ -6,9 +6,10 @@ Dynamic int8 (onnxruntime.quantization.quantize_dynamic) quantizes each MatMul's
 one scale per tensor, so a few outlier channels (BERT-family LayerNorm outputs: in the default
 model's all-MiniLM-L6-v2, channel 99 reaches |x| = 28-30 at the FFN input where the median channel
 is 1.8, docs/benchmarks.md) set the step for every other channel. SmoothQuant (Xiao et al. 2023, arXiv
-2211.10438, eq. 4) moves that range into the weights, which are quantized per output channel:
+2211.10438) moves that range into the weights, which are quantized per output channel:
 
-    s_j = max|X_j|^alpha / max|W_j|^(1 - alpha),   X' = X diag(s)^-1,   W' = diag(s) W
+    s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)                 (eq. 4)
+    Y = X W = (X diag(s)^-1) (diag(s) W) = X' W'                (eq. 3)
 
 (Y = X W = X' W' exactly in real arithmetic; max|X_j| over calibration tokens, max|W_j| over the
 output channels that read input channel j; alpha 0.8 in configs/live/backends.yaml, chosen on MOSI
@@ -42,7 +43,7 @@ MIN_SCALE = 1e-5   # s_j is clamped here: a dead channel (max |X_j| = 0) must no
 
 
 class _ScaleFirstInput(nn.Module):
-    """`inner(x / s, *rest)`: the explicit X' = X diag(s)^-1 of eq. 4, where there is no producer to fold s into."""
+    """`inner(x / s, *rest)`: the explicit X' = X diag(s)^-1 of eq. 3, where there is no producer to fold s into."""
 
     def __init__(self, inner: nn.Module, scale: torch.Tensor):
         super().__init__()
