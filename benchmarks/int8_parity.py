@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = root.parent / "shared" / "data" / "mosi_text"
     splits = args.splits.split(",")
     if not all((folder / f"{s}.tsv").exists() for s in splits):
-        print(f"Skipped: {folder} does not hold {', '.join(s + '.tsv' for s in splits)} (the MOSI transcripts live in ../shared).")
+        files = ", ".join(s + ".tsv" for s in splits)
+        print(f"Skipped: {folder} does not hold {files} (the MOSI transcripts live in ../shared).")
         return 0
 
     import torch
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     float_backend = B.create_backend("onnxruntime", loaded.model, "cpu",
                                      dataclasses.replace(options, onnxruntime=dataclasses.replace(o, quantize="none")))
     typical = B.typical_batch(loaded.model, 1, options.typical_window.seconds, options.typical_window)
-    text = TextFeaturizer(resolve_path(TEXT_ENCODER), max_len=int((loaded.featurizer_config or {}).get("text_max_len", 50)))
+    max_len = int((loaded.featurizer_config or {}).get("text_max_len", 50))
+    text = TextFeaturizer(resolve_path(TEXT_ENCODER), max_len=max_len)
     text_only = torch.tensor([[True, False, False]])
     windows: dict[str, list] = {}
     labels: dict[str, np.ndarray] = {}
@@ -94,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     float_ms = cpu_ms(float_backend, typical)
     report = {"bound": o.int8_parity, "float_matmuls": keep, "tokens_p50": {}, "alphas": []}
     for alpha in alphas:
-        quant = B.create_backend("onnxruntime", loaded.model, "cpu", dataclasses.replace(options, onnxruntime=dataclasses.replace(
-            o, quantize="int8", int8_parity=1e9, int8_shadow_windows=0, int8_recheck_every=0,
-            int8_smoothing_alpha=alpha, int8_float_matmuls=keep)))   # bound 1e9: always the int8 file
+        int8 = dataclasses.replace(o, quantize="int8", int8_parity=1e9, int8_shadow_windows=0, int8_recheck_every=0,
+                                   int8_smoothing_alpha=alpha, int8_float_matmuls=keep)   # bound 1e9: the int8 file
+        quant = B.create_backend("onnxruntime", loaded.model, "cpu", dataclasses.replace(options, onnxruntime=int8))
         assert quant.quantized, "quantization failed (see the log)"
         entry = {"alpha": alpha, "file": quant.path.name, "check_batches_diff": round(quant.parity, 4),
                  "smoothed_float_diff": quant.smoothing_float_diff,

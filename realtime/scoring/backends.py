@@ -97,11 +97,11 @@ class OnnxRuntimeOptions:
     optimization_level: str = "all"
     # "int8" (CPU execution provider only): dynamic int8 quantization (onnxruntime.quantization, per output
     # channel, activations quantized at run time) of the weight MatMuls of the text encoder only (MiniLM/BERT:
-    # 60 % of the model's time, the rest stays float), after SmoothQuant smoothing (int8_smoothing_alpha). Kept only while it stays within `int8_parity`
-    # of the float model, checked on a random batch and the typical window when the file is built,
-    # then on live windows: the first `int8_shadow_windows` windows and every `int8_recheck_every`-th
-    # after them are also run by the float model, whose result is the one returned; one window
-    # over the bound switches the session back to the float model for good.
+    # 60 % of the model's time, the rest stays float), after SmoothQuant smoothing (int8_smoothing_alpha).
+    # Kept only while it stays within `int8_parity` of the float model, checked on a random batch and the
+    # typical window when the file is built, then on live windows: the first `int8_shadow_windows` windows
+    # and every `int8_recheck_every`-th after them are also run by the float model, whose result is the one
+    # returned; one window over the bound switches the session back to the float model for good.
     quantize: str = "int8"
     int8_parity: float = 0.15
     int8_shadow_windows: int = 20

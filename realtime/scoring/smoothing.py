@@ -60,7 +60,8 @@ def calibration_sentences(path: str | Path | None = None) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def calibration_batches(model: nn.Module, sentences: list[str] | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def calibration_batches(model: nn.Module,
+                        sentences: list[str] | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(ids, mask) per sentence, tokenized by the live TextFeaturizer of the model's own encoder folder,
     one sentence per batch (a live window holds one utterance: no padding in the statistics)."""
     from moodlens.realtime.perception.features.text import TextFeaturizer
