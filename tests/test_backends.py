@@ -8,6 +8,7 @@ exporter finish in seconds on 2 cores; the backends themselves are model-agnosti
 
 from __future__ import annotations
 
+import dataclasses
 
 import pytest
 import torch
@@ -25,6 +26,8 @@ pytestmark = pytest.mark.export
 def options(backend_options):
     # Small buckets keep inductor's compile count (and test time) low.
     backend_options.buckets = B.Buckets(batch=[1, 4], text=[16, 32], audio=[32, 64], vision=[16, 32])
+    # The float model for the parity and cache tests; the int8 tests below switch it on themselves.
+    backend_options.onnxruntime = dataclasses.replace(backend_options.onnxruntime, quantize="none")
     return backend_options
 
 

@@ -257,6 +257,7 @@ def bench_backend(name: str, model, featurizer_config, options: BenchOptions, ba
     time_calls(lambda: scorer.backend(batch), options.warmup, sync, tick)
     cpu_ms: list[float] = []
     latencies = time_calls(lambda: scorer.backend(batch), options.iterations, sync, tick, cpu_ms)
+    quantized_timed = getattr(scorer.backend, "quantized", False)   # before the throughput rows, which may switch it
     entry["latency_ms"] = percentiles(latencies)
     entry["cpu_ms"] = {q: percentiles(cpu_ms)[q] for q in ("p50", "p95")}
     entry["iterations"] = options.iterations
@@ -270,7 +271,10 @@ def bench_backend(name: str, model, featurizer_config, options: BenchOptions, ba
                            "samples_per_s": round(b * 1000 / median, 1)})
     entry["throughput"] = throughput
     if name == "onnxruntime":
-        entry["quantize"] = backend_options.onnxruntime.quantize if getattr(scorer.backend, "quantized", False) else "none"
+        # What the batch-1 rows above ran; a later switch to float (a shadowed throughput call) is int8_rejected.
+        entry["quantize"] = backend_options.onnxruntime.quantize if quantized_timed else "none"
+        if getattr(scorer.backend, "int8_rejected", None):
+            entry["int8_rejected"] = scorer.backend.int8_rejected
         entry["optimization_level"] = backend_options.onnxruntime.optimization_level
         if getattr(scorer.backend, "parity", None) is not None:
             entry["int8_max_abs_diff_vs_float"] = float(f"{scorer.backend.parity:.3g}")

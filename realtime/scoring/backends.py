@@ -39,6 +39,11 @@ TENSORRT_INSTALL = "pip install torch-tensorrt --extra-index-url https://pypi.nv
 OUTPUT_NAMES = ("score_fused", "score_text", "score_audio", "score_vision")
 
 
+# The weight MatMuls of a BERT-like layer, as `int8_float_matmuls` names them, by the module that runs them.
+MATMUL_KINDS = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
+                "attn_out": "attention.output.dense", "ffn_in": "intermediate.dense", "ffn_out": "output.dense"}
+
+
 # ---- options ---------------------------------------------------------------------------------
 @dataclass
 class Buckets:
@@ -90,17 +95,23 @@ class OnnxRuntimeOptions:
     opset: int = 18
     # Graph optimizations ONNX Runtime applies when it loads the file: disable | basic | extended | all.
     optimization_level: str = "all"
-    # "int8": dynamic int8 quantization (onnxruntime.quantization, per output channel, activations
-    # quantized at run time) of the weight MatMuls of the text encoder only (the frozen MiniLM/BERT:
-    # 60 % of the model's time, the rest stays float). Kept only while it stays within `int8_parity`
-    # of the float model, checked on a random batch and the typical window when the file is built,
-    # then on live windows: the first `int8_shadow_windows` windows and every `int8_recheck_every`-th
-    # after them are also run by the float model, whose result is the one returned; one window
-    # over the bound switches the session back to the float model for good.
-    quantize: str = "none"
+    # "int8" (CPU execution provider only): dynamic int8 quantization (onnxruntime.quantization, per output
+    # channel, activations quantized at run time) of the weight MatMuls of the text encoder only (MiniLM/BERT:
+    # 60 % of the model's time, the rest stays float), after SmoothQuant smoothing (int8_smoothing_alpha).
+    # Kept only while it stays within `int8_parity` of the float model, checked on a random batch and the
+    # typical window when the file is built, then on live windows: the first `int8_shadow_windows` windows
+    # and every `int8_recheck_every`-th after them are also run by the float model, whose result is the one
+    # returned; one window over the bound switches the session back to the float model for good.
+    quantize: str = "int8"
     int8_parity: float = 0.15
     int8_shadow_windows: int = 20
     int8_recheck_every: int = 50
+    # SmoothQuant alpha (Xiao et al. 2023, eq. 4; realtime/scoring/smoothing.py) applied to a copy of the
+    # text encoder before int8: 0 = no smoothing, else 0 < alpha < 1 (chosen on MOSI train parity).
+    int8_smoothing_alpha: float = 0.8
+    # Text-encoder MatMuls left float in the int8 file, "<layer>.<kind>" (kind: query, key, value,
+    # attn_out, ffn_in, ffn_out), e.g. "1.ffn_out".
+    int8_float_matmuls: list[str] = field(default_factory=lambda: ["0.ffn_out", "1.ffn_out"])
 
     def __post_init__(self) -> None:
         if self.optimization_level not in ("disable", "basic", "extended", "all"):
@@ -112,6 +123,14 @@ class OnnxRuntimeOptions:
             raise ConfigError(f"onnxruntime.int8_parity must be positive, not {self.int8_parity}.")
         if self.int8_shadow_windows < 0 or self.int8_recheck_every < 0:
             raise ConfigError("onnxruntime.int8_shadow_windows and int8_recheck_every must not be negative.")
+        if not (self.int8_smoothing_alpha == 0 or 0 < self.int8_smoothing_alpha < 1):
+            raise ConfigError(f"onnxruntime.int8_smoothing_alpha must be 0 (off) or between 0 and 1, "
+                              f"not {self.int8_smoothing_alpha}.")
+        for name in self.int8_float_matmuls:
+            layer, _, kind = str(name).partition(".")
+            if not layer.isdigit() or kind not in MATMUL_KINDS:
+                raise ConfigError(f"onnxruntime.int8_float_matmuls entry '{name}' must be <layer>.<kind> with kind one "
+                                  f"of {', '.join(MATMUL_KINDS)} (for example '1.ffn_out').")
 
 
 @dataclass
@@ -432,12 +451,16 @@ class OnnxRuntimeBackend(Backend):
         self.live_parity: float | None = None    # int8 vs float on the shadowed live windows
         self.shadow_checks = 0
         self.int8_rejected: str | None = None
+        self.smoothing_float_diff: float | None = None   # smoothed float graph vs the float one
         self.calls = 0
         self.float_path = self.path
         self.session = self._session(self.path)
         self.input_names = [i.name for i in self.session.get_inputs()]
         if options.onnxruntime.quantize == "int8":
-            self._use_int8()
+            if device.type == "cpu":
+                self._use_int8()
+            else:   # measured and checked on the CPU execution provider only (docs/benchmarks.md)
+                log.info("onnxruntime.quantize int8 applies to the CPU execution provider; float on %s", device)
 
     def _session(self, path: Path):
         import onnxruntime as ort
@@ -462,16 +485,29 @@ class OnnxRuntimeBackend(Backend):
                                "delete that file to re-export it.") from None
 
     def _use_int8(self) -> None:
-        """Quantize the text encoder (cached beside the float file) and switch to it if it keeps parity."""
+        """Quantize the text encoder (smoothed first when int8_smoothing_alpha > 0; cached beside the
+        float file) and switch to it if it keeps parity with the float model."""
         import logging
 
-        qpath = self.path.with_name(self.path.stem + "-int8text.onnx")
+        o = self.options.onnxruntime
+        kept = ("-f" + hashlib.sha256(",".join(sorted(o.int8_float_matmuls)).encode()).hexdigest()[:8]
+                if o.int8_float_matmuls else "")
+        source = self.path
+        if o.int8_smoothing_alpha:
+            smoothed = self._smoothed_path(o.int8_smoothing_alpha)
+            qpath = smoothed.with_name(smoothed.stem + kept + "-int8text.onnx")
+            if not qpath.exists():          # built (and checked) once; the int8 file alone is used after that
+                source = self._smoothed_export(smoothed) or self.path
+                if source == self.path:
+                    qpath = self.path.with_name(self.path.stem + kept + "-int8text.onnx")
+        else:
+            qpath = self.path.with_name(self.path.stem + kept + "-int8text.onnx")
         if not qpath.exists():
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            nodes = text_encoder_matmuls(self.path)
+            nodes = text_encoder_matmuls(source, keep_float=o.int8_float_matmuls)
             if not nodes:
-                log.warning("%s has no text-encoder MatMul to quantize; using the float model", self.path.name)
+                log.warning("%s has no text-encoder MatMul to quantize; using the float model", source.name)
                 return
             start = time.perf_counter()
             tmp = qpath.with_suffix(f".{os.getpid()}.tmp.onnx")
@@ -479,12 +515,12 @@ class OnnxRuntimeBackend(Backend):
             level = root.level
             root.setLevel(logging.ERROR)   # its "consider pre-processing" advice would land on the dashboard
             try:
-                quantize_dynamic(str(self.path), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
                                  nodes_to_quantize=nodes)
                 os.replace(tmp, qpath)
             except Exception as err:
                 tmp.unlink(missing_ok=True)
-                log.warning("int8 quantization of %s failed (%s); using the float model", self.path.name, err)
+                log.warning("int8 quantization of %s failed (%s); using the float model", source.name, err)
                 return
             finally:
                 root.setLevel(level)
@@ -495,11 +531,47 @@ class OnnxRuntimeBackend(Backend):
                   typical_batch(self.model, 1, self.options.typical_window.seconds, self.options.typical_window)]
         self.parity = max(_max_abs_diff(self.session.run(list(OUTPUT_NAMES), self._feeds(b)),
                                         quant.run(list(OUTPUT_NAMES), self._feeds(b))) for b in checks)
-        if self.parity <= self.options.onnxruntime.int8_parity:
+        if self.parity <= o.int8_parity:
             self.float_session, self.session, self.quantized, self.path = self.session, quant, True, qpath
         else:
             log.warning("int8 model differs from the float one by %.3g > int8_parity %.3g; using the float model",
-                        self.parity, self.options.onnxruntime.int8_parity)
+                        self.parity, o.int8_parity)
+
+    def _smoothed_path(self, alpha: float) -> Path:
+        """Where the smoothed float file goes: keyed by alpha and the calibration sentences."""
+        from moodlens.realtime.scoring import smoothing
+
+        key = hashlib.sha256("\n".join(smoothing.calibration_sentences()).encode()).hexdigest()[:8]
+        return self.path.with_name(f"{self.path.stem}-smooth{alpha:g}-{key}.onnx")
+
+    def _smoothed_export(self, path: Path) -> Path | None:
+        """Export a SmoothQuant-smoothed copy of the model (realtime/scoring/smoothing.py) to `path`; None
+        (int8 then runs unsmoothed, logged) when the encoder has no tokenizer to calibrate with or the
+        smoothed graph is not the float model's."""
+        from moodlens.core.errors import AssetError
+        from moodlens.realtime.scoring import smoothing
+
+        alpha = self.options.onnxruntime.int8_smoothing_alpha
+        if not path.exists():
+            try:
+                batches = smoothing.calibration_batches(self.model)
+            except AssetError as err:
+                log.warning("int8 runs without smoothing: no calibration text for this encoder (%s)", err)
+                return None
+            start = time.perf_counter()
+            self.export(path, smoothing.smooth_text_encoder(self.model, batches, alpha=alpha))
+            self.builds += 1
+            self.build_seconds += time.perf_counter() - start
+        # An exact identity in real arithmetic: the smoothed float graph must match the float one to rounding.
+        smoothed = self._session(path)
+        batch = typical_batch(self.model, 1, self.options.typical_window.seconds, self.options.typical_window)
+        self.smoothing_float_diff = _max_abs_diff(self.session.run(list(OUTPUT_NAMES), self._feeds(batch)),
+                                                  smoothed.run(list(OUTPUT_NAMES), self._feeds(batch)))
+        if self.smoothing_float_diff > 1e-3:
+            log.warning("the smoothed float model differs from the float one by %.3g; int8 runs without smoothing",
+                        self.smoothing_float_diff)
+            return None
+        return path
 
     def _feeds(self, batch: MultimodalBatch) -> dict[str, np.ndarray]:
         tensors = dict(zip(MultimodalBatch.FIELDS, batch.tensors()))
@@ -519,13 +591,15 @@ class OnnxRuntimeBackend(Backend):
         name = getattr(self.model, "name", type(self.model).__name__)
         return self.options.resolved_cache_dir() / f"{name}-{key}.onnx"
 
-    def export(self, path: Path) -> None:
+    def export(self, path: Path, model: torch.nn.Module | None = None) -> None:
+        """Export `model` (default: this backend's) to `path`."""
         import warnings
 
         path.parent.mkdir(parents=True, exist_ok=True)
+        model = model or self.model
         # Distinct lengths >= 3 so no dim is specialised to a constant during tracing.
-        example = self.model.example_inputs(3, text_len=9, audio_len=21, vision_len=13)
-        cpu_model = self.model.to("cpu")
+        example = model.example_inputs(3, text_len=9, audio_len=21, vision_len=13)
+        cpu_model = model.to("cpu")
         tmp = path.with_suffix(f".{os.getpid()}.tmp.onnx")
         try:
             with warnings.catch_warnings(), torch.no_grad():
@@ -542,10 +616,10 @@ class OnnxRuntimeBackend(Backend):
             tmp.unlink(missing_ok=True)
             for leftover in tmp.parent.glob(tmp.name + "*"):
                 leftover.unlink(missing_ok=True)
-            raise BackendError(f"Exporting {type(self.model).__name__} to ONNX failed "
+            raise BackendError(f"Exporting {type(model).__name__} to ONNX failed "
                                f"({type(err).__name__}: {str(err).splitlines()[0][:200]}).") from err
         finally:
-            self.model.to(self.device)
+            model.to(self.device)
 
     def run(self, batch):
         feeds = self._feeds(batch)
@@ -560,7 +634,8 @@ class OnnxRuntimeBackend(Backend):
                 log.warning("int8 model differs from the float one by %.3g > int8_parity %.3g on a live window; "
                             "using the float model from now on", diff, self.options.onnxruntime.int8_parity)
                 self.session, self.quantized, self.path = self.float_session, False, self.float_path
-                self.int8_rejected = f"live window {self.calls}: max difference {diff:.3g}"
+                self.int8_rejected = (f"live window {self.calls} (batch of {batch.batch_size}): "
+                                      f"max difference {diff:.3g}")
         self.calls += 1
         return SentimentOutput(*(torch.from_numpy(np.asarray(o, dtype=np.float32)) for o in outs))
 
@@ -568,7 +643,9 @@ class OnnxRuntimeBackend(Backend):
         out = super().describe()
         if self.options.onnxruntime.quantize == "int8":
             out.update(quantized=self.quantized, int8_parity_check=self.parity, int8_live_parity=self.live_parity,
-                       int8_shadow_checks=self.shadow_checks, int8_rejected=self.int8_rejected)
+                       int8_shadow_checks=self.shadow_checks, int8_rejected=self.int8_rejected,
+                       int8_smoothing_alpha=self.options.onnxruntime.int8_smoothing_alpha,
+                       int8_smoothing_float_diff=self.smoothing_float_diff)
         return out
 
 
@@ -576,9 +653,10 @@ def _max_abs_diff(ref, got) -> float:
     return max(float(np.nanmax(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(ref, got))
 
 
-def text_encoder_matmuls(path: Path) -> list[str]:
+def text_encoder_matmuls(path: Path, keep_float: list[str] | tuple[str, ...] = ()) -> list[str]:
     """Names of the MatMul nodes with a weight operand inside the model's `text_encoder` module
-    (torch.onnx's dynamo exporter records each node's module path in `pkg.torch.onnx.name_scopes`)."""
+    (torch.onnx's dynamo exporter records each node's module path in `pkg.torch.onnx.name_scopes`),
+    less those `keep_float` names as "<layer>.<kind>" (see `matmul_label`)."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -588,9 +666,23 @@ def text_encoder_matmuls(path: Path) -> list[str]:
         if node.op_type != "MatMul" or node.input[1] not in weights:
             continue
         scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
-        if "'text_encoder'" in scopes:
+        if "'text_encoder'" in scopes and matmul_label(scopes) not in keep_float:
             names.append(node.name)
     return names
+
+
+def matmul_label(scopes: str) -> str | None:
+    """"<layer>.<kind>" of a text-encoder MatMul from its module scopes ("1.ffn_out" for
+    ...layer.1.output.dense; smoothing's wrappers add an `inner.` that is skipped), None if not a layer's."""
+    import re
+
+    found = re.findall(r"layer\.(\d+)\.([A-Za-z_.]+)'", scopes)
+    if not found:
+        return None
+    layer, module = found[-1]
+    module = module.replace("inner.", "")
+    kind = next((k for k, m in MATMUL_KINDS.items() if module == m), None)
+    return f"{layer}.{kind}" if kind else None
 
 
 class TensorRTBackend(Backend):
