@@ -13,7 +13,10 @@ score of the neutral clips and the share of them scored negative, and (report on
 choose) the out-of-corpus windows: the 5 espeak-ng sentences of `moodlens demo` and the 3 real clips of
 ../shared/data/clips, recorded once with `moodlens demo|run FILE --headless --record DIR --record-video
 faces` and featurized again from the recordings (train/sessions.py; `--ooc-sessions`, `--ooc-labels`:
-a labels CSV of `moodlens export` rows with label 0 and split test; cached in `--ooc-cache`).
+a labels CSV of `moodlens export` rows with label 0 and split test; cached in `--ooc-cache`). Record them with
+`--checkpoint` of the features being probed: a session is featurized again with the featurizer config it was
+recorded with, so windows recorded under a 30 s checkpoint give 30 s Whisper states (data_v2), under the shipped
+one 15 s states (data_v3).
 
 `checkpoint`: RAVDESS train (actors 01-16, in-sample) and valid (17-18) per emotion, for the voice output
 as shipped (pooled_share_audio of the checkpoint), the pooled head alone and the paper's MLP_A alone.
