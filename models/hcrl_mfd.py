@@ -45,6 +45,10 @@ configs/train/default_trimodal.yaml turns them on; docs/model_card.md says why a
     image +0.67. Training options (off in the shipped weights; measured in docs/model_card.md):
     `pooled_mirror_training: [vision]` also trains the face head on each face mirrored, `pooled_independent`
     fits each member on its own label term (an ensemble) instead of fitting their mean.
+    `pooled_clip_audio` clamps the standardised voice statistics to +-that many sds (a voice far from the training
+    clips, e.g. a synthetic one, then cannot drive a linear head to the range's end); `recentre_audio`
+    subtracts a stored `audio_offset` (buffer, inference only; the mean voice output over the train actors'
+    neutral clips, `scripts/probe_voice_lean.py offset`) from the voice output, so ONNX and eager agree.
   - `late_fusion` [w_T, w_A, w_V]: the fused output is Σ_m w_m s_m [m] / Σ_m w_m [m] over the present
     modalities, with s_A, s_V the pooled heads and s_T the paper model's own words-only prediction (its
     fused output with audio and vision absent), which is also the text output. (2, 1, 1) is the fused
@@ -111,6 +115,8 @@ class Config(BaseModelConfig):
     pooled_mirror: list = ()            # [vision]: at inference the face head scores mean(f(x), f(mirror(x)))
     pooled_mirror_training: list = ()   # [vision]: its pooled head also trains on each face mirrored
     pooled_independent: bool = False    # each member fits the label on its own (an ensemble), not their mean
+    pooled_clip_audio: float = 0.0      # > 0: the voice statistics clamped to +-this many sds (0: off)
+    recentre_audio: bool = False        # subtract the stored `audio_offset` (buffer) from the voice output
 
 
 # ---- paper-specific blocks ---------------------------------------------------------------------
@@ -282,9 +288,10 @@ class PooledHead(nn.Module):
 
     COUNT_CAP = 20000.0
 
-    def __init__(self, dim: int, use_std: bool, hidden: int, dropout: float, members: int = 1):
+    def __init__(self, dim: int, use_std: bool, hidden: int, dropout: float, members: int = 1, clip: float = 0.0):
         super().__init__()
         self.use_std = use_std
+        self.clip = float(clip)   # > 0: standardised statistics clamped to +-clip sds (0: off)
         width = dim * (2 if use_std else 1)
         self.register_buffer("stat_mean", torch.zeros(width))
         self.register_buffer("stat_log_std", torch.zeros(width))   # log: float16 checkpoints keep small stds
@@ -324,6 +331,8 @@ class PooledHead(nn.Module):
         if self.training:
             self._accumulate(s[present & mask.any(1)])
         z = (s - self.stat_mean) * torch.exp(-self.stat_log_std.float())
+        if self.clip > 0:   # a voice far outside the training clips cannot push a linear head past the range
+            z = z.clamp(-self.clip, self.clip)
         return torch.stack([member(self.drop(z)).squeeze(-1) for member in self.members])
 
 
@@ -392,7 +401,10 @@ class Model(SentimentModel):
         dims = {"audio": c.audio_dim, "vision": c.vision_dim}
         self.pooled_heads = nn.ModuleDict({
             m: PooledHead(dims[m], m in c.pooled_std, 0 if m in c.pooled_linear else c.pooled_hidden,
-                          c.pooled_dropout, c.pooled_members) for m in c.pooled_heads})
+                          c.pooled_dropout, c.pooled_members, c.pooled_clip_audio if m == "audio" else 0.0)
+            for m in c.pooled_heads})
+        if c.recentre_audio:   # the voice output's mean over the train actors' neutral clips, set after training
+            self.register_buffer("audio_offset", torch.zeros(1))
 
     # ---- eq. 1-3 ---------------------------------------------------------------------------
     def encode_unimodal(self, text_ids, text_mask, audio, audio_mask, vision, vision_mask) -> dict:
@@ -433,7 +445,7 @@ class Model(SentimentModel):
                         present) -> SentimentOutput:
         """The product additions on top of the paper outputs (identity when they are off)."""
         c = self.config
-        if not self.pooled_heads and not c.late_fusion:
+        if not self.pooled_heads and not c.late_fusion and not c.recentre_audio:
             return paper
         outputs = {"fused": paper.fused, "text": paper.text, "audio": paper.audio, "vision": paper.vision}
         inputs = {"audio": (audio, audio_mask), "vision": (vision, vision_mask)}
@@ -444,6 +456,8 @@ class Model(SentimentModel):
             if m in c.pooled_mirror:   # mirror-symmetric by construction: a face and its mirror image score alike
                 score = 0.5 * (score + head(mirror_face(inputs[m][0]), inputs[m][1], on[m]))
             outputs[m] = share * score + (1.0 - share) * outputs[m]
+        if c.recentre_audio:   # a neutral voice of the training actors scores 0 on average
+            outputs["audio"] = outputs["audio"] - self.audio_offset.to(outputs["audio"].dtype)
         if c.late_fusion:
             # s_T: the paper model's prediction from the words alone (audio and vision absent).
             words_only = dict(pooled, audio=self.absent["audio"].expand_as(pooled["audio"]),

@@ -1,7 +1,10 @@
 """Per-head test results of a checkpoint on the default trimodal data, the confusion by emotion, and
 the fused-head behaviour check (docs/model_card.md quotes its output).
 
-    python scripts/eval_trimodal.py --checkpoint default --data configs/data/default_trimodal.yaml [--split test]
+    python scripts/eval_trimodal.py --checkpoint default [--data configs/data/default_voice.yaml] [--split test]
+
+The default data config is the shipped weights' (stage 4, runs/data_v3: Whisper states on a 15 s input); a
+checkpoint trained on runs/data_v2 (30 s) takes --data configs/data/default_trimodal.yaml.
 
 Fused-head check, on held-out samples only (the split's speakers, faces and MOSI clips):
 - strong words: MOSI clips with |label| >= 1.5, each with a neutral face of the split (and once
@@ -37,7 +40,7 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="default")
-    parser.add_argument("--data", default="configs/data/default_trimodal.yaml")
+    parser.add_argument("--data", default="configs/data/default_voice.yaml")
     parser.add_argument("--split", default="test")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

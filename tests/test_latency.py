@@ -88,11 +88,13 @@ def test_preview_windows_grow_until_the_final(tts):
 # ---- the pipeline ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def transcriber():
+def transcriber(scorer):
     from moodlens.realtime.app.live_config import load_live_config
+    from moodlens.realtime.engine.build import live_featurizer_config
     from moodlens.realtime.perception.asr import Transcriber
 
-    return Transcriber(load_live_config().asr)
+    # Whisper's encoder input follows the checkpoint (as build_pipeline does)
+    return Transcriber(load_live_config().asr.for_features(live_featurizer_config(scorer, None)))
 
 
 @pytest.fixture(scope="module")

@@ -65,11 +65,13 @@ def gradient_frames(n: int, size=(160, 120)) -> list[np.ndarray]:
 # ---- shared heavy parts ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def transcriber():
+def transcriber(scorer):
     from moodlens.realtime.perception.asr import Transcriber
     from moodlens.realtime.app.live_config import load_live_config
+    from moodlens.realtime.engine.build import live_featurizer_config
 
-    return Transcriber(load_live_config().asr)      # as the commands run it (the shipped live config)
+    # as the commands run it (the shipped live config), Whisper's encoder input following the checkpoint
+    return Transcriber(load_live_config().asr.for_features(live_featurizer_config(scorer, None)))
 
 
 @pytest.fixture(scope="module")

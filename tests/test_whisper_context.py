@@ -53,14 +53,16 @@ def test_back_compat_config_without_the_key_means_30s():
     assert AsrOptions(whisper_input="15s").for_features(old).whisper_input == "15s"
 
 
-def test_shipped_checkpoint_keeps_30s():
+def test_shipped_checkpoint_carries_15s_and_older_ones_read_as_30s():
     from moodlens.models.checkpoint import read_checkpoint
 
-    payload, _ = read_checkpoint("default")
-    assert "whisper_input" not in payload["featurizer_config"]      # written before the key existed
+    payload, _ = read_checkpoint("default")   # stage 4 (docs/model_card.md): trained on the 15 s states
     config = FeaturizerConfig.from_dict(payload["featurizer_config"])
-    assert config.audio_features == "whisper_encoder" and config.whisper_input == "30s"
-    assert AsrOptions().for_features(payload["featurizer_config"]).whisper_input == "30s"
+    assert config.audio_features == "whisper_encoder" and config.whisper_input == "15s"
+    assert AsrOptions().for_features(payload["featurizer_config"]).whisper_input == "15s"
+    older = {k: v for k, v in payload["featurizer_config"].items() if k != "whisper_input"}   # stages 1-3
+    assert FeaturizerConfig.from_dict(older).whisper_input == "30s"
+    assert AsrOptions().for_features(older).whisper_input == "30s"
 
 
 def test_mismatch_between_data_and_live_features_is_one_sentence():

@@ -16,7 +16,10 @@ A dataset without per-modality columns (MOSI) gives its one label to every head 
 a random half, drawn anew each epoch); evaluation always takes every sample once. `balance: true`
 spreads that weight so that positive and negative labels (of the head the dataset teaches) are
 drawn equally often, zero labels keeping their share: happy is 1 in 5 of RAVDESS's valenced clips and
-negative faces are scarce, and a head that sees mostly one sign learns to answer it.
+negative faces are scarce, and a head that sees mostly one sign learns to answer it. `balance: three_way`
+draws positive, zero and negative labels a third each: RAVDESS has 4 neutral clips per actor against 8 of
+each other emotion, and a voice head that sees neutral 1 time in 11 called every neutral test voice
+negative (docs/model_card.md, the voice lean study).
 
 Composed samples (`compose`): no corpus here has text, voice and face with one label, so the
 fusion would never see all three present. A composed sample takes its text from one real sample,
@@ -199,8 +202,22 @@ class MixedSplit:
                           self.batch.vision_dim)
 
 
-def _balanced(part: Part, weight: float) -> np.ndarray:
-    """Per-row draws per epoch: `weight` on average, each label sign (+, -, 0) drawn equally often."""
+def _balance_mode(entry: dict, path: Path, i: int) -> str:
+    """`balance`: false (as drawn), true (+ and - equally often) or three_way (+, 0, - a third each)."""
+    value = entry.get("balance", False)
+    if value in (False, None):
+        return ""
+    if value is True:
+        return "signs"
+    if value == "three_way":
+        return "three_way"
+    raise DataError(f"Data config {path}: datasets entry {i + 1} has balance {value!r} "
+                    f"(known: true, false, three_way).")
+
+
+def _balanced(part: Part, weight: float, mode: str = "signs") -> np.ndarray:
+    """Per-row draws per epoch: `weight` on average; + and - drawn equally often, zero labels keeping
+    their share (`signs`), or +, 0 and - a third of the draws each (`three_way`)."""
     head = part.head.numpy()
     present = part.split.batch.present.numpy()
     column = 0
@@ -211,6 +228,11 @@ def _balanced(part: Part, weight: float) -> np.ndarray:
     sign = np.sign(np.nan_to_num(head[:, column]))
     rows = np.ones(len(sign))
     nonzero = sign != 0
+    if mode == "three_way":
+        classes = [c for c in (-1.0, 0.0, 1.0) if (sign == c).any()]
+        for c in classes:                          # each sign class the same share of the draws
+            rows[sign == c] = len(sign) / (len(classes) * (sign == c).sum())
+        return weight * rows * len(rows) / rows.sum()
     signs = [c for c in (-1.0, 1.0) if (sign == c).any()]
     for c in signs:                                # zero labels keep their share; + and - split the rest
         rows[sign == c] = nonzero.sum() / (len(signs) * (sign == c).sum())
@@ -290,7 +312,7 @@ def load_mixture(values: dict, path: Path, options):
         if not weight >= 0:
             raise DataError(f"Data config {path}: datasets entry {i + 1} has a negative weight.")
         specs.append((str(entry["path"]), weight, bool(entry.get("neutral_text", False)),
-                      str(entry.get("name") or Path(str(entry["path"])).stem), bool(entry.get("balance", False))))
+                      str(entry.get("name") or Path(str(entry["path"])).stem), _balance_mode(entry, path, i)))
     # Feature files first: text-only datasets then get the same (absent) audio/vision widths.
     loaded: dict[int, object] = {}
     for i, (spec, *_rest) in enumerate(specs):
@@ -337,7 +359,8 @@ def load_mixture(values: dict, path: Path, options):
             refs.append(np.stack([np.stack([np.full(n, p), rows], 1)] * 3, 1))
             labels.append(part.head)
             origin += [name] * n
-            weights.append(_balanced(part, weight) if balance and split_name == "train" else np.full(n, weight))
+            weights.append(_balanced(part, weight, balance) if balance and split_name == "train"
+                           else np.full(n, weight))
         if not parts:
             continue
         count = int(compose.get(split_name, 0))
