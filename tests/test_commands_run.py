@@ -170,13 +170,13 @@ def test_live_config_layers_a_user_file_over_the_defaults(tmp_path):
 
     default = load_live_config()
     assert default.engine.checkpoint == "default" and default.engine.backend == "auto"
-    assert default.vad.min_silence_s == 0.5 and default.asr.language == "en" and default.features == {}
+    assert default.vad.min_silence_s == 0.4 and default.asr.language == "en" and default.features == {}
     user = tmp_path / "mine.yaml"
     user.write_text("vad:\n  threshold: 0.7\nasr:\n  beam_size: 2\nengine:\n  backend: eager\n"
                     "features:\n  vision_fps: 10\npipeline:\n  asr_queue_size: 3\n")
     config = load_live_config(user)
     assert config.vad.threshold == 0.7 and config.vad.neg_threshold == pytest.approx(0.55)  # follows threshold
-    assert config.vad.min_silence_s == 0.5                       # untouched keys keep the defaults
+    assert config.vad.min_silence_s == 0.4                       # untouched keys keep the defaults
     assert config.asr.beam_size == 2 and config.engine.backend == "eager"
     assert config.features == {"vision_fps": 10} and config.pipeline.asr_queue_size == 3
     assert config.to_dict()["vad"]["threshold"] == 0.7

@@ -48,7 +48,7 @@ def test_speculative_window_is_the_final_window_when_the_silence_lasts(tts):
     # Same span, same samples: its transcript can stand in for the final's.
     assert (spec.id, spec.start, spec.end) == (final.id, final.start, final.end)
     np.testing.assert_array_equal(spec.audio, final.audio)
-    # The speculation comes min_silence_s - speculative_silence_s (0.3 s) of audio earlier.
+    # The speculation comes min_silence_s - speculative_silence_s (0.2 s) of audio earlier.
     assert final.speech_end == spec.speech_end
     assert final.start < final.speech_end <= final.end - 0.19         # pad_s of audio after the speech
     # Plain callers (training, offline splits) still get finals only.
@@ -58,7 +58,7 @@ def test_speculative_window_is_the_final_window_when_the_silence_lasts(tts):
 
 
 def test_speculation_is_cancelled_when_speech_resumes(tts):
-    # A 0.35 s pause: longer than speculative_silence_s (0.2), shorter than min_silence_s (0.5).
+    # A 0.35 s pause: longer than speculative_silence_s (0.2), shorter than min_silence_s (0.4).
     audio = np.concatenate([zeros(0.5), speech(tts, "I was thinking"), zeros(0.35),
                             speech(tts, "that we should go home."), zeros(1.5)])
     windows = stream(UtteranceWindower(VadOptions(speculative_silence_s=0.2, interim_every_s=0)), audio)
@@ -225,8 +225,8 @@ def test_every_final_carries_speech_end_and_ready_at_on_the_media_clock(paced, p
             felt = e.latency_ms["speech_end"]
             assert felt == pytest.approx((e.ready_at - e.speech_end) * 1000, abs=1.0)
             if not e.interim:
-                # Paced, the VAD's share is about min_silence_s (0.5 s); fast, the file is read ahead of it.
-                assert (400 if events is paced[1] else 0) <= e.latency_ms["vad"] <= felt
+                # Paced, the VAD's share is about min_silence_s (0.4 s, in 32 ms frames); fast, the file is read ahead of it.
+                assert (350 if events is paced[1] else 0) <= e.latency_ms["vad"] <= felt
                 assert felt == pytest.approx(e.latency_ms["vad"] + e.latency_ms["total"], abs=60)
     # Paced: ready_at is when the score was ready on the clip's clock, so it is after speech_end by
     # the felt latency and before the clip had played much further (the pipeline keeps up).

@@ -50,7 +50,7 @@ class VadOptions(Options):
     threshold: float = 0.5            # probability at or above which a frame is speech
     neg_threshold: float | None = None  # below this a frame is silence; None -> threshold - 0.15
     min_speech_s: float = 0.25        # shorter utterances are dropped
-    min_silence_s: float = 0.5        # silence that closes an utterance
+    min_silence_s: float = 0.4        # silence that closes an utterance (docs/benchmarks.md "Third pass")
     pad_s: float = 0.2                # audio kept before and after the speech
     max_utterance_s: float = 15.0     # an interim window is emitted past this length
     # Speculative end of utterance: after this much silence (before min_silence_s confirms the end)
