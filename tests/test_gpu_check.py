@@ -32,8 +32,12 @@ def test_dry_run_writes_one_json_and_names_what_it_skipped(tmp_path, tts):
     assert all(s.endswith(".") for s in report["skipped"])
     paces = [p["pace"] for p in report["pipeline"]]
     assert paces == ["realtime", "fast"]
+    share = {p["pace"]: p["whisper_share"] for p in report["pipeline"]}
     for p in report["pipeline"]:
-        assert p["speech_end_to_score_ms"]["p95"] > 0 and 0 < p["whisper_share"] <= 1.0
+        assert p["speech_end_to_score_ms"]["p95"] > 0 and 0.0 <= p["whisper_share"] <= 1.0
+    # Read ahead of the clock, windows queue for Whisper; paced, the speculative transcript is usually
+    # ready before the VAD confirms the end (share 0 is a real outcome there, not a missing number).
+    assert share["fast"] > 0.0
     assert report["summary"]["speech_end_to_score_p95_ms_realtime"] > 0
     assert report["wall_s"] < 480
 
