@@ -1,9 +1,13 @@
 """Audio features from the Whisper encoder: the states the pipeline already computes to transcribe.
 
-Whisper tiny.en's encoder turns 30 s of log-mel input into 1500 states of 384 dims (one per
-20 ms). For one utterance they are computed once, trimmed to the speech (the rest of the 30 s is
-padding), and averaged in pairs to one 384-d frame per 40 ms (25 frames/s, the rate of the
-librosa features), so a 4 s utterance gives 100 frames.
+Whisper tiny.en's encoder turns log-mel input into states of 384 dims (one per 20 ms): 1500 for the
+30 s input faster-whisper pads every window to, 750 for the 15 s input of `whisper_input: 15s` (the
+shipped weights' setting: same words, ~3x faster; `encoder_input_frames` below is the one place the
+policy lives). For one utterance they are computed once, trimmed to the speech (the rest of the input
+is padding), and averaged in pairs to one 384-d frame per 40 ms (25 frames/s, the rate of the
+librosa features), so a 4 s utterance gives 100 frames. States of different inputs differ
+(correlation 0.994 for 15 s vs 30 s), so a checkpoint's audio branch is tied to the input it was
+trained on: the featurizer config records it and live follows it.
 
 Why: on acted emotional speech from unseen speakers (RAVDESS, valence happy vs sad/angry/fearful/
 disgust, train actors 01-18, test 19-22) a linear probe on these states' utterance mean/std reaches
