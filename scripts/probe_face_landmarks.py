@@ -194,18 +194,21 @@ def _recording_featurizer(config):
     return Recording(config)
 
 
+def _script(name: str):
+    """A sibling probe script as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def rows(labels: Path = LABELS, splits=("train", "valid")):
-    with labels.open() as f:
-        for r in csv.DictReader(f):
-            if r["mode"] in splits and r["label_V"] != "":
-                yield r
+    """The labelled stills of `splits` (probe_face_inputs.rows, on this probe's v2 label file)."""
+    return _script("probe_face_inputs").rows(labels, splits)
 
 
 def image_path(r) -> Path:
-    found = list((RAW / r["video_id"]).glob(f"{r['clip_id']}.*"))
-    if len(found) != 1:
-        raise SystemExit(f"{r['video_id']}/{r['clip_id']}: {len(found)} files under {RAW}")
-    return found[0]
+    return _script("probe_face_inputs").image_path(r)
 
 
 def still(vision, rgb: np.ndarray):
@@ -307,10 +310,7 @@ def pairwise(lm: np.ndarray, idx=KEY) -> np.ndarray:
 
 
 def _pooled():
-    spec = importlib.util.spec_from_file_location("probe_pooled_heads", Path(__file__).with_name("probe_pooled_heads.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _script("probe_pooled_heads")
 
 
 def v2_mirror(x):

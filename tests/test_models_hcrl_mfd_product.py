@@ -31,6 +31,28 @@ def scores(model, batch):
         return model(*batch.tensors())
 
 
+def assert_onnx_matches_eager(model, path) -> None:
+    """Export `model` with a dynamic batch through torch.export to ONNX at `path`; ONNX Runtime must give
+    every output of eager on a batch with mixed modality presence (within 1e-3)."""
+    import numpy as np
+    import onnxruntime as ort
+    from torch.export import Dim
+
+    from moodlens.models.batch import MultimodalBatch, SentimentOutput
+    from test_models_contract import OUTPUT_NAMES, mixed_presence
+
+    batch = model.example_inputs(2)
+    program = torch.export.export(model, batch.tensors(), dynamic_shapes=batch.dynamic_shapes(Dim("batch")))
+    torch.onnx.export(program, batch.tensors(), str(path), dynamo=True, input_names=list(MultimodalBatch.FIELDS),
+                      output_names=OUTPUT_NAMES)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    test = mixed_presence(model, 6, seed=3, text_len=11, audio_len=40, vision_len=7)
+    eager = scores(model, test)
+    feeds = {k: v.numpy() for k, v in zip(MultimodalBatch.FIELDS, test.tensors())}
+    for field, got, want in zip(SentimentOutput._fields, session.run(OUTPUT_NAMES, feeds), eager):
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-3, err_msg=field)
+
+
 def test_paper_configs_leave_the_additions_off():
     from moodlens.core.options import read_yaml
 
@@ -178,25 +200,7 @@ def test_absent_modalities_with_junk_and_nan_change_nothing():
 @pytest.mark.export
 def test_product_model_exports_to_onnx_and_matches_eager(tmp_path):
     """The live scorer may run the default weights in ONNX Runtime: the additions must export."""
-    import numpy as np
-    import onnxruntime as ort
-    from torch.export import Dim
-
-    from moodlens.models.batch import MultimodalBatch, SentimentOutput
-    from test_models_contract import OUTPUT_NAMES, mixed_presence
-
-    model = product_model(seed=8)
-    batch = model.example_inputs(2)
-    program = torch.export.export(model, batch.tensors(), dynamic_shapes=batch.dynamic_shapes(Dim("batch")))
-    path = tmp_path / "product.onnx"
-    torch.onnx.export(program, batch.tensors(), str(path), dynamo=True, input_names=list(MultimodalBatch.FIELDS),
-                      output_names=OUTPUT_NAMES)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    test = mixed_presence(model, 6, seed=3, text_len=11, audio_len=40, vision_len=7)
-    eager = scores(model, test)
-    feeds = {k: v.numpy() for k, v in zip(MultimodalBatch.FIELDS, test.tensors())}
-    for field, got, want in zip(SentimentOutput._fields, session.run(OUTPUT_NAMES, feeds), eager):
-        np.testing.assert_allclose(got, want.numpy(), atol=1e-3, err_msg=field)
+    assert_onnx_matches_eager(product_model(seed=8), tmp_path / "product.onnx")
 
 
 def test_the_live_scorer_can_fingerprint_the_product_model():
