@@ -150,7 +150,173 @@ def score(pkl: Path, split: str, model) -> tuple[np.ndarray, np.ndarray, np.ndar
     return predict(model, part)["audio"], label, emotion
 
 
+# ---- grouped CV of the pooled voice head (issue 10's decision: level normalisation, channel copies) ------------
+CV_VARIANTS = CHANNELS + ("copy",)   # "copy": scripts/make_channel_copies.py random_channel, seed [0, i, 0]
+
+
+def cv_rows(labels: Path) -> list[dict]:
+    with labels.open() as f:
+        return [r for r in csv.DictReader(f) if r["mode"] in ("train", "valid")]
+
+
+def cv_states(variant: str, level: str, rows: list[dict], src: Path, out: Path, every: int = 1) -> Path:
+    """Pooled statistics (PooledHead.statistics: mean and std of the 40 ms Whisper frames) of the train + valid
+    clips through `variant`, at `level`, with the Transcriber the features use (15 s input, one thread):
+    the same `Transcriber.encoder_states` -> `pool_states` as `moodlens featurize --no-asr`. `every` > 1: only
+    every so many clips (the probe's channels are scored on a subset when the CPU is short; seeds stay the
+    clip's index in `rows`)."""
+    import soundfile as sf
+    import torch
+
+    from moodlens.models.hcrl_mfd import PooledHead
+    from moodlens.realtime.perception.asr import AsrOptions, Transcriber
+    from moodlens.realtime.perception.features.whisper_states import pool_states
+
+    path = out / f"{variant}_{level}.npz"
+    if path.exists():
+        return path
+    tr = Transcriber(AsrOptions(warmup=False, whisper_input="15s", audio_level=level, cpu_threads=1))
+    head = PooledHead(384, True, 0, 0.0)
+    stats, start, index = [], time.time(), list(range(0, len(rows), every))
+    for i in index:
+        row = rows[i]
+        x, _ = sf.read(src / row["video_id"] / f"{row['clip_id']}.flac", dtype="float32")
+        if variant == "copy":
+            from make_channel_copies import random_channel
+
+            y = random_channel(x, np.random.default_rng([0, i, 0]))[0]
+        else:
+            y = apply_channel(variant, x, seed=i)
+        frames = torch.from_numpy(np.nan_to_num(pool_states(tr.encoder_states(y))))[None]
+        stats.append(head.statistics(frames, torch.ones(1, len(frames[0]), dtype=torch.bool))[0].numpy())
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=np.stack(stats), index=np.array(index),
+             ids=np.array([f"{rows[i]['video_id']}/{rows[i]['clip_id']}" for i in index]))
+    print(f"{variant} {level}: {len(index)} clips in {time.time() - start:.0f} s", flush=True)
+    return path
+
+
+def cv_main(argv) -> int:
+    """`cv-states VARIANT,... LEVEL` caches pooled statistics; `cv` scores the decision table."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    p = argparse.ArgumentParser(description="grouped CV of the pooled voice head through channels")
+    p.add_argument("what", choices=["cv-states", "cv"])
+    p.add_argument("variants", nargs="?", default=",".join(CV_VARIANTS))
+    p.add_argument("levels", nargs="?", default="none,rms_-23")
+    p.add_argument("--labels", type=Path, default=REPO / "runs/data_v2/ravdess/label.csv")
+    p.add_argument("--src", type=Path, default=REPO.parent / "shared/data/ravdess_speech")
+    p.add_argument("--work", type=Path, default=Path("/work/runs_keep/voice_v4/cv_states"))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--every", type=int, default=1, help="cv-states: the probe's channels on every N-th clip only")
+    args = p.parse_args(argv)
+    rows = cv_rows(args.labels)
+    if args.what == "cv-states":
+        for level in args.levels.split(","):
+            for variant in args.variants.split(","):
+                cv_states(variant, level, rows, args.src, args.work,
+                          every=1 if variant in ("clean", "copy") else args.every)
+        return 0
+    import torch
+    from probe_pooled_heads import balanced_acc_2, fit_predict, group_folds
+
+    torch.set_num_threads(1)
+    y = np.array([float(r["label_A"]) for r in rows])
+    groups = np.array([r["group"] for r in rows])
+    emotion = np.array([r["annotation"].split("/")[0] for r in rows])
+    folds = group_folds(groups, 6)
+    channels = [c for c in CHANNELS if c != "clean"]
+    print(f"{len(y)} clips (train + valid actors 01-18), {len(folds)} grouped folds, linear pooled head "
+          f"(mean+std, dropout 0.2, 10 passes), {args.seeds} seeds averaged")
+    print("| level | train on | clean CV | " + " | ".join(channels) + " | channels mean | neutral mean clean |")
+    print("|---" * (5 + len(channels)) + "|")
+    for level in args.levels.split(","):
+        x, index = {}, {}
+        for v in CV_VARIANTS:
+            if (args.work / f"{v}_{level}.npz").exists():
+                saved = np.load(args.work / f"{v}_{level}.npz")
+                x[v] = np.zeros((len(y), saved["x"].shape[1]), np.float32)
+                index[v] = saved["index"] if "index" in saved else np.arange(len(y))
+                x[v][index[v]] = saved["x"]
+        for with_copies in (False, True):
+            if with_copies and "copy" not in x:
+                continue
+            preds = {v: np.zeros((args.seeds, len(y))) for v in ["clean"] + channels if v in x}
+            for seed in range(args.seeds):
+                for train, test in folds:
+                    xt, yt = x["clean"][train], y[train]
+                    if with_copies:   # the held-out actors' copies never train
+                        xt, yt = np.concatenate([xt, x["copy"][train]]), np.concatenate([yt, yt])
+                    keep = np.isfinite(yt)
+                    xs = np.concatenate([x[v][test] for v in preds])
+                    out = fit_predict(xt[keep], yt[keep], xs, "audio", 0, 0.2, 10, seed=seed)
+                    for k, v in enumerate(preds):
+                        preds[v][seed, test] = out[k * len(test):(k + 1) * len(test)]
+            score = {}
+            for v in preds:   # each variant on the held-out clips it has
+                has = np.zeros(len(y), bool)
+                has[index[v]] = True
+                has &= np.isfinite(y)
+                score[v] = balanced_acc_2(preds[v].mean(0)[has], y[has])
+            chan = [score[c] for c in channels if c in score]
+            neutral = preds["clean"].mean(0)[emotion == "neutral"].mean()
+            print(f"| {level} | clean{' + copies' if with_copies else ''} | {score['clean']:.3f} | "
+                  + " | ".join(f"{score[c]:.3f}" if c in score else "-" for c in channels)
+                  + f" | {np.mean(chan):.3f} | {neutral:+.2f} |", flush=True)
+    return 0
+
+
+def wer_main(argv) -> int:
+    """`wer`: does level normalisation cost words? benchmarks/whisper_context.py's windows (RAVDESS, espeak-ng,
+    the demo's VAD windows) transcribed with the live options at 15 s input, audio_level none vs rms_-23, each
+    window also 12 dB quieter; WER vs the truth and the paired bootstrap 95 % CI of the difference."""
+    import tempfile
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from whisper_context import (bootstrap_diff, demo_windows, edit_distance, espeak_windows, hallucinated,
+                                 normalise, ravdess_windows, uptime)
+
+    from moodlens.realtime.perception.asr import AsrOptions, Transcriber
+
+    p = argparse.ArgumentParser(description="WER with and without level normalisation")
+    p.add_argument("what", choices=["wer"])
+    p.add_argument("--per-actor", type=int, default=4)
+    p.add_argument("--cpu-threads", type=int, default=1)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        windows = ravdess_windows(args.per_actor) + espeak_windows(Path(tmp)) + demo_windows()
+    print(f"{len(windows)} windows; {uptime()}", flush=True)
+    levels = ("none", "rms_-23")
+    trs = {lv: Transcriber(AsrOptions(word_timestamps=False, cpu_threads=args.cpu_threads, whisper_input="15s",
+                                      audio_level=lv)) for lv in levels}
+    gains = {"as recorded": 1.0, "12 dB quieter": 10 ** (-12 / 20)}
+    for w in windows:
+        w["hyp"] = {(lv, g): normalise(trs[lv].transcribe(w["audio"] * np.float32(k), keep_encoder_states=True).text)
+                    for lv in levels for g, k in gains.items()}
+    print(f"done; {uptime()}")
+    print("| corpus | windows | input | WER none | WER rms_-23 | diff (95 % CI) | halluc. none / rms |")
+    print("|---|---|---|---|---|---|---|")
+    for corpus in ("ravdess", "espeak", "demo"):
+        ws = [w for w in windows if w["corpus"] == corpus]
+        truth = [normalise(w["truth"]) for w in ws]
+        words = np.array([len(t) for t in truth], float)
+        for g in gains:
+            err = {lv: np.array([edit_distance(t, w["hyp"][(lv, g)]) for t, w in zip(truth, ws)], float)
+                   for lv in levels}
+            hal = {lv: sum(hallucinated(w["hyp"][(lv, g)], t) for t, w in zip(truth, ws)) for lv in levels}
+            lo, hi = bootstrap_diff(err["rms_-23"], err["none"], words)
+            print(f"| {corpus} | {len(ws)} | {g} | {err['none'].sum() / words.sum():.3f} | "
+                  f"{err['rms_-23'].sum() / words.sum():.3f} | "
+                  f"{(err['rms_-23'].sum() - err['none'].sum()) / words.sum():+.3f} ({lo:+.3f}, {hi:+.3f}) | "
+                  f"{hal['none']} / {hal['rms_-23']} |", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("cv-states", "cv"):
+        return cv_main(argv)
+    if argv and argv[0] == "wer":
+        return wer_main(argv)
     from moodlens.models.checkpoint import load_checkpoint
     from moodlens.train.head_metrics import balanced_acc_2
 

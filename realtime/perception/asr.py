@@ -46,6 +46,10 @@ class AsrOptions(Options):
     # without timestamp tokens, see transcribe). None = the featurizer config's
     # `whisper_input` where a pipeline or featurizer builds the Transcriber, else "30s".
     whisper_input: str | None = None
+    # Level the audio is brought to before Whisper (features/whisper_states.py `normalise_level`): "none"
+    # or "rms_-23". None = the featurizer config's `audio_level` where a pipeline or featurizer builds the
+    # Transcriber, else "none". Transcription and encoder states read the same normalised audio.
+    audio_level: str | None = None
     warmup: bool = True
 
     def __post_init__(self) -> None:
@@ -64,16 +68,28 @@ class AsrOptions(Options):
             if self.whisper_input not in WHISPER_INPUTS:
                 raise ConfigError(f"AsrOptions.whisper_input must be one of {', '.join(WHISPER_INPUTS)} or null, "
                                   f"not '{self.whisper_input}'.")
+        if self.audio_level is not None:
+            from moodlens.realtime.perception.features.config import AUDIO_LEVELS
+
+            if self.audio_level not in AUDIO_LEVELS:
+                raise ConfigError(f"AsrOptions.audio_level must be one of {', '.join(AUDIO_LEVELS)} or null, "
+                                  f"not '{self.audio_level}'.")
         if self.cpu_threads is not None and self.cpu_threads < 0:
             raise ConfigError(f"AsrOptions.cpu_threads must not be negative, not {self.cpu_threads}.")
 
     def for_features(self, config) -> "AsrOptions":
-        """These options with `whisper_input` taken from the featurizer config (FeaturizerConfig or its
-        dict; absent = "30s") when unset, so transcription and audio features share one encoder input."""
-        if self.whisper_input is not None:
-            return self
-        value = config.get("whisper_input", "30s") if isinstance(config, dict) else config.whisper_input
-        return dataclasses.replace(self, whisper_input=value)
+        """These options with `whisper_input` and `audio_level` taken from the featurizer config
+        (FeaturizerConfig or its dict; absent = "30s" / "none") where unset, so transcription and audio
+        features share one encoder input at one level."""
+        def get(key, default):
+            return config.get(key, default) if isinstance(config, dict) else getattr(config, key)
+
+        changes = {}
+        if self.whisper_input is None:
+            changes["whisper_input"] = get("whisper_input", "30s")
+        if self.audio_level is None:
+            changes["audio_level"] = get("audio_level", "none")
+        return dataclasses.replace(self, **changes) if changes else self
 
 
 @dataclass
@@ -151,6 +167,7 @@ class Transcriber:
             raise ConfigError(f"The English-only Whisper model '{self.model_source}' cannot transcribe language '{o.language}'.")
         self.language = "en" if self.english_only else o.language
         self.whisper_input = o.whisper_input or "30s"
+        self.audio_level = o.audio_level or "none"
         # Transcribers sharing a model share its lock (faster-whisper keeps per-call state on the model).
         self._lock = _MODEL_LOCKS[id(self.model)]
         if o.warmup:
@@ -164,7 +181,16 @@ class Transcriber:
         return time.perf_counter() - t0
 
     def encoder_states(self, audio: np.ndarray) -> np.ndarray:
-        """Whisper's encoder states of 16 kHz mono audio, trimmed to its length (20 ms each)."""
+        """Whisper's encoder states of 16 kHz mono audio (at `audio_level`), trimmed to its length (20 ms each)."""
+        from moodlens.realtime.perception.features.whisper_states import normalise_level
+
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if not np.all(np.isfinite(audio)):
+            raise DataError(f"The audio given to the Whisper encoder ({audio.size / 16000:.2f} s) holds NaN or "
+                            "infinite samples.")
+        return self._states(normalise_level(audio, self.audio_level))
+
+    def _states(self, audio: np.ndarray) -> np.ndarray:
         from moodlens.realtime.perception.features.whisper_states import states_for_audio
 
         with self._lock:
@@ -180,6 +206,9 @@ class Transcriber:
             raise DataError(f"The audio given to Whisper ({duration:.2f} s) holds NaN or infinite samples.")
         if duration < MIN_AUDIO_S:
             return Transcript(text="", words=[], language=self.language, duration_s=duration, elapsed_s=0.0)
+        from moodlens.realtime.perception.features.whisper_states import normalise_level
+
+        audio = normalise_level(audio, self.audio_level)   # the encoder states below read this audio too
         o = self.options
         # Whisper's decoder holds at most 448 positions, about half of them for the output.
         max_tokens = None if o.max_tokens_per_s is None else min(220, int(16 + o.max_tokens_per_s * duration))
@@ -215,7 +244,7 @@ class Transcriber:
         if keep_encoder_states:
             import math
 
-            states = captured[0][: math.ceil(len(audio) / 320)] if captured else self.encoder_states(audio)
+            states = captured[0][: math.ceil(len(audio) / 320)] if captured else self._states(audio)
         return Transcript(text=text, words=words, language=info.language, duration_s=duration, elapsed_s=elapsed,
                           encoder_states=states)
 

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--whisper-input", choices=["30s", "15s", "10s", "adaptive"], default="30s",
                         help="whisper_encoder features: the encoder's input, Whisper's 30 s padding (default) or less "
                              "(features/whisper_states.py encoder_input_frames); recorded, and followed live")
+    parser.add_argument("--audio-level", choices=["none", "rms_-23"], default="none",
+                        help="whisper_encoder features: bring each clip's speech to this RMS level before Whisper "
+                             "(features/whisper_states.py normalise_level; default none); recorded, and followed live")
     parser.add_argument("--still-window-s", type=float, default=2.0, metavar="S",
                         help="a still image (png/jpg/tiff) becomes this long a window of the face held still")
     parser.add_argument("--egemaps", action="store_true",
@@ -69,6 +72,11 @@ def main(args: argparse.Namespace) -> int:
             raise ConfigError(f"--whisper-input {args.whisper_input} changes Whisper-state audio features only; "
                               f"give it with --audio-features whisper_encoder.")
         overrides["whisper_input"] = args.whisper_input
+    if args.audio_level != "none":
+        if args.audio_features != "whisper_encoder":
+            raise ConfigError(f"--audio-level {args.audio_level} changes Whisper-state audio features only; "
+                              f"give it with --audio-features whisper_encoder.")
+        overrides["audio_level"] = args.audio_level
     config = FeaturizerConfig.for_audio_features(args.audio_features, whisper_model=args.whisper_model, **overrides)
     if args.text_encoder:
         config = config.with_text_encoder(args.text_encoder)

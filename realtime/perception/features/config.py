@@ -202,6 +202,10 @@ class FeaturizerConfig:
     # whisper_states.encoder_input_frames). Absent in older datasets/checkpoints = "30s". The live
     # Transcriber follows it, so transcription and audio features use one encoder run.
     whisper_input: str = "30s"
+    # whisper_encoder: the level the audio is brought to before Whisper ("none" | "rms_-23":
+    # whisper_states.normalise_level; the speech part's RMS to -23 dBFS, gain capped). Absent in older
+    # datasets/checkpoints = "none". The live Transcriber follows it (ASR reads the same audio).
+    audio_level: str = "none"
     audio_dim: int = LIVE_AUDIO_DIM
     audio_feature_names: list[str] = field(default_factory=lambda: list(AUDIO_FEATURE_NAMES))
     audio_n_fft: int = 1024
@@ -246,6 +250,9 @@ class FeaturizerConfig:
         if self.whisper_input not in WHISPER_INPUTS:
             raise ConfigError(f"Featurizer config: whisper_input must be one of {', '.join(WHISPER_INPUTS)}, "
                               f"not '{self.whisper_input}'.")
+        if self.audio_level not in AUDIO_LEVELS:
+            raise ConfigError(f"Featurizer config: audio_level must be one of {', '.join(AUDIO_LEVELS)}, "
+                              f"not '{self.audio_level}'.")
         if len(self.audio_feature_names) != self.audio_dim:
             raise ConfigError(f"Featurizer config: audio_feature_names has {len(self.audio_feature_names)} "
                               f"names but audio_dim is {self.audio_dim}.")
@@ -335,7 +342,8 @@ class FeaturizerConfig:
             if f.name in self.INFORMATIONAL:
                 continue
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            if f.name == "whisper_input" and "whisper_encoder" not in (self.audio_features, other.audio_features):
+            if f.name in ("whisper_input", "audio_level") and "whisper_encoder" not in (self.audio_features,
+                                                                                      other.audio_features):
                 continue   # only Whisper-state features depend on the encoder input
             if f.name in ("audio_mean", "audio_std"):
                 if not self.audio_normalize:
@@ -392,6 +400,7 @@ def live_featurizer_config(text_encoder: str | None = None, text_max_len: int = 
 
 AUDIO_FEATURE_KINDS = ("librosa", "whisper_encoder")
 WHISPER_INPUTS = ("30s", "15s", "10s", "adaptive")   # encoder input policies: features/whisper_states.py
+AUDIO_LEVELS = ("none", "rms_-23")   # level before Whisper: features/whisper_states.py normalise_level
 
 
 def whisper_identity(model: str | None = None) -> str:

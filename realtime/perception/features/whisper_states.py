@@ -18,6 +18,12 @@ audio with the model the Transcriber loads (one shared WhisperModel per process)
 Transcriber was asked to keep them (`Transcriber.transcribe(..., keep_encoder_states=True)`),
 the states of the transcription itself are reused (same input, same encoder call), so Whisper's
 encoder runs once per utterance.
+
+Level (`audio_level`, "none" | "rms_-23"; `normalise_level`): Whisper's log-mel is clamped relative to
+its maximum but scaled absolutely, so the recording level reaches these states: the shipped stage-4
+voice head read RAVDESS test speech 12 dB quieter 0.34 more negative (scripts/probe_voice_channel.py).
+With "rms_-23" the Transcriber brings every window's speech to -23 dBFS RMS before Whisper (ASR and
+these states read the same audio, one encoder pass); the featurizer config records it and live follows it.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import math
 import numpy as np
 
 from moodlens.core.errors import DataError
-from moodlens.realtime.perception.features.config import WHISPER_INPUTS
+from moodlens.realtime.perception.features.config import AUDIO_LEVELS, WHISPER_INPUTS
 
 WHISPER_STATE_DIM = 384          # tiny / tiny.en d_model
 SAMPLES_PER_STATE = 320          # 20 ms at 16 kHz (hop 160 x conv stride 2)
@@ -43,6 +49,68 @@ DEFAULT_WHISPER_INPUT = "30s"    # a dataset or checkpoint without `whisper_inpu
 ADAPTIVE_MARGIN_S = 3.0
 ADAPTIVE_BUCKET_S = 2.0
 ADAPTIVE_FLOOR_S = 6.0
+
+
+# Level normalisation (audio_level "rms_<dBFS>"): the speech part of a window is the 20 ms frames within
+# LEVEL_SPEECH_RANGE_DB below its loud end (the 95th percentile of frame levels, so one click does not set it),
+# at most LEVEL_CLICK_DB above it (a click's frame is no speech; RAVDESS speech peaks 3-6 dB above its 95th
+# percentile) and above LEVEL_FLOOR_DBFS (digital silence); the gain that brings their RMS to the target is capped so a
+# window of silence or hiss is not blown up (nor a clipped one crushed).
+LEVEL_FRAME = 320                # 20 ms at 16 kHz
+LEVEL_SPEECH_RANGE_DB = 35.0
+LEVEL_LOUD_PERCENTILE = 95.0
+LEVEL_CLICK_DB = 10.0
+LEVEL_FLOOR_DBFS = -80.0
+LEVEL_GAIN_RANGE_DB = (-20.0, 30.0)
+
+
+def check_audio_level(policy: str, where: str = "audio_level") -> str:
+    if policy not in AUDIO_LEVELS:
+        from moodlens.core.errors import ConfigError
+
+        raise ConfigError(f"{where} must be one of {', '.join(AUDIO_LEVELS)}, not '{policy}'.")
+    return policy
+
+
+def speech_level_db(audio: np.ndarray) -> float | None:
+    """RMS level (dBFS) of the speech part of 16 kHz audio (see LEVEL_*), None when nothing is above the floor."""
+    audio = np.asarray(audio, dtype=np.float64).reshape(-1)
+    n = len(audio) // LEVEL_FRAME
+    if n == 0:
+        frames = audio[None, :] if audio.size else np.zeros((0, 1))
+    else:
+        frames = audio[: n * LEVEL_FRAME].reshape(n, LEVEL_FRAME)
+    if len(frames) == 0:
+        return None
+    power = np.mean(frames ** 2, axis=1)
+    db = 10 * np.log10(power + 1e-20)
+    loud = np.percentile(db, LEVEL_LOUD_PERCENTILE)
+    speech = (db >= loud - LEVEL_SPEECH_RANGE_DB) & (db <= loud + LEVEL_CLICK_DB) & (db > LEVEL_FLOOR_DBFS)
+    if not speech.any():
+        return None
+    return float(10 * np.log10(np.mean(power[speech])))
+
+
+def level_gain_db(audio: np.ndarray, policy: str) -> float:
+    """The gain (dB) `normalise_level` applies: 0 for "none" or audio with no speech part."""
+    check_audio_level(policy)
+    if policy == "none":
+        return 0.0
+    level = speech_level_db(audio)
+    if level is None:
+        return 0.0
+    target = float(policy.split("_", 1)[1])
+    low, high = LEVEL_GAIN_RANGE_DB
+    return float(min(high, max(low, target - level)))
+
+
+def normalise_level(audio: np.ndarray, policy: str) -> np.ndarray:
+    """16 kHz float32 audio at the level `policy` asks for ("none": unchanged, the same array). Samples
+    are not clipped: Whisper's log-mel takes any float, and clipping would add distortion."""
+    gain = level_gain_db(audio, policy)
+    if gain == 0.0:
+        return audio
+    return (np.asarray(audio, dtype=np.float32) * np.float32(10 ** (gain / 20))).astype(np.float32)
 
 
 def check_whisper_input(policy: str, where: str = "whisper_input") -> str:
@@ -122,6 +190,16 @@ def pool_states(states: np.ndarray, pool: int = POOL) -> np.ndarray:
     return padded.reshape(n, pool, -1).sum(1) / counts[:, None]
 
 
+def check_same_audio_level(features: str, transcriber: str) -> None:
+    """Refuse a Transcriber whose input level differs from the one the audio features were made with."""
+    if features != transcriber:
+        from moodlens.core.errors import ConfigError
+
+        raise ConfigError(f"The audio features were made with audio_level '{features}' but the Transcriber reads "
+                          f"audio at audio_level '{transcriber}', so its Whisper states would not mean the same; "
+                          f"use one level for both (AsrOptions.audio_level, or leave it unset).")
+
+
 class WhisperStatesFeaturizer:
     """Drop-in for AudioFeaturizer: `extract(audio, states=None)` -> (T, 384) frames at 25 frames/s.
 
@@ -134,13 +212,15 @@ class WhisperStatesFeaturizer:
         self._transcriber = transcriber
         if transcriber is not None:
             check_same_whisper_input(config.whisper_input, getattr(transcriber, "whisper_input", DEFAULT_WHISPER_INPUT))
+            check_same_audio_level(config.audio_level, getattr(transcriber, "audio_level", "none"))
 
     @property
     def transcriber(self):
         if self._transcriber is None:
             from moodlens.realtime.perception.asr import AsrOptions, Transcriber
 
-            self._transcriber = Transcriber(AsrOptions(warmup=False, whisper_input=self.config.whisper_input))
+            self._transcriber = Transcriber(AsrOptions(warmup=False, whisper_input=self.config.whisper_input,
+                                                       audio_level=self.config.audio_level))
         return self._transcriber
 
     @property
