@@ -196,11 +196,37 @@ def cv_states(variant: str, level: str, rows: list[dict], src: Path, out: Path, 
     return path
 
 
+def cv_import(pkl: Path, variant: str, level: str, rows: list[dict], out: Path) -> Path:
+    """The same statistics from a `moodlens featurize` pickle (train + valid splits; channel copies' clip ids
+    end in -ch0): RAVDESS and its copies are featurized for training anyway, so the CV reads those."""
+    import torch
+
+    from moodlens.core.safeload import safe_pickle_load
+    from moodlens.models.hcrl_mfd import PooledHead
+    from moodlens.realtime.perception.features.config import FeaturizerConfig
+
+    data = safe_pickle_load(str(pkl))
+    config = FeaturizerConfig.from_dict(data["meta"], source=f"featurizer config of {pkl}")
+    if config.audio_level != level or config.whisper_input != "15s":
+        raise SystemExit(f"{pkl}: audio_level {config.audio_level}, whisper_input {config.whisper_input}; "
+                         f"expected {level}, 15s")
+    stats = {}
+    for split in ("train", "valid"):
+        part = data[split]
+        st = PooledHead(384, True, 0, 0.0).statistics(torch.tensor(part["audio"]), torch.tensor(part["audio_mask"]))
+        stats.update(zip([i.removesuffix("-ch0") for i in part["id"]], st.numpy()))
+    ids = [f"{r['video_id']}/{r['clip_id']}" for r in rows]
+    path = out / f"{variant}_{level}.npz"
+    np.savez(path, x=np.stack([stats[i] for i in ids]), index=np.arange(len(ids)), ids=np.array(ids))
+    print(f"{path}: {len(ids)} clips from {pkl}")
+    return path
+
+
 def cv_main(argv) -> int:
     """`cv-states VARIANT,... LEVEL` caches pooled statistics; `cv` scores the decision table."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     p = argparse.ArgumentParser(description="grouped CV of the pooled voice head through channels")
-    p.add_argument("what", choices=["cv-states", "cv"])
+    p.add_argument("what", choices=["cv-states", "cv", "cv-import"])
     p.add_argument("variants", nargs="?", default=",".join(CV_VARIANTS))
     p.add_argument("levels", nargs="?", default="none,rms_-23")
     p.add_argument("--labels", type=Path, default=REPO / "runs/data_v2/ravdess/label.csv")
@@ -208,8 +234,12 @@ def cv_main(argv) -> int:
     p.add_argument("--work", type=Path, default=Path("/work/runs_keep/voice_v4/cv_states"))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--every", type=int, default=1, help="cv-states: the probe's channels on every N-th clip only")
+    p.add_argument("--pkl", type=Path, help="cv-import: the feature pickle of VARIANT at LEVEL")
     args = p.parse_args(argv)
     rows = cv_rows(args.labels)
+    if args.what == "cv-import":
+        cv_import(args.pkl, args.variants, args.levels, rows, args.work)
+        return 0
     if args.what == "cv-states":
         for level in args.levels.split(","):
             for variant in args.variants.split(","):
@@ -313,7 +343,7 @@ def wer_main(argv) -> int:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("cv-states", "cv"):
+    if argv and argv[0] in ("cv-states", "cv", "cv-import"):
         return cv_main(argv)
     if argv and argv[0] == "wer":
         return wer_main(argv)

@@ -161,20 +161,24 @@ def speech(tmp_path_factory):
 
 @pytest.mark.e2e
 def test_transcriber_reads_normalised_audio_for_words_and_states(speech):
-    """rms_-23: the same speech 12 dB quieter gives the same encoder states and words (one normalised
-    input for ASR and features); "none" (the old behaviour) lets the level reach the states."""
+    """rms_-23: the same speech 12 dB quieter gives the same encoder states up to the int8 encoder's own
+    noise (a 1e-6 change of the input moves states by ~0.01-0.02 on average) and the same words, one
+    normalised input for ASR and features; "none" (the old behaviour) lets the level reach the states."""
     quiet = speech * np.float32(10 ** (-12 / 20))
     tr = Transcriber(AsrOptions(warmup=False, whisper_input="15s", audio_level="rms_-23", cpu_threads=2))
     loud_states, quiet_states = tr.encoder_states(speech), tr.encoder_states(quiet)
-    assert np.abs(loud_states - quiet_states).max() < 0.05
+    plain = Transcriber(AsrOptions(warmup=False, whisper_input="15s", cpu_threads=2))
+    assert plain.audio_level == "none"
+    plain_loud, plain_quiet = plain.encoder_states(speech), plain.encoder_states(quiet)
+    assert np.abs(loud_states - quiet_states).mean() < 0.04 < 0.08 < np.abs(plain_loud - plain_quiet).mean()
+    # what the pooled head reads: the utterance mean moves ~10x less than without normalisation
+    moved = np.abs(loud_states.mean(0) - quiet_states.mean(0)).max()
+    assert moved < 0.25 * np.abs(plain_loud.mean(0) - plain_quiet.mean(0)).max()
     result = tr.transcribe(quiet, keep_encoder_states=True)
     assert {"today", "park", "lunch"} <= set(re.findall(r"[a-z]+", result.text.lower())), result.text
     np.testing.assert_allclose(result.encoder_states, quiet_states, atol=1e-5)
     np.testing.assert_allclose(quiet_states, states_for_audio(tr.model, normalise_level(quiet, "rms_-23"), "15s"),
                                atol=1e-6)
-    plain = Transcriber(AsrOptions(warmup=False, whisper_input="15s", cpu_threads=2))
-    assert plain.audio_level == "none"
-    assert np.abs(plain.encoder_states(speech) - plain.encoder_states(quiet)).max() > 0.2
 
 
 @pytest.mark.e2e
