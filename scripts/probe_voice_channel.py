@@ -122,13 +122,24 @@ def write_channel(name: str, rows: list[dict], src: Path, work: Path) -> Path:
     return root
 
 
-def featurize(root: Path, workers: int) -> Path:
-    out = root / "features.pkl"
+def featurize(root: Path, workers: int, whisper_input: str = "15s", audio_level: str = "none") -> Path:
+    """The channel's clips featurized as the checkpoint's featurizer config says (encoder input, level)."""
+    import pickle
+
+    out = root / ("features.pkl" if audio_level == "none" else f"features_{audio_level}.pkl")
+    if whisper_input != "15s":
+        out = out.with_name(f"{out.stem}_{whisper_input}.pkl")
     if not out.exists():
         cmd = [sys.executable, "-m", "moodlens.realtime.cli", "featurize", "--raw", str(root), "--labels",
                str(root / "label.csv"), "--out", str(out), "--audio-features", "whisper_encoder",
-               "--vision-features", "mediapipe_v2", "--whisper-input", "15s", "--no-asr", "--workers", str(workers)]
+               "--vision-features", "mediapipe_v2", "--whisper-input", whisper_input, "--audio-level", audio_level,
+               "--no-asr", "--workers", str(workers)]
         subprocess.run(cmd, check=True, cwd=REPO)
+    with out.open("rb") as f:
+        meta = pickle.load(f)["meta"]
+    found = (meta.get("whisper_input", "30s"), meta.get("audio_level", "none"))
+    if found != (whisper_input, audio_level):
+        raise SystemExit(f"{out} holds features made with {found}, the checkpoint wants {(whisper_input, audio_level)}")
     return out
 
 
@@ -256,9 +267,10 @@ def cv_main(argv) -> int:
     folds = group_folds(groups, 6)
     channels = [c for c in CHANNELS if c != "clean"]
     print(f"{len(y)} clips (train + valid actors 01-18), {len(folds)} grouped folds, linear pooled head "
-          f"(mean+std, dropout 0.2, 10 passes), {args.seeds} seeds averaged")
+          f"(mean+std, dropout 0.2), {args.seeds} seeds averaged")
     print("| level | train on | clean CV | " + " | ".join(channels) + " | channels mean | neutral mean clean |")
     print("|---" * (5 + len(channels)) + "|")
+    shifts = []
     for level in args.levels.split(","):
         x, index = {}, {}
         for v in CV_VARIANTS:
@@ -267,7 +279,8 @@ def cv_main(argv) -> int:
                 x[v] = np.zeros((len(y), saved["x"].shape[1]), np.float32)
                 index[v] = saved["index"] if "index" in saved else np.arange(len(y))
                 x[v][index[v]] = saved["x"]
-        for with_copies in (False, True):
+        # copies double the training clips: compared at equal optimisation steps (clean at 2x the passes)
+        for with_copies, passes in ((False, 10), (True, 5), (False, 20), (True, 10)):
             if with_copies and "copy" not in x:
                 continue
             preds = {v: np.zeros((args.seeds, len(y))) for v in ["clean"] + channels if v in x}
@@ -278,7 +291,7 @@ def cv_main(argv) -> int:
                         xt, yt = np.concatenate([xt, x["copy"][train]]), np.concatenate([yt, yt])
                     keep = np.isfinite(yt)
                     xs = np.concatenate([x[v][test] for v in preds])
-                    out = fit_predict(xt[keep], yt[keep], xs, "audio", 0, 0.2, 10, seed=seed)
+                    out = fit_predict(xt[keep], yt[keep], xs, "audio", 0, 0.2, passes, seed=seed)
                     for k, v in enumerate(preds):
                         preds[v][seed, test] = out[k * len(test):(k + 1) * len(test)]
             score = {}
@@ -289,9 +302,16 @@ def cv_main(argv) -> int:
                 score[v] = balanced_acc_2(preds[v].mean(0)[has], y[has])
             chan = [score[c] for c in channels if c in score]
             neutral = preds["clean"].mean(0)[emotion == "neutral"].mean()
-            print(f"| {level} | clean{' + copies' if with_copies else ''} | {score['clean']:.3f} | "
+            shift = {v: float(preds[v].mean(0)[index[v]].mean() - preds["clean"].mean(0)[index[v]].mean())
+                     for v in channels if v in preds}
+            shifts.append(f"{level} {'+ copies' if with_copies else 'clean'} {passes} passes: "
+                          + ", ".join(f"{v} {d:+.2f}" for v, d in shift.items()))
+            print(f"| {level} | clean{' + copies' if with_copies else ''}, {passes} passes | {score['clean']:.3f} | "
                   + " | ".join(f"{score[c]:.3f}" if c in score else "-" for c in channels)
                   + f" | {np.mean(chan):.3f} | {neutral:+.2f} |", flush=True)
+    print("mean score shift vs the same clips clean (out of fold):")
+    for line in shifts:
+        print("  " + line)
     return 0
 
 
@@ -362,14 +382,19 @@ def main(argv=None) -> int:
 
     with args.labels.open() as f:
         rows = [r for r in csv.DictReader(f) if r["mode"] == args.split]
-    model = load_checkpoint(args.checkpoint).model.eval()
-    print(f"{len(rows)} {args.split} clips, checkpoint {args.checkpoint}")
-    print("| channel | balanced Acc-2 | mean neutral / positive / negative | shift vs clean | s |")
-    print("|---|---|---|---|---|")
+    loaded = load_checkpoint(args.checkpoint)
+    model = loaded.model.eval()
+    whisper_input = loaded.featurizer_config.get("whisper_input", "30s")
+    audio_level = loaded.featurizer_config.get("audio_level", "none")
+    print(f"{len(rows)} {args.split} clips, checkpoint {args.checkpoint} (whisper_input {whisper_input}, "
+          f"audio_level {audio_level})")
+    print("| channel | balanced Acc-2 | mean neutral / positive / negative | neutral > 0 | shift vs clean | s |")
+    print("|---|---|---|---|---|---|")
+    table = []
     clean_mean = None
     for name in args.channels.split(","):
         start = time.time()
-        pkl = featurize(write_channel(name, rows, args.src, args.work), args.workers)
+        pkl = featurize(write_channel(name, rows, args.src, args.work), args.workers, whisper_input, audio_level)
         pred, label, emotion = score(pkl, args.split, model)
         known = ~np.isnan(label)
         bacc = balanced_acc_2(pred[known], label[known])
@@ -377,8 +402,12 @@ def main(argv=None) -> int:
         overall = float(pred.mean())
         clean_mean = overall if name == "clean" else clean_mean
         shift = "" if clean_mean is None else f"{overall - clean_mean:+.2f}"
-        print(f"| {name} | {bacc:.3f} | {means[0]:+.2f} / {means[1]:+.2f} / {means[2]:+.2f} | {shift} | "
-              f"{time.time() - start:.0f} |", flush=True)
+        neutral = pred[emotion == "neutral"]
+        print(f"| {name} | {bacc:.3f} | {means[0]:+.2f} / {means[1]:+.2f} / {means[2]:+.2f} | "
+              f"{int((neutral > 0).sum())}/{len(neutral)} | {shift} | {time.time() - start:.0f} |", flush=True)
+        table.append(bacc)
+    if len(table) > 1:
+        print(f"mean over the channels but clean: {np.mean(table[1:]):.3f}")
     return 0
 
 
