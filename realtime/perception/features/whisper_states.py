@@ -24,6 +24,9 @@ its maximum but scaled absolutely, so the recording level reaches these states: 
 voice head read RAVDESS test speech 12 dB quieter 0.34 more negative (scripts/probe_voice_channel.py).
 With "rms_-23" the Transcriber brings every window's speech to -23 dBFS RMS before Whisper (ASR and
 these states read the same audio, one encoder pass); the featurizer config records it and live follows it.
+An option, not the shipped setting: on grouped CV over RAVDESS actors 01-18 it gained +1 point on the mean over
+the probe's channels (the rule asked +3) and lost 4 on the phone band; channel copies in training did better
+(scripts/probe_voice_channel.py `cv`).
 """
 
 from __future__ import annotations
