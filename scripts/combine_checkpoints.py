@@ -13,7 +13,8 @@ unless
     from B; every other field the same in A, B (and BASE for those neither branch owns),
   * likewise the model configs: keys naming vision (+ VISION_MODEL_KEYS) from A, keys naming audio from B,
     the rest equal.
-`--vision-key KEY` counts one more model-config key as A's (a vision setting whose name does not say so).
+`--vision-key KEY` counts one more model-config or featurizer-config key as A's (a vision setting whose name
+does not say so, e.g. a face model's hash).
 The output is loaded back as a model before it is written (scripts/probe_voice_lean.py frozen checks it too).
 """
 
@@ -50,8 +51,8 @@ def _same(a, b) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
 
 
-def _owner_feature(key: str) -> str:
-    if key.startswith("vision_"):
+def _owner_feature(key: str, vision_keys=()) -> str:
+    if key.startswith("vision_") or key in vision_keys:
         return "vision"
     if key.startswith("audio_") or key in AUDIO_FEATURE_KEYS:
         return "audio"
@@ -133,7 +134,7 @@ def combine(a: dict, b: dict, base: dict, *, vision_keys=(), names=("A", "B", "b
         if not any(branch(k) == part for k in src):
             raise CombineError(f"The {part} checkpoint {name} has no {part} tensors.")
     featurizer = _merge("featurizer config", a["featurizer_config"], b["featurizer_config"], base["featurizer_config"],
-                        _owner_feature, skip=INFORMATIONAL)
+                        lambda k: _owner_feature(k, vision_keys), skip=INFORMATIONAL)
     model = _merge("model config", a["model_config"], b["model_config"], base["model_config"],
                    lambda k: _owner_model(k, vision_keys))
     out = {k: v for k, v in b.items() if k not in ("state_dict", "featurizer_config", "model_config", "metrics")}
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
     p.add_argument("--audio", required=True, help="checkpoint B: its audio branch is taken")
     p.add_argument("--base", required=True, help="the checkpoint both were trained from")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--vision-key", action="append", default=[], help="a model-config key to take from A")
+    p.add_argument("--vision-key", action="append", default=[], help="a model- or featurizer-config key to take from A")
     args = p.parse_args(argv)
     payloads, names = [], []
     for path in (args.vision, args.audio, args.base):

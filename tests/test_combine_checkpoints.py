@@ -109,6 +109,14 @@ def test_both_changing_a_shared_config_key_the_same_way_is_refused_too(trio):
     assert combine(a2, b2, base)["model_config"]["pooled_hidden_vision_x"] == 3
 
 
+def test_a_vision_setting_named_otherwise_is_taken_from_a_when_named(trio):
+    a, b, base = trio
+    a["featurizer_config"]["face_expression_sha"] = "abc"      # a new vision field A's code adds
+    with pytest.raises(CombineError, match="'face_expression_sha' belongs to neither branch"):
+        combine(a, b, base)
+    assert combine(a, b, base, vision_keys=("face_expression_sha",))["featurizer_config"]["face_expression_sha"] == "abc"
+
+
 def test_cli_writes_a_loadable_checkpoint_from_the_shipped_weights(tmp_path):
     """The real stage-4 checkpoint as base, A and B (nothing retrained): the output loads and equals it."""
     from combine_checkpoints import main
