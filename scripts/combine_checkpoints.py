@@ -155,7 +155,6 @@ def _sha(path: Path) -> str:
 
 def main(argv=None) -> int:
     import torch
-
     from moodlens.models.checkpoint import model_from_payload, read_checkpoint
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

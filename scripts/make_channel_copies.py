@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probe_voice_channel import SR, _peaking, _pink  # noqa: E402
+from probe_voice_channel import SR, _peaking, _pink
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_GROUPS = {"actor19", "actor20", "actor21", "actor22"}

@@ -201,7 +201,6 @@ def cv_states(variant: str, level: str, rows: list[dict], src: Path, out: Path, 
     clip's index in `rows`)."""
     import soundfile as sf
     import torch
-
     from moodlens.models.hcrl_mfd import PooledHead
     from moodlens.realtime.perception.asr import AsrOptions, Transcriber
     from moodlens.realtime.perception.features.whisper_states import pool_states
@@ -234,7 +233,6 @@ def cv_import(pkl: Path, variant: str, level: str, rows: list[dict], out: Path) 
     """The same statistics from a `moodlens featurize` pickle (train + valid splits; channel copies' clip ids
     end in -ch0): RAVDESS and its copies are featurized for training anyway, so the CV reads those."""
     import torch
-
     from moodlens.core.safeload import safe_pickle_load
     from moodlens.models.hcrl_mfd import PooledHead
     from moodlens.realtime.perception.features.config import FeaturizerConfig
@@ -345,10 +343,17 @@ def wer_main(argv) -> int:
     import tempfile
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from whisper_context import (bootstrap_diff, demo_windows, edit_distance, espeak_windows, hallucinated,
-                                 normalise, ravdess_windows, uptime)
-
     from moodlens.realtime.perception.asr import AsrOptions, Transcriber
+    from whisper_context import (
+        bootstrap_diff,
+        demo_windows,
+        edit_distance,
+        espeak_windows,
+        hallucinated,
+        normalise,
+        ravdess_windows,
+        uptime,
+    )
 
     p = argparse.ArgumentParser(description="WER with and without level normalisation")
     p.add_argument("what", choices=["wer"])

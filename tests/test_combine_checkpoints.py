@@ -11,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from combine_checkpoints import CombineError, branch, combine  # noqa: E402
+from combine_checkpoints import CombineError, branch, combine
 
 
 def flat(text: str) -> str:
@@ -120,8 +120,11 @@ def test_a_vision_setting_named_otherwise_is_taken_from_a_when_named(trio):
 def test_cli_writes_a_loadable_checkpoint_from_the_shipped_weights(tmp_path):
     """The real stage-4 checkpoint as base, A and B (nothing retrained): the output loads and equals it."""
     from combine_checkpoints import main
-
-    from moodlens.models.checkpoint import default_checkpoint_path, load_checkpoint, read_checkpoint
+    from moodlens.models.checkpoint import (
+        default_checkpoint_path,
+        load_checkpoint,
+        read_checkpoint,
+    )
 
     shipped = str(default_checkpoint_path())
     out = tmp_path / "combined.pt"
