@@ -269,7 +269,8 @@ FACE_MIRROR_NEGATE = (52, 54, 55)   # yaw, roll, tx
 
 def mirror_face(x: torch.Tensor) -> torch.Tensor:
     """The 64-d face features (last dim) of the mirrored face (FACE_MIRROR_PAIRS); sequences or statistics
-    of them alike (a mean mirrors as its frames do; a std would not change sign: mirror frames, not stds)."""
+    of them alike (a mean mirrors as its frames do; a std would not change sign: mirror frames, not stds).
+    Dims past 64 (mediapipe_v3's 7 expression dims, a mean over the crop and its mirror) stay as they are."""
     order = list(range(x.shape[-1]))
     for a, b in FACE_MIRROR_PAIRS:
         order[a], order[b] = b, a
@@ -395,9 +396,9 @@ class Model(SentimentModel):
         if c.late_fusion and (len(c.late_fusion) != 3 or any(float(w) < 0 for w in c.late_fusion)):
             raise ConfigError(f"hcrl_mfd: late_fusion needs three weights >= 0 (text, audio, vision), "
                               f"got {list(c.late_fusion)}.")
-        if (c.pooled_mirror or c.pooled_mirror_training) and c.vision_dim != 64:
-            raise ConfigError(f"hcrl_mfd: pooled_mirror needs the live 64-d face features, got vision_dim "
-                              f"{c.vision_dim}.")
+        if (c.pooled_mirror or c.pooled_mirror_training) and c.vision_dim not in (64, 71):
+            raise ConfigError(f"hcrl_mfd: pooled_mirror needs the live 64-d face features (or mediapipe_v3's 71, "
+                              f"whose 7 expression dims are mirror invariant), got vision_dim {c.vision_dim}.")
         dims = {"audio": c.audio_dim, "vision": c.vision_dim}
         self.pooled_heads = nn.ModuleDict({
             m: PooledHead(dims[m], m in c.pooled_std, 0 if m in c.pooled_linear else c.pooled_hidden,
