@@ -8,6 +8,7 @@ Everything is chosen on the train + valid persons; the test split is never score
     python scripts/probe_face_expression.py zeroshot /tmp/facecnn/fx.npz
     python scripts/probe_face_expression.py probe /tmp/facecnn/fx.npz [--inputs v2 fx v2+fx] [--heads shipped logistic]
     python scripts/probe_face_expression.py live /tmp/facecnn/fx.npz                 # range on real video
+    python scripts/probe_face_expression.py breakdown /tmp/facecnn/fx.npz [--inputs fx v2+fx]
     python scripts/probe_face_expression.py retag runs/data_v3/ravdess.pkl /work/runs_keep/faces_v4/ravdess.pkl
 
 `featurize` runs every train + valid still of runs/data_v2/faces/label.csv through the live VisionFeaturizer
@@ -55,6 +56,19 @@ dims are bit for bit those of /work/runs_keep/faces_v3/lm.npz, so the v2 row is 
    worse across sources, inside the stills' range live): **GO** (2026-12-01 21:10 UTC). fx +4.5 points CV
    (±0.002), v2+fx +5.6 (±0.002); both better in both cross-source directions (fx +8.8 / +9.5, v2+fx +5.3 /
    +2.4) and on valid (+7.9 / +4.6); live inside the stills' range.
+5. Which input ships (`breakdown`, shipped head, 3 seeds; v2's from probe_face_landmarks.py `errors`/`without`):
+
+| input | CV web | CV CK+ | CV all but jhamski | CV jhamski | valid but jhamski | valid jhamski |
+|---|---|---|---|---|---|---|
+| v2 | 0.805 | 0.939 | 0.860 ± 0.002 | 0.662 ± 0.005 | 0.902 ± 0.003 | 0.549 ± 0.031 |
+| fx | 0.876 ± 0.002 | 0.937 ± 0.004 | 0.909 ± 0.001 | **0.774 ± 0.003** | **0.945 ± 0.002** | **0.816 ± 0.008** |
+| v2+fx | **0.878 ± 0.002** | **0.958 ± 0.002** | **0.924 ± 0.002** | 0.728 ± 0.024 | 0.937 ± 0.002 | 0.683 ± 0.044 |
+
+   fx alone wins valid (0.891 vs 0.858) and both cross-source directions; that valid gap is the film stills of
+   one contributor (jhamski: 52 % of valid's non-zero faces, none of test's), where fx reads 0.816 and v2+fx
+   0.683; on everyone else's faces v2+fx is ahead on CV (+1.5) and level on valid (-0.8, seeds ±0.002).
+   Shipped: **v2+fx** = `vision_features: mediapipe_v3` (71 dims), the GO rule's grouped-CV winner; the price
+   is cross-source transfer (web -> CK+ 0.902 vs fx's 0.937, CK+ -> web 0.738 vs 0.809) and film stills.
 """
 
 from __future__ import annotations
@@ -266,6 +280,36 @@ def live(path: Path, names) -> None:
         vision.close()
 
 
+def breakdown(path: Path, names, repeats: int) -> None:
+    """Shipped head, the same folds: CV by source and with the film-still contributor (jhamski, 52 % of the
+    valid split's non-zero faces, none of test's) apart, and train -> valid the same two ways."""
+    import torch
+
+    torch.set_num_threads(1)
+    pooled = LM._pooled()
+    d = dict(np.load(path))
+    y, g, found, mode = d["y"], d["group"], d["found"], d["mode"]
+    who = LM.contributors(d["id"], g)
+    idx = np.nonzero(found)[0]
+    jh = who == "contributorjhamski"
+    for name in names:
+        x, mirror = build(d, name)
+        res = {}
+        for r in range(repeats):
+            seed = 100 * r
+            pred = np.zeros(len(y))
+            for tr, te in pooled.group_folds(g[idx], 5):
+                pred[idx[te]] = LM.fit_head(x[idx[tr]], y[idx[tr]], x[idx[te]], seed=seed, mirror=mirror)
+            tr, va = found & (mode == "train"), found & (mode == "valid")
+            pv = np.zeros(len(y))
+            pv[va] = LM.fit_head(x[tr], y[tr], x[va], seed=seed, mirror=mirror)
+            for k, m, p in (("CV web", found & (who != "ck"), pred), ("CV CK+", found & (who == "ck"), pred),
+                            ("CV all but jhamski", found & ~jh, pred), ("CV jhamski", found & jh, pred),
+                            ("valid but jhamski", va & ~jh, pv), ("valid jhamski", va & jh, pv)):
+                res.setdefault(k, []).append(pooled.balanced_acc_2(p[m], y[m]))
+        print(f"{name:8s} shipped  {LM.fmt(res)}", flush=True)
+
+
 def retag(source: Path, out: Path, kind: str = "mediapipe_v3") -> None:
     """A copy of a feature file without any face (RAVDESS speech) whose featurizer config names the face
     feature kind `kind` (names, dim, the expression CNN's identity) and whose (all-absent) vision arrays are
@@ -313,12 +357,18 @@ def main(argv=None) -> int:
     v = sub.add_parser("live")
     v.add_argument("file", type=Path)
     v.add_argument("--inputs", nargs="+", default=["v2", "fx"])
+    b = sub.add_parser("breakdown", help="shipped head: CV by source and by the film-still contributor")
+    b.add_argument("file", type=Path)
+    b.add_argument("--inputs", nargs="+", default=["fx", "v2+fx"])
+    b.add_argument("--repeats", type=int, default=3)
     r = sub.add_parser("retag", help="a face-free feature file (RAVDESS) relabelled for mediapipe_v3")
     r.add_argument("source", type=Path)
     r.add_argument("out", type=Path)
     args = parser.parse_args(argv)
     if args.what == "retag":
         retag(args.source, args.out)
+    elif args.what == "breakdown":
+        breakdown(args.file, args.inputs, args.repeats)
     elif args.what == "featurize":
         featurize(args.out, tuple(args.splits), args.limit)
     elif args.what == "montage":

@@ -242,3 +242,68 @@ def test_featurize_command_writes_v3_still_features(tmp_path):
         live = [vision.process_image(frame, k / 15) for k in range(3)][-1].values
     np.testing.assert_allclose(stored, live, atol=1e-5)
     assert stored[64 + EXPRESSION_CLASSES.index("happy")] > -1.0      # the demo portrait smiles
+
+
+# ---- the face head on a slice of the vision vector (models/hcrl_mfd.py pooled_inputs_vision) ----------------
+
+SLICED = {"pooled_heads": ["audio", "vision"], "pooled_std": ["audio"], "pooled_linear": ["audio"], "pooled_hidden": 16,
+          "pooled_members": 2, "late_fusion": [2.0, 1.0, 1.0], "dropout": 0.0, "pooled_dropout": 0.0, "vision_dim": 71}
+
+
+def _model(**extra):
+    import torch
+
+    from moodlens.models import build_model
+
+    torch.manual_seed(0)
+    return build_model("hcrl_mfd", {**SLICED, **extra}, load_text_weights=False).eval()
+
+
+def test_face_head_reads_only_its_slice_and_stays_mirror_symmetric():
+    """pooled_inputs_vision [64, 71]: the face head's statistics are 7 wide; the vision output (share 1.0)
+    moves with dims 64-70 only, and a mirrored face (mirror_face on all 71) scores the same."""
+    from dataclasses import replace
+
+    import torch
+
+    from moodlens.models.hcrl_mfd import mirror_face
+
+    model = _model(pooled_inputs_vision=[64, 71], pooled_mirror=["vision"])
+    assert model.pooled_heads["vision"].stat_mean.shape == (7,)
+    batch = model.example_inputs(3, seed=1)
+    with torch.no_grad():
+        base = model(*batch.tensors()).vision
+        v2_moved = batch.vision.clone()
+        v2_moved[..., :64] += torch.randn_like(v2_moved[..., :64])
+        fx_moved = batch.vision.clone()
+        fx_moved[..., 64:] += 1.0
+        assert torch.equal(model(*replace(batch, vision=v2_moved).tensors()).vision, base)
+        assert not torch.allclose(model(*replace(batch, vision=fx_moved).tensors()).vision, base, atol=1e-4)
+        mirrored = model(*replace(batch, vision=mirror_face(batch.vision)).tensors()).vision
+        assert torch.allclose(mirrored, base, atol=1e-6)
+        # the paper's vision branch still reads all 71 dims (the fused paper output moves with dims 0-63)
+        paper = model.predict(model.pool(*_core(model, batch)))
+        paper_moved = model.predict(model.pool(*_core(model, replace(batch, vision=v2_moved))))
+        assert not torch.allclose(paper.vision, paper_moved.vision, atol=1e-5)
+    terms = model.train().loss(batch, torch.tensor([1.0, -1.0, 0.5]))
+    assert torch.isfinite(terms["pooled"]) and terms["pooled"] > 0
+
+
+def _core(model, batch):
+    text_ids, text_mask, audio, audio_mask, vision, vision_mask, present = batch.tensors()
+    hidden = model.encode_unimodal(text_ids, text_mask, audio, audio_mask, vision, vision_mask)
+    masks = {"text": text_mask, "audio": audio_mask, "vision": vision_mask}
+    return {m: model.core[m](hidden[m], masks[m]) for m in hidden}, masks, present
+
+
+def test_without_the_option_the_face_head_reads_every_dim_as_before():
+    model = _model()
+    assert model.vision_slice is None and model.pooled_heads["vision"].stat_mean.shape == (71,)
+    assert _model(vision_dim=64).pooled_heads["vision"].stat_mean.shape == (64,)
+
+
+@pytest.mark.parametrize("span", [[64], [10, 5], [64, 72], [-1, 7]])
+def test_a_bad_slice_is_refused_in_one_sentence(span):
+    with pytest.raises(ConfigError) as err:
+        _model(pooled_inputs_vision=span)
+    assert "pooled_inputs_vision needs [start, stop]" in " ".join(str(err.value).split())
