@@ -250,13 +250,13 @@ SLICED = {"pooled_heads": ["audio", "vision"], "pooled_std": ["audio"], "pooled_
           "pooled_members": 2, "late_fusion": [2.0, 1.0, 1.0], "dropout": 0.0, "pooled_dropout": 0.0, "vision_dim": 71}
 
 
-def _model(**extra):
+def _model(load_text_weights=False, **extra):
     import torch
 
     from moodlens.models import build_model
 
     torch.manual_seed(0)
-    return build_model("hcrl_mfd", {**SLICED, **extra}, load_text_weights=False).eval()
+    return build_model("hcrl_mfd", {**SLICED, **extra}, load_text_weights=load_text_weights).eval()
 
 
 def test_face_head_reads_only_its_slice_and_stays_mirror_symmetric():
@@ -307,3 +307,54 @@ def test_a_bad_slice_is_refused_in_one_sentence(span):
     with pytest.raises(ConfigError) as err:
         _model(pooled_inputs_vision=span)
     assert "pooled_inputs_vision needs [start, stop]" in " ".join(str(err.value).split())
+
+
+# ---- checkpoints: a v2 one (written before mediapipe_v3) loads and scores as before; a v3 one needs v3 live -------
+
+def _saved(tmp_path, name, kind, **extra):
+    import torch
+
+    from moodlens.models.checkpoint import save_checkpoint
+
+    dim = 71 if kind == "mediapipe_v3" else 64
+    model = _model(vision_dim=dim, pooled_mirror=["vision"], load_text_weights=True, **extra)   # as a loader builds it
+    features = FeaturizerConfig().for_vision_features(kind).to_dict()
+    path = save_checkpoint(tmp_path / f"{name}.pt", model, features, {})
+    if kind == "mediapipe_v2":               # what a checkpoint written before this option looked like
+        payload = torch.load(path, weights_only=True)
+        del payload["featurizer_config"]["vision_expression_sha"]
+        del payload["model_config"]["pooled_inputs_vision"]
+        torch.save(payload, path)
+    return model, path
+
+
+def test_a_v2_checkpoint_loads_and_scores_as_before(tmp_path):
+    import torch
+
+    from moodlens.realtime.scoring.scorer import Scorer
+
+    model, path = _saved(tmp_path, "v2", "mediapipe_v2")
+    scorer = Scorer(str(path), backend="eager", quiet=True)
+    live = scorer.featurizer_config
+    assert live.vision_features == "mediapipe_v2" and live.vision_dim == 64 and live.vision_expression_sha == ""
+    assert scorer.model.vision_slice is None
+    batch = model.example_inputs(4, seed=2)
+    with torch.no_grad():
+        want = model(*batch.tensors())
+    got, _ = scorer.predict(batch)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(np.asarray(a), b.numpy(), atol=1e-6, rtol=1e-6)
+
+
+@needs_fer
+def test_a_v3_checkpoint_is_refused_by_a_v2_live_featurizer_in_one_sentence(tmp_path):
+    from moodlens.realtime.scoring.scorer import Scorer
+
+    _, path = _saved(tmp_path, "v3", "mediapipe_v3", pooled_inputs_vision=[64, 71])
+    scorer = Scorer(str(path), backend="eager", quiet=True)
+    assert scorer.featurizer_config.vision_dim == 71 and scorer.model.vision_slice == (64, 71)
+    with pytest.raises(ConfigError) as err:
+        Scorer(str(path), backend="eager", quiet=True,
+               featurizer_config=FeaturizerConfig().for_vision_features("mediapipe_v2"))
+    message = " ".join(str(err.value).split())
+    assert "does not match the live featurizer: vision_features" in message and "\n" not in str(err.value).strip()
