@@ -112,6 +112,13 @@ class OnnxRuntimeOptions:
     # Text-encoder MatMuls left float in the int8 file, "<layer>.<kind>" (kind: query, key, value,
     # attn_out, ffn_in, ffn_out), e.g. "1.ffn_out".
     int8_float_matmuls: list[str] = field(default_factory=lambda: ["0.ffn_out", "1.ffn_out"])
+    # ONNX Runtime graph rewrites not applied at load (their names, as InferenceSession's
+    # disabled_optimizers takes them): SkipLayerNormFusion because its CPU kernel (1.32) took ~35 us per
+    # (20, 384) call where Add + LayerNormalization take ~9 (docs/benchmarks.md, session 4).
+    disabled_optimizers: list[str] = field(default_factory=lambda: ["SkipLayerNormFusion"])
+    # Session config entries (ONNX Runtime's onnxruntime_session_options_config_keys.h), e.g.
+    # {"session.intra_op.allow_spinning": "0"}; values are strings.
+    session_config: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.optimization_level not in ("disable", "basic", "extended", "all"):
@@ -126,6 +133,8 @@ class OnnxRuntimeOptions:
         if not (self.int8_smoothing_alpha == 0 or 0 < self.int8_smoothing_alpha < 1):
             raise ConfigError(f"onnxruntime.int8_smoothing_alpha must be 0 (off) or between 0 and 1, "
                               f"not {self.int8_smoothing_alpha}.")
+        if not all(isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in self.session_config.items()):
+            raise ConfigError("onnxruntime.session_config must map ONNX Runtime config keys to values.")
         for name in self.int8_float_matmuls:
             layer, _, kind = str(name).partition(".")
             if not layer.isdigit() or kind not in MATMUL_KINDS:
@@ -462,11 +471,19 @@ class OnnxRuntimeBackend(Backend):
             else:   # measured and checked on the CPU execution provider only (docs/benchmarks.md)
                 log.info("onnxruntime.quantize int8 applies to the CPU execution provider; float on %s", device)
 
-    def _session(self, path: Path):
+    def _session(self, path: Path, profile_prefix: str | None = None, optimized_path: Path | None = None):
+        """An InferenceSession on `path` with the configured options (`profile_prefix`: ONNX Runtime's
+        per-node profile is written there; `optimized_path`: the graph as optimized at load is saved there)."""
         import onnxruntime as ort
 
         o = self.options.onnxruntime
         so = ort.SessionOptions()
+        for key, value in o.session_config.items():
+            so.add_session_config_entry(key, str(value))
+        if profile_prefix:
+            so.enable_profiling, so.profile_file_prefix = True, profile_prefix
+        if optimized_path:
+            so.optimized_model_filepath = str(optimized_path)
         so.graph_optimization_level = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                                        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
                                        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -478,7 +495,8 @@ class OnnxRuntimeBackend(Backend):
         providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device.type == "cuda"
                      else ["CPUExecutionProvider"])
         try:
-            return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+            return ort.InferenceSession(str(path), sess_options=so, providers=providers,
+                                        disabled_optimizers=list(o.disabled_optimizers))
         except Exception as err:  # a corrupt cache file: one sentence, and the path to delete
             detail = str(err).splitlines()[0][-160:] if str(err) else type(err).__name__
             raise BackendError(f"ONNX Runtime could not load {path} ({detail}); "
