@@ -16,6 +16,8 @@ from moodlens.core.types import AudioChunk
 from moodlens.realtime.engine.events import SCHEMA_VERSION, WindowEvent, check_event_dict
 from moodlens.realtime.perception.vad import UtteranceWindower, VadOptions
 
+from helpers.live import live_transcriber, shipped_scorer
+
 SR = 16_000
 
 
@@ -89,24 +91,12 @@ def test_preview_windows_grow_until_the_final(tts):
 
 @pytest.fixture(scope="module")
 def transcriber(scorer):
-    from moodlens.realtime.app.live_config import load_live_config
-    from moodlens.realtime.engine.build import live_featurizer_config
-    from moodlens.realtime.perception.asr import Transcriber
-
-    # Whisper's encoder input follows the checkpoint (as build_pipeline does)
-    return Transcriber(load_live_config().asr.for_features(live_featurizer_config(scorer, None)))
+    return live_transcriber(scorer)
 
 
 @pytest.fixture(scope="module")
 def scorer():
-    from moodlens.models.checkpoint import default_checkpoint_path
-    from moodlens.realtime.scoring.scorer import Scorer
-
-    if default_checkpoint_path().exists():
-        return Scorer("default", backend="eager")
-    from moodlens.models import build_model
-
-    return Scorer.from_model(build_model("hcrl_mfd").eval(), None, backend="eager")
+    return shipped_scorer()
 
 
 SENTENCES = ["I love this wonderful day.",

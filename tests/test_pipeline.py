@@ -24,6 +24,7 @@ from moodlens.core.types import Window
 
 pytestmark = pytest.mark.e2e
 
+from helpers.live import live_transcriber, shipped_scorer
 from helpers.media import DEMO, SR, write_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,25 +67,12 @@ def gradient_frames(n: int, size=(160, 120)) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def transcriber(scorer):
-    from moodlens.realtime.perception.asr import Transcriber
-    from moodlens.realtime.app.live_config import load_live_config
-    from moodlens.realtime.engine.build import live_featurizer_config
-
-    # as the commands run it (the shipped live config), Whisper's encoder input following the checkpoint
-    return Transcriber(load_live_config().asr.for_features(live_featurizer_config(scorer, None)))
+    return live_transcriber(scorer)
 
 
 @pytest.fixture(scope="module")
 def scorer():
-    """The shipped default weights when they exist, else an untrained model of the zoo (signs not checked)."""
-    from moodlens.realtime.scoring.scorer import Scorer
-    from moodlens.models.checkpoint import default_checkpoint_path
-
-    if default_checkpoint_path().exists():
-        return Scorer("default", backend="eager")
-    from moodlens.models import build_model
-
-    return Scorer.from_model(build_model("hcrl_mfd").eval(), None, backend="eager")
+    return shipped_scorer()
 
 
 def run_file(path: Path, scorer, transcriber, realtime=False, pace="fast", sinks=(), **options):
