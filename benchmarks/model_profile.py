@@ -84,37 +84,46 @@ def area_of(scopes: list[str]) -> str:
 
 
 def attribute(optimized, source) -> dict[str, str]:
-    """node name in the optimized graph -> area, via the exported file's producers of its outputs."""
-    produced = {}
+    """node name in the optimized graph -> area. In the exported file, a node without a module scope (added
+    by the quantizer: DynamicQuantizeLinear, MatMulInteger, its scale Muls) takes the area of the nodes it
+    feeds, else of those feeding it; an optimized node then takes the area of the exported node that wrote
+    one of its outputs, else of its neighbours."""
+    top = "inputs, masks, outputs (top level)"
+
+    def spread(nodes, known: dict[str, str]) -> dict[str, str]:
+        """name -> area for `nodes`, from `known` (tensor -> area) and the neighbours of unknown ones."""
+        consumers: dict[str, list] = collections.defaultdict(list)
+        for node in nodes:
+            for name in node.input:
+                consumers[name].append(node)
+        areas = {}
+        for node in nodes:
+            hit = next((known[o] for o in node.output if o in known), None)
+            if hit:
+                areas[node.name] = hit
+        for _ in range(6):
+            for node in nodes:
+                if node.name in areas:
+                    continue
+                near = [areas.get(c.name) for o in node.output for c in consumers[o]] + \
+                       [known.get(i) for i in node.input]
+                near = [a for a in near if a and a != top]
+                if near:
+                    areas[node.name] = collections.Counter(near).most_common(1)[0][0]
+                    for o in node.output:
+                        known.setdefault(o, areas[node.name])
+        return areas
+
+    scoped = {}
     for node in source.graph.node:
-        area = area_of(scope_of(node))
-        for out in node.output:
-            produced[out] = area
-    areas, pending = {}, []
-    for node in optimized.graph.node:
-        hit = next((produced[o] for o in node.output if o in produced), None)
-        if hit is None:     # a node the optimizer or quantizer added: its consumers' area, else its inputs'
-            pending.append(node)
-            continue
-        areas[node.name] = hit
-        for o in node.output:
-            produced.setdefault(o, hit)
-    consumers: dict[str, list] = collections.defaultdict(list)
-    for node in optimized.graph.node:
-        for i in node.input:
-            consumers[i].append(node)
-    for _ in range(3):
-        for node in pending:
-            if node.name in areas:
-                continue
-            near = [areas.get(c.name) for o in node.output for c in consumers[o]] + \
-                   [produced.get(i) for i in node.input]
-            near = [a for a in near if a]
-            if near:
-                areas[node.name] = collections.Counter(near).most_common(1)[0][0]
-                for o in node.output:
-                    produced.setdefault(o, areas[node.name])
-    return areas
+        scopes = scope_of(node)
+        if scopes:
+            for out in node.output:
+                scoped[out] = area_of(scopes)
+    source_areas = spread(list(source.graph.node), scoped)
+    produced = {out: source_areas.get(node.name, top) for node in source.graph.node for out in node.output}
+    areas = spread(list(optimized.graph.node), produced)
+    return {node.name: areas.get(node.name, top) for node in optimized.graph.node}
 
 
 def main(argv: list[str] | None = None) -> int:
