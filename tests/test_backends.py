@@ -96,6 +96,10 @@ def test_onnx_export_is_cached_on_disk(tiny, options, cpu_backends):
     assert second.builds == 0 and second.cache_hits == 1
     other = make_tiny_model(first.path.parent / "other_encoder", seed=1)
     assert B.OnnxRuntimeBackend.export_path(_PathOnly(other, options)) != first.path  # keyed by weights
+    assert f"-opset{options.onnxruntime.opset}{B.ATTENTION_REWRITE}-" in first.path.name
+    on_cuda = _PathOnly(tiny, options)
+    on_cuda.device = torch.device("cuda")      # only the name is computed: CUDA keeps its own (unrewritten) opset
+    assert f"-opset{options.onnxruntime.opset_cuda}-ort" in B.OnnxRuntimeBackend.export_path(on_cuda).name
 
 
 def test_opset23_attention_rewrite_is_exact_and_drops_the_head_reshapes(tiny, options, tmp_path):
@@ -144,8 +148,10 @@ def test_attention_rewrite_leaves_a_graph_without_attention_alone(tmp_path):
 class _PathOnly:
     """Just enough of a backend to compute its cache path without exporting."""
 
+    opset = B.OnnxRuntimeBackend.opset
+
     def __init__(self, model, options):
-        self.model, self.options = model, options
+        self.model, self.options, self.device = model, options, torch.device("cpu")
 
 
 def test_tensorrt_unavailable_says_what_to_install(tiny, options):

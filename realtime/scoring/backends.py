@@ -93,6 +93,9 @@ class TensorRTOptions:
 @dataclass
 class OnnxRuntimeOptions:
     opset: int = 23
+    # The CUDA execution provider's file: opset 23's Attention node there has not been run (no GPU lent), so
+    # CUDA keeps the opset it was written against.
+    opset_cuda: int = 18
     # Graph optimizations ONNX Runtime applies when it loads the file: disable | basic | extended | all.
     optimization_level: str = "all"
     # "int8" (CPU execution provider only): dynamic int8 quantization (onnxruntime.quantization, per output
@@ -602,10 +605,14 @@ class OnnxRuntimeBackend(Backend):
         return n < o.int8_shadow_windows or bool(o.int8_recheck_every and
                                                  (n - o.int8_shadow_windows + 1) % o.int8_recheck_every == 0)
 
+    def opset(self) -> int:
+        o = self.options.onnxruntime
+        return o.opset_cuda if self.device.type == "cuda" else o.opset
+
     def export_path(self) -> Path:
         import onnxruntime as ort
 
-        opset = self.options.onnxruntime.opset
+        opset = self.opset()
         rewrite = ATTENTION_REWRITE if opset >= 23 else ""
         key = f"{model_fingerprint(self.model)}-opset{opset}{rewrite}-ort{ort.__version__}"
         name = getattr(self.model, "name", type(self.model).__name__)
@@ -628,9 +635,9 @@ class OnnxRuntimeBackend(Backend):
                     cpu_model, example.to("cpu").tensors(), str(tmp), dynamo=True,
                     dynamic_shapes=MultimodalBatch.dynamic_shapes(),
                     input_names=list(MultimodalBatch.FIELDS), output_names=list(OUTPUT_NAMES),
-                    opset_version=self.options.onnxruntime.opset, external_data=False, verbose=False,
+                    opset_version=self.opset(), external_data=False, verbose=False,
                 )
-            if self.options.onnxruntime.opset >= 23:
+            if self.opset() >= 23:
                 log.debug("attention rewrite of %s: %s", path.name, simplify_attention(tmp))
             os.replace(tmp, path)  # atomic: a concurrent scorer never reads a half-written file
             prune_cache(path.parent, "*.onnx", keep=MAX_CACHED_EXPORTS)
