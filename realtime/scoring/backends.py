@@ -771,6 +771,7 @@ def simplify_attention(path: Path) -> dict[str, int]:
     if made:
         graph.initializer.extend([numpy_helper.from_array(np.array([1, 1], dtype=np.int64), "attn_mask__1_1"),
                                   numpy_helper.from_array(np.array([1], dtype=np.int64), "attn_mask__1")])
+
     def names_read(node):   # its inputs, and what the subgraphs of an If / Loop read from outside
         yield from node.input
         for attr in node.attribute:

@@ -161,7 +161,8 @@ class Scorer:
         """A modality absent from every row (no face in the window, no words) is cut to MIN_SEQ_LEN steps:
         the model zeroes an absent modality's frames and replaces its pooled features with the learned
         `absent` embedding, so its branch's output does not depend on them, and 45 masked face frames
-        cost what 45 real ones do (~1 ms of a ~4 ms window; tests/test_scorer.py checks the outputs match)."""
+        cost what 45 real ones do (0.6-0.7 ms CPU of a ~4 ms window, docs/benchmarks.md; tests/test_scorer.py
+        checks the outputs match)."""
         present = batch.present.to(torch.bool)
         cut = {}
         for col, ids, mask in ((0, "text_ids", "text_mask"), (1, "audio", "audio_mask"), (2, "vision", "vision_mask")):
