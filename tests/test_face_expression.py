@@ -358,3 +358,24 @@ def test_a_v3_checkpoint_is_refused_by_a_v2_live_featurizer_in_one_sentence(tmp_
                featurizer_config=FeaturizerConfig().for_vision_features("mediapipe_v2"))
     message = " ".join(str(err.value).split())
     assert "does not match the live featurizer: vision_features" in message and "\n" not in str(err.value).strip()
+
+
+@needs_fer
+def test_privacy_mode_sessions_keep_all_71_dims(tmp_path):
+    """A session recorded with face features only (faces.bin) under a mediapipe_v3 featurizer config stores
+    records as wide as its face vector (71), so replay and training see the expression dims too."""
+    from helpers.media import demo_face_frames
+    from helpers.sessions import record_synthetic
+
+    from moodlens.realtime.sessions.reader import open_session
+
+    config = FeaturizerConfig().for_vision_features("mediapipe_v3").to_dict()
+    info = {"checkpoint": "default", "config": {"window": "synthetic"}, "featurizer_config": config,
+            "devices": {"camera": "synthetic stand-in", "microphone": "synthetic stand-in"}}
+    recorder, _ = record_synthetic(tmp_path / "s", seconds=1.0, video="faces", session_info=info,
+                                   images=demo_face_frames(8))
+    assert recorder.error is None, recorder.error
+    faces = [f for f in open_session(tmp_path / "s").read_faces() if f.face_present]
+    assert len(faces) >= 5
+    assert all(f.values.shape == (71,) and np.isfinite(f.values).all() for f in faces)
+    assert all((f.values[64:] <= 0).all() and f.values[64:].max() > -20 for f in faces)   # log-probabilities
