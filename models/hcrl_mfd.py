@@ -49,6 +49,9 @@ configs/train/default_trimodal.yaml turns them on; docs/model_card.md says why a
     clips, e.g. a synthetic one, then cannot drive a linear head to the range's end); `recentre_audio`
     subtracts a stored `audio_offset` (buffer, inference only; the mean voice output over the train actors'
     neutral clips, `scripts/probe_voice_lean.py offset`) from the voice output, so ONNX and eager agree.
+    `pooled_inputs_vision: [start, stop]` makes the face head pool only that slice of the vision vector
+    (the shipped weights: [64, 71], mediapipe_v3's 7 expression-CNN dims, while the paper's vision branch
+    reads all 71); the mirror map is applied to the whole vector first, so it holds on any slice.
   - `late_fusion` [w_T, w_A, w_V]: the fused output is Σ_m w_m s_m [m] / Σ_m w_m [m] over the present
     modalities, with s_A, s_V the pooled heads and s_T the paper model's own words-only prediction (its
     fused output with audio and vision absent), which is also the text output. (2, 1, 1) is the fused
@@ -117,6 +120,7 @@ class Config(BaseModelConfig):
     pooled_independent: bool = False    # each member fits the label on its own (an ensemble), not their mean
     pooled_clip_audio: float = 0.0      # > 0: the voice statistics clamped to +-this many sds (0: off)
     recentre_audio: bool = False        # subtract the stored `audio_offset` (buffer) from the voice output
+    pooled_inputs_vision: list = ()     # [start, stop]: the slice of the vision vector the face head pools (() = all)
 
 
 # ---- paper-specific blocks ---------------------------------------------------------------------
@@ -269,7 +273,8 @@ FACE_MIRROR_NEGATE = (52, 54, 55)   # yaw, roll, tx
 
 def mirror_face(x: torch.Tensor) -> torch.Tensor:
     """The 64-d face features (last dim) of the mirrored face (FACE_MIRROR_PAIRS); sequences or statistics
-    of them alike (a mean mirrors as its frames do; a std would not change sign: mirror frames, not stds)."""
+    of them alike (a mean mirrors as its frames do; a std would not change sign: mirror frames, not stds).
+    Dims past 64 (mediapipe_v3's 7 expression dims, a mean over the crop and its mirror) stay as they are."""
     order = list(range(x.shape[-1]))
     for a, b in FACE_MIRROR_PAIRS:
         order[a], order[b] = b, a
@@ -395,10 +400,19 @@ class Model(SentimentModel):
         if c.late_fusion and (len(c.late_fusion) != 3 or any(float(w) < 0 for w in c.late_fusion)):
             raise ConfigError(f"hcrl_mfd: late_fusion needs three weights >= 0 (text, audio, vision), "
                               f"got {list(c.late_fusion)}.")
-        if (c.pooled_mirror or c.pooled_mirror_training) and c.vision_dim != 64:
-            raise ConfigError(f"hcrl_mfd: pooled_mirror needs the live 64-d face features, got vision_dim "
-                              f"{c.vision_dim}.")
+        if (c.pooled_mirror or c.pooled_mirror_training) and c.vision_dim not in (64, 71):
+            raise ConfigError(f"hcrl_mfd: pooled_mirror needs the live 64-d face features (or mediapipe_v3's 71, "
+                              f"whose 7 expression dims are mirror invariant), got vision_dim {c.vision_dim}.")
+        self.vision_slice = None
+        if c.pooled_inputs_vision:
+            span = [int(v) for v in c.pooled_inputs_vision]
+            if "vision" not in c.pooled_heads or len(span) != 2 or not 0 <= span[0] < span[1] <= c.vision_dim:
+                raise ConfigError(f"hcrl_mfd: pooled_inputs_vision needs [start, stop] with 0 <= start < stop <= "
+                                  f"vision_dim ({c.vision_dim}) and a vision pooled head, got {list(c.pooled_inputs_vision)}.")
+            self.vision_slice = (span[0], span[1])
         dims = {"audio": c.audio_dim, "vision": c.vision_dim}
+        if self.vision_slice is not None:
+            dims["vision"] = self.vision_slice[1] - self.vision_slice[0]
         self.pooled_heads = nn.ModuleDict({
             m: PooledHead(dims[m], m in c.pooled_std, 0 if m in c.pooled_linear else c.pooled_hidden,
                           c.pooled_dropout, c.pooled_members, c.pooled_clip_audio if m == "audio" else 0.0)
@@ -441,6 +455,12 @@ class Model(SentimentModel):
         r = self.config.output_range
         return SentimentOutput(*(x.clamp(-r, r) for x in raw))
 
+    def pooled_input(self, m: str, x: torch.Tensor) -> torch.Tensor:
+        """What modality m's pooled head reads: the whole frame vector, or `pooled_inputs_vision`'s slice."""
+        if m == "vision" and self.vision_slice is not None:
+            return x[..., self.vision_slice[0]:self.vision_slice[1]]
+        return x
+
     def product_outputs(self, paper: SentimentOutput, pooled: dict, audio, audio_mask, vision, vision_mask,
                         present) -> SentimentOutput:
         """The product additions on top of the paper outputs (identity when they are off)."""
@@ -452,9 +472,10 @@ class Model(SentimentModel):
         on = {m: present[:, self.modalities.index(m)] for m in self.modalities}
         for m, head in self.pooled_heads.items():
             share = getattr(c, f"pooled_share_{m}")
-            score = head(*inputs[m], on[m])
+            x, mask = inputs[m]
+            score = head(self.pooled_input(m, x), mask, on[m])
             if m in c.pooled_mirror:   # mirror-symmetric by construction: a face and its mirror image score alike
-                score = 0.5 * (score + head(mirror_face(inputs[m][0]), inputs[m][1], on[m]))
+                score = 0.5 * (score + head(self.pooled_input(m, mirror_face(x)), mask, on[m]))
             outputs[m] = share * score + (1.0 - share) * outputs[m]
         if c.recentre_audio:   # a neutral voice of the training actors scores 0 on average
             outputs["audio"] = outputs["audio"] - self.audio_offset.to(outputs["audio"].dtype)
@@ -521,7 +542,7 @@ class Model(SentimentModel):
                 if m in c.pooled_mirror_training:   # each face and its mirror image, same label
                     x, mask = torch.cat([x, mirror_face(x)]), torch.cat([mask, mask])
                     on, y, rows = torch.cat([on, on]), torch.cat([y, y]), torch.cat([rows, rows])
-                scores = head.member_outputs(x, mask, on)
+                scores = head.member_outputs(self.pooled_input(m, x), mask, on)
                 if not c.pooled_independent:
                     scores = scores.mean(0, keepdim=True)
                 errors.append(torch.stack([masked_mse(k, y, rows) for k in scores]).mean())

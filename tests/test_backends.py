@@ -96,13 +96,62 @@ def test_onnx_export_is_cached_on_disk(tiny, options, cpu_backends):
     assert second.builds == 0 and second.cache_hits == 1
     other = make_tiny_model(first.path.parent / "other_encoder", seed=1)
     assert B.OnnxRuntimeBackend.export_path(_PathOnly(other, options)) != first.path  # keyed by weights
+    assert f"-opset{options.onnxruntime.opset}{B.ATTENTION_REWRITE}-" in first.path.name
+    on_cuda = _PathOnly(tiny, options)
+    on_cuda.device = torch.device("cuda")      # only the name is computed: CUDA keeps its own (unrewritten) opset
+    assert f"-opset{options.onnxruntime.opset_cuda}-ort" in B.OnnxRuntimeBackend.export_path(on_cuda).name
+
+
+def test_opset23_attention_rewrite_is_exact_and_drops_the_head_reshapes(tiny, options, tmp_path):
+    """The shipped export (opset 23): every Attention node takes 3-D inputs after the rewrite, no head
+    split / merge Transposes are left, the key masks ONNX Runtime's kernel needs expanded are, and the
+    file gives eager's outputs on ragged batches with an absent modality (the parity test above runs it
+    too); the opset-18 export of the same model has more nodes and no Attention node."""
+    import onnx
+
+    assert options.onnxruntime.opset >= 23
+    backend = B.create_backend("onnxruntime", tiny, "cpu", options)
+    graph = onnx.load(str(backend.path)).graph
+    attention = [n for n in graph.node if n.op_type == "Attention"]
+    assert len(attention) == 2          # the 1-layer BERT and the audio self-attention
+    assert all({a.name for a in n.attribute} >= {"q_num_heads", "kv_num_heads"} for n in attention)
+    assert not [n for n in graph.node if n.op_type == "Transpose"]
+    assert sum(n.op_type == "Expand" and n.output[0].endswith("_full") for n in graph.node) == 1   # audio's mask
+    eager = B.create_backend("eager", tiny, "cpu", options)
+    for i, shape in enumerate([(1, 7, 20, 5), (3, 12, 33, 9), (2, 3, 3, 3)]):
+        batch = ragged_batch(tiny, *shape, seed=i, absent=i % 3)
+        for name, want, got in zip(SentimentOutput._fields, eager(batch), backend(batch)):
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4, msg=f"{name} at {shape}")
+    old = dataclasses.replace(options, onnxruntime=dataclasses.replace(options.onnxruntime, opset=18))
+    old_backend = B.OnnxRuntimeBackend.__new__(B.OnnxRuntimeBackend)
+    old_backend.model, old_backend.options, old_backend.device = tiny, old, torch.device("cpu")
+    old_path = tmp_path / "opset18.onnx"
+    old_backend.export(old_path)
+    old_graph = onnx.load(str(old_path)).graph
+    assert not [n for n in old_graph.node if n.op_type == "Attention"]
+    assert len(graph.node) < len(old_graph.node)
+
+
+def test_attention_rewrite_leaves_a_graph_without_attention_alone(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])
+    graph = helper.make_graph([helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0])], "g", [x], [y])
+    path = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    assert B.simplify_attention(path) == {"attention": 0, "three_d": 0, "masks": 0, "nodes": 1}
+    assert [n.op_type for n in onnx.load(str(path)).graph.node] == ["Transpose"]
 
 
 class _PathOnly:
     """Just enough of a backend to compute its cache path without exporting."""
 
+    opset = B.OnnxRuntimeBackend.opset
+
     def __init__(self, model, options):
-        self.model, self.options = model, options
+        self.model, self.options, self.device = model, options, torch.device("cpu")
 
 
 def test_tensorrt_unavailable_says_what_to_install(tiny, options):

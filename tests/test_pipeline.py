@@ -390,7 +390,7 @@ def test_waiting_windows_are_scored_in_one_batch(tts, tmp_path, scorer):
     sf.write(str(wav), speech, SR)
     pipe = build_pipeline(MediaFileSource(wav, origin=0.0), scorer, transcriber=object())
     pipe.origin = 0.0
-    face = FaceFeatures(t=0.1, values=np.full(64, 0.2, np.float32), face_present=True)
+    face = FaceFeatures(t=0.1, values=np.full(scorer.featurizer_config.vision_dim, 0.2, np.float32), face_present=True)
     items = [
         _Transcribed(Window(0, 0.0, 2.0, speech[:2 * SR], faces=[face], closed_at=time.monotonic()), "I love this", 300.0),
         _Transcribed(Window(1, 3.0, 4.0, speech[:SR], closed_at=time.monotonic()), "", 250.0),

@@ -126,3 +126,36 @@ def test_model_dims_must_match_the_featurizer(tmp_path, options):
     small.config.audio_dim = 20
     with pytest.raises(ConfigError, match="audio_dim=20 but the live featurizer computes 40"):
         Scorer.from_model(small, backend="eager", options=options, quiet=True)
+
+
+@pytest.mark.parametrize("absent", [0, 1, 2])
+def test_an_absent_modality_is_cut_short_and_scores_the_same(options, absent):
+    """A modality absent from every row is fed as 2 steps instead of its full length: the window's scores are
+    those of the full batch (eager; hcrl_mfd with random weights and the product additions: pooled heads,
+    late fusion, recentred voice), and the branch really gets the short input."""
+    torch.manual_seed(3)
+    model = build_model("hcrl_mfd", {"pooled_heads": ["audio", "vision"], "pooled_std": ["audio"],
+                                     "late_fusion": [2.0, 1.0, 1.0], "recentre_audio": True,
+                                     "dropout": 0.0, "pooled_dropout": 0.0}).eval()
+    scorer = Scorer.from_model(model, backend="eager", options=options, quiet=True)
+    batch = model.example_inputs(2, text_len=14, audio_len=60, vision_len=30, seed=absent)
+    present = batch.present.clone()
+    present[:, absent] = False
+    batch = batch.replace(present=present)
+    seen = []
+    original = scorer.backend.run
+    scorer.backend.run = lambda b: seen.append(b) or original(b)
+    out, _ms = scorer.predict(batch)
+    field = ("text_ids", "audio", "vision")[absent]
+    assert getattr(seen[0], field).shape[1] == 2
+    assert all(getattr(seen[0], f).shape == getattr(batch, f).shape for f in ("text_ids", "audio", "vision")
+               if f != field)
+    with torch.inference_mode():
+        ref = model(*batch.tensors())
+    for name, got, want in zip(("fused", "text", "audio", "vision"), out, ref):
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-5, err_msg=name)
+    # present in one row only: nothing is cut
+    present[0, absent] = True
+    seen.clear()
+    scorer.predict(batch.replace(present=present))
+    assert getattr(seen[0], field).shape == getattr(batch, field).shape

@@ -34,11 +34,14 @@ def test_default_checkpoint_is_small_and_complete(default):
     assert path.stat().st_size <= 25 * 1024 * 1024
     payload, _ = read_checkpoint("default")
     assert payload["format"] == "moodlens-checkpoint/1" and payload["model_name"] == default.model_name
-    # audio = Whisper tiny.en encoder states (384-d), vision = the live 64-d face features
-    assert default.model_config["audio_dim"] == 384 and default.model_config["vision_dim"] == 64
+    # audio = Whisper tiny.en encoder states (384-d), vision = the live 71-d face features (mediapipe_v3)
+    assert default.model_config["audio_dim"] == 384 and default.model_config["vision_dim"] == 71
     assert default.featurizer_config["audio_features"] == "whisper_encoder"
-    # the face features without the framing dims (docs/model_card.md); the live featurizer follows the checkpoint
-    assert default.featurizer_config["vision_features"] == "mediapipe_v2"
+    # v2's 64 dims + the expression CNN's 7 (docs/model_card.md); the live featurizer follows the checkpoint,
+    # and the face head pools the 7 CNN dims alone
+    assert default.featurizer_config["vision_features"] == "mediapipe_v3"
+    assert len(default.featurizer_config["vision_expression_sha"]) == 16
+    assert list(default.model_config["pooled_inputs_vision"]) == [64, 71]
     assert default.featurizer_config["text_max_len"] == default.model_config["text_max_len"]
     # MOSI text + RAVDESS voices + face stills: every branch was trained, the scorer scores all three
     assert default.extra["trained_modalities"] == ["text", "audio", "vision"]

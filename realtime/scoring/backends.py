@@ -92,7 +92,10 @@ class TensorRTOptions:
 
 @dataclass
 class OnnxRuntimeOptions:
-    opset: int = 18
+    opset: int = 23
+    # The CUDA execution provider's file: opset 23's Attention node there has not been run (no GPU lent), so
+    # CUDA keeps the opset it was written against.
+    opset_cuda: int = 18
     # Graph optimizations ONNX Runtime applies when it loads the file: disable | basic | extended | all.
     optimization_level: str = "all"
     # "int8" (CPU execution provider only): dynamic int8 quantization (onnxruntime.quantization, per output
@@ -112,6 +115,13 @@ class OnnxRuntimeOptions:
     # Text-encoder MatMuls left float in the int8 file, "<layer>.<kind>" (kind: query, key, value,
     # attn_out, ffn_in, ffn_out), e.g. "1.ffn_out".
     int8_float_matmuls: list[str] = field(default_factory=lambda: ["0.ffn_out", "1.ffn_out"])
+    # ONNX Runtime graph rewrites not applied at load (their names, as InferenceSession's
+    # disabled_optimizers takes them): SkipLayerNormFusion because its CPU kernel (1.32) took ~35 us per
+    # (20, 384) call where Add + LayerNormalization take ~9 (docs/benchmarks.md, session 4).
+    disabled_optimizers: list[str] = field(default_factory=lambda: ["SkipLayerNormFusion"])
+    # Session config entries (ONNX Runtime's onnxruntime_session_options_config_keys.h), e.g.
+    # {"session.intra_op.allow_spinning": "0"}; values are strings.
+    session_config: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.optimization_level not in ("disable", "basic", "extended", "all"):
@@ -126,6 +136,8 @@ class OnnxRuntimeOptions:
         if not (self.int8_smoothing_alpha == 0 or 0 < self.int8_smoothing_alpha < 1):
             raise ConfigError(f"onnxruntime.int8_smoothing_alpha must be 0 (off) or between 0 and 1, "
                               f"not {self.int8_smoothing_alpha}.")
+        if not all(isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in self.session_config.items()):
+            raise ConfigError("onnxruntime.session_config must map ONNX Runtime config keys to values.")
         for name in self.int8_float_matmuls:
             layer, _, kind = str(name).partition(".")
             if not layer.isdigit() or kind not in MATMUL_KINDS:
@@ -462,11 +474,19 @@ class OnnxRuntimeBackend(Backend):
             else:   # measured and checked on the CPU execution provider only (docs/benchmarks.md)
                 log.info("onnxruntime.quantize int8 applies to the CPU execution provider; float on %s", device)
 
-    def _session(self, path: Path):
+    def _session(self, path: Path, profile_prefix: str | None = None, optimized_path: Path | None = None):
+        """An InferenceSession on `path` with the configured options (`profile_prefix`: ONNX Runtime's
+        per-node profile is written there; `optimized_path`: the graph as optimized at load is saved there)."""
         import onnxruntime as ort
 
         o = self.options.onnxruntime
         so = ort.SessionOptions()
+        for key, value in o.session_config.items():
+            so.add_session_config_entry(key, str(value))
+        if profile_prefix:
+            so.enable_profiling, so.profile_file_prefix = True, profile_prefix
+        if optimized_path:
+            so.optimized_model_filepath = str(optimized_path)
         so.graph_optimization_level = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                                        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
                                        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -478,7 +498,8 @@ class OnnxRuntimeBackend(Backend):
         providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device.type == "cuda"
                      else ["CPUExecutionProvider"])
         try:
-            return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+            return ort.InferenceSession(str(path), sess_options=so, providers=providers,
+                                        disabled_optimizers=list(o.disabled_optimizers))
         except Exception as err:  # a corrupt cache file: one sentence, and the path to delete
             detail = str(err).splitlines()[0][-160:] if str(err) else type(err).__name__
             raise BackendError(f"ONNX Runtime could not load {path} ({detail}); "
@@ -584,10 +605,16 @@ class OnnxRuntimeBackend(Backend):
         return n < o.int8_shadow_windows or bool(o.int8_recheck_every and
                                                  (n - o.int8_shadow_windows + 1) % o.int8_recheck_every == 0)
 
+    def opset(self) -> int:
+        o = self.options.onnxruntime
+        return o.opset_cuda if self.device.type == "cuda" else o.opset
+
     def export_path(self) -> Path:
         import onnxruntime as ort
 
-        key = f"{model_fingerprint(self.model)}-opset{self.options.onnxruntime.opset}-ort{ort.__version__}"
+        opset = self.opset()
+        rewrite = ATTENTION_REWRITE if opset >= 23 else ""
+        key = f"{model_fingerprint(self.model)}-opset{opset}{rewrite}-ort{ort.__version__}"
         name = getattr(self.model, "name", type(self.model).__name__)
         return self.options.resolved_cache_dir() / f"{name}-{key}.onnx"
 
@@ -608,8 +635,10 @@ class OnnxRuntimeBackend(Backend):
                     cpu_model, example.to("cpu").tensors(), str(tmp), dynamo=True,
                     dynamic_shapes=MultimodalBatch.dynamic_shapes(),
                     input_names=list(MultimodalBatch.FIELDS), output_names=list(OUTPUT_NAMES),
-                    opset_version=self.options.onnxruntime.opset, external_data=False, verbose=False,
+                    opset_version=self.opset(), external_data=False, verbose=False,
                 )
+            if self.opset() >= 23:
+                log.debug("attention rewrite of %s: %s", path.name, simplify_attention(tmp))
             os.replace(tmp, path)  # atomic: a concurrent scorer never reads a half-written file
             prune_cache(path.parent, "*.onnx", keep=MAX_CACHED_EXPORTS)
         except Exception as err:
@@ -651,6 +680,119 @@ class OnnxRuntimeBackend(Backend):
 
 def _max_abs_diff(ref, got) -> float:
     return max(float(np.nanmax(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(ref, got))
+
+
+# Version of `simplify_attention`'s rewrite, part of the export's cache key (a changed rewrite re-exports).
+ATTENTION_REWRITE = "a1"
+
+
+def simplify_attention(path: Path) -> dict[str, int]:
+    """Rewrite the opset-23 `Attention` nodes of the ONNX file at `path` in place (values unchanged);
+    returns {"attention": nodes, "three_d": nodes now taking 3-D inputs, "masks": masks expanded, "nodes": after}.
+
+    From opset 23 the exporter writes scaled_dot_product_attention as one `Attention` node (17 nodes
+    each at opset 18); ONNX Runtime's per-node cost is a large part of a batch-1 call here (~1000 nodes
+    at opset 18, most on tensors of a few thousand values), so fewer nodes is time saved. Two rewrites:
+
+    - 3-D inputs: where Q, K and V each come from Reshape (B, L, D) -> (B, L, H, D/H) then Transpose
+      (0, 2, 1, 3), and the output goes back through Transpose + Reshape to (B, L, D), the node takes
+      the (B, L, D) tensors with q_num_heads = kv_num_heads = H (the spec's 3-D form) and the head
+      split and merge are dropped (8 nodes per attention, plus the shape arithmetic feeding them);
+    - masks: the ONNX spec lets a (B, 1, 1, Lk) key mask broadcast over the query axis, but ONNX
+      Runtime's CPU kernel (1.32) refuses a mask whose dim -2 is not Lq: each such mask is expanded to
+      (B, 1, Lq, Lk) once per distinct query length (Shape/Concat/Expand) and shared by its layers.
+    """
+    import collections
+
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    shapes = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(graph.value_info) + list(graph.input) + list(graph.output)}
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = collections.defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    graph_outputs = {o.name for o in graph.output}
+
+    def is_head_transpose(node) -> bool:
+        return node is not None and node.op_type == "Transpose" and next(
+            (list(a.ints) for a in node.attribute if a.name == "perm"), None) == [0, 2, 1, 3]
+
+    attention = [n for n in graph.node if n.op_type == "Attention" and n.domain in ("", "ai.onnx")]
+    three_d = 0
+    for node in attention:
+        sources, heads = [], set()
+        for name in node.input[:3]:
+            transpose = producer.get(name)
+            reshape = producer.get(transpose.input[0]) if is_head_transpose(transpose) else None
+            split, flat = (shapes.get(reshape.output[0]), shapes.get(reshape.input[0])) if reshape is not None \
+                and reshape.op_type == "Reshape" else (None, None)
+            if len(consumers[name]) != 1 or not split or len(split) != 4 or not isinstance(split[2], int) \
+                    or not flat or len(flat) != 3:
+                break
+            sources.append(reshape.input[0])
+            heads.add(split[2])
+        else:
+            after = consumers[node.output[0]]
+            merge = consumers[after[0].output[0]] if len(after) == 1 and is_head_transpose(after[0]) else []
+            if (len(merge) != 1 or merge[0].op_type != "Reshape" or len(shapes.get(merge[0].output[0], [])) != 3
+                    or len(heads) != 1 or node.output[0] in graph_outputs or len(node.output) > 1):
+                continue
+            h = heads.pop()
+            node.input[0], node.input[1], node.input[2] = sources
+            node.output[0], merge[0].output[0] = merge[0].output[0], merge[0].output[0] + "__unused"
+            node.attribute.extend([helper.make_attribute("q_num_heads", h), helper.make_attribute("kv_num_heads", h)])
+            three_d += 1
+    attention_names = {n.name for n in attention}
+    made: dict[tuple[str, Any], str] = {}
+    nodes = []
+    for node in graph.node:
+        if node.name in attention_names and len(node.input) > 3 and node.input[3]:
+            mask, query = node.input[3], node.input[0]
+            mask_dims, query_dims = shapes.get(mask), shapes.get(query) or []
+            axis = 1 if any(a.name == "q_num_heads" for a in node.attribute) else 2
+            query_len = query_dims[axis] if len(query_dims) == axis + 2 else query   # symbolic dim where known
+            # Expanding a mask that is already (B, 1, Lq, Lk) changes nothing, so an unknown shape is expanded too.
+            if not (mask_dims and len(mask_dims) == 4 and mask_dims[2] != 1) and query_len != 1:
+                key = (mask, query_len)
+                if key not in made:
+                    base = f"{mask}__q{len(made)}"
+                    nodes += [helper.make_node("Shape", [query], [base + "_len"], start=axis, end=axis + 1),
+                              helper.make_node("Concat", ["attn_mask__1_1", base + "_len", "attn_mask__1"],
+                                               [base + "_shape"], axis=0),
+                              helper.make_node("Expand", [mask, base + "_shape"], [base + "_full"])]
+                    made[key] = base + "_full"
+                node.input[3] = made[key]
+        nodes.append(node)
+    if made:
+        graph.initializer.extend([numpy_helper.from_array(np.array([1, 1], dtype=np.int64), "attn_mask__1_1"),
+                                  numpy_helper.from_array(np.array([1], dtype=np.int64), "attn_mask__1")])
+
+    def names_read(node):   # its inputs, and what the subgraphs of an If / Loop read from outside
+        yield from node.input
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                for inner in sub.node:
+                    yield from names_read(inner)
+
+    while True:   # drop what only fed the removed head split / merge
+        used = {name for node in nodes for name in names_read(node)} | graph_outputs
+        alive = [node for node in nodes if any(out in used for out in node.output)]
+        if len(alive) == len(nodes):
+            break
+        nodes = alive
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in nodes for name in names_read(node)}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.save(model, str(path))
+    return {"attention": len(attention), "three_d": three_d, "masks": len(made), "nodes": len(nodes)}
 
 
 def text_encoder_matmuls(path: Path, keep_float: list[str] | tuple[str, ...] = ()) -> list[str]:

@@ -26,6 +26,8 @@ from moodlens.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
+MIN_SEQ_LEN = 2   # the exported graphs' dynamic lengths start at 2 (MultimodalBatch.dynamic_shapes)
+
 
 class Scorer:
     """Loads a checkpoint ("default" = the shipped weights, a path, or a LoadedCheckpoint), refuses a
@@ -122,7 +124,7 @@ class Scorer:
     def predict(self, batch: MultimodalBatch) -> tuple[SentimentOutput, float]:
         """Raw model output (numpy arrays, all rows and modalities) and the model time in ms."""
         self._check_finite(batch)
-        batch = self._without_untrained(batch)
+        batch = self._trim_absent(self._without_untrained(batch))
         start = time.perf_counter()
         out = self.backend(batch)
         model_ms = (time.perf_counter() - start) * 1000
@@ -153,6 +155,22 @@ class Scorer:
             return batch
         keep = torch.tensor([m in self.trained_modalities for m in MODALITIES], device=batch.present.device)
         return batch.replace(present=batch.present.to(torch.bool) & keep)
+
+    @staticmethod
+    def _trim_absent(batch: MultimodalBatch) -> MultimodalBatch:
+        """A modality absent from every row (no face in the window, no words) is cut to MIN_SEQ_LEN steps:
+        the model zeroes an absent modality's frames and replaces its pooled features with the learned
+        `absent` embedding, so its branch's output does not depend on them, and 45 masked face frames
+        cost what 45 real ones do (0.6-0.7 ms CPU of a ~4 ms window, docs/benchmarks.md; tests/test_scorer.py
+        checks the outputs match)."""
+        present = batch.present.to(torch.bool)
+        cut = {}
+        for col, ids, mask in ((0, "text_ids", "text_mask"), (1, "audio", "audio_mask"), (2, "vision", "vision_mask")):
+            values = getattr(batch, ids)
+            if values.shape[1] > MIN_SEQ_LEN and not bool(present[:, col].any()):
+                cut[ids] = values[:, :MIN_SEQ_LEN]
+                cut[mask] = getattr(batch, mask)[:, :MIN_SEQ_LEN]
+        return batch.replace(**cut) if cut else batch
 
     @staticmethod
     def _check_finite(batch: MultimodalBatch) -> None:

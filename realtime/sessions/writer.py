@@ -295,6 +295,8 @@ class SessionRecorder(SinkBase):
         self._lock_fd = os.open(self.folder / LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o644)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         info = dict(self.session_info)
+        # faces.bin records as wide as the featurizer's face vector (64; mediapipe_v3 71)
+        self._face_dim = int((info.get("featurizer_config") or {}).get("vision_dim", 64))
         self._meta = {
             "format": SESSION_FORMAT,
             "session_id": uuid.uuid4().hex[:12],
@@ -318,7 +320,7 @@ class SessionRecorder(SinkBase):
                           "encoding": "pcm_s16le", "start_t": None},
                 "video": ({"path": VIDEO_FILE, "codec": "h264", "container": "fragmented mp4",
                            "start_t": None} if self.options.video == "mp4" else None),
-                "faces": ({"path": FACES_FILE, "dtype": _faces_dtype_spec(), "start_t": None}
+                "faces": ({"path": FACES_FILE, "dtype": _faces_dtype_spec(self._face_dim), "start_t": None}
                           if self.options.video == "faces" else None),
             },
         }
@@ -402,7 +404,7 @@ class SessionRecorder(SinkBase):
 
     def _write_face(self, face: FaceFeatures) -> None:
         self._mark_start("faces", face.t)
-        _write_all(self._faces_fd, encode_faces([face]))
+        _write_all(self._faces_fd, encode_faces([face], getattr(self, "_face_dim", 64)))
         self.stats.faces_written += 1
 
     def _write_window(self, event: Any) -> None:

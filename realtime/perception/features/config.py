@@ -68,7 +68,15 @@ VISION_FEATURE_NAMES_V2: tuple[str, ...] = (
     BLENDSHAPE_NAMES + POSE_NAMES[:3]
     + ("mouth_corner_asymmetry_iod", "mouth_corner_lift_iod", "mouth_width_iod")
     + GEOMETRY_NAMES[:5] + ("brow_inner_gap_iod",))
-VISION_FEATURE_KINDS = {"mediapipe": VISION_FEATURE_NAMES, "mediapipe_v2": VISION_FEATURE_NAMES_V2}
+# vision_features "mediapipe_v3": v2's 64 dims + the 7 log-probabilities of a facial-expression CNN (fer's
+# FER2013 mini-Xception, features/face_expression.py) on the face cut out around the landmarks, averaged
+# over the crop and its mirror image (so a mirrored face leaves them as they are). Why: what the blendshapes
+# do not carry is appearance (scripts/probe_face_expression.py has the study and its numbers).
+EXPRESSION_FEATURE_NAMES: tuple[str, ...] = tuple(
+    f"expr_{c}_logp" for c in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"))
+VISION_FEATURE_NAMES_V3: tuple[str, ...] = VISION_FEATURE_NAMES_V2 + EXPRESSION_FEATURE_NAMES
+VISION_FEATURE_KINDS = {"mediapipe": VISION_FEATURE_NAMES, "mediapipe_v2": VISION_FEATURE_NAMES_V2,
+                        "mediapipe_v3": VISION_FEATURE_NAMES_V3}
 
 # Identity of the default tokenizer: sha256 (first 16 hex) of all-MiniLM-L6-v2's vocab.txt.
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
@@ -219,8 +227,9 @@ class FeaturizerConfig:
     audio_mean: list[float] = field(default_factory=lambda: list(DEFAULT_AUDIO_MEAN))
     audio_std: list[float] = field(default_factory=lambda: list(DEFAULT_AUDIO_STD))
 
-    # vision: `vision_features` "mediapipe" (52 blendshapes, pose, 6 ratios) or "mediapipe_v2" (the
-    # framing dims replaced by mouth/brow geometry; VISION_FEATURE_NAMES_V2); see `for_vision_features`.
+    # vision: `vision_features` "mediapipe" (52 blendshapes, pose, 6 ratios), "mediapipe_v2" (the
+    # framing dims replaced by mouth/brow geometry; VISION_FEATURE_NAMES_V2) or "mediapipe_v3" (v2 + 7
+    # expression-CNN dims, 71; VISION_FEATURE_NAMES_V3); see `for_vision_features`.
     vision_features: str = "mediapipe"
     vision_dim: int = LIVE_VISION_DIM
     vision_feature_names: list[str] = field(default_factory=lambda: list(VISION_FEATURE_NAMES))
@@ -230,6 +239,8 @@ class FeaturizerConfig:
     vision_min_tracking_confidence: float = 0.5
     vision_crop_search: bool = True       # search square crops for faces too small in wide frames
     vision_model_sha: str = DEFAULT_FACE_LANDMARKER_SHA
+    # mediapipe_v3: sha256 (first 16 hex) of the expression CNN's weights file ("" for the other kinds)
+    vision_expression_sha: str = ""
 
     versions: dict[str, str] = field(default_factory=library_versions)
 
@@ -292,11 +303,16 @@ class FeaturizerConfig:
                    audio_feature_names=[f"whisper_{i:03d}" for i in range(dim)], audio_normalize=False,
                    audio_mean=[0.0] * dim, audio_std=[1.0] * dim, **overrides)
 
-    def for_vision_features(self, kind: str) -> "FeaturizerConfig":
-        """A copy computing the face features of `kind` (VISION_FEATURE_KINDS), names included."""
+    def for_vision_features(self, kind: str, expression_model: str | None = None) -> "FeaturizerConfig":
+        """A copy computing the face features of `kind` (VISION_FEATURE_KINDS), names and dim included;
+        mediapipe_v3 also records the identity of the expression CNN the asset resolver finds
+        (`expression_model`: a configured path, else MOODLENS_FACE_EXPRESSION_MODEL, else package fer)."""
         if kind not in VISION_FEATURE_KINDS:
             raise ConfigError(f"Unknown vision feature kind '{kind}' (known: {', '.join(VISION_FEATURE_KINDS)}).")
-        return dataclasses.replace(self, vision_features=kind, vision_feature_names=list(VISION_FEATURE_KINDS[kind]))
+        names = list(VISION_FEATURE_KINDS[kind])
+        sha = expression_identity(expression_model) if kind == "mediapipe_v3" else ""
+        return dataclasses.replace(self, vision_features=kind, vision_feature_names=names, vision_dim=len(names),
+                                   vision_expression_sha=sha)
 
     # ---- serialization ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -401,6 +417,14 @@ def live_featurizer_config(text_encoder: str | None = None, text_max_len: int = 
 AUDIO_FEATURE_KINDS = ("librosa", "whisper_encoder")
 WHISPER_INPUTS = ("30s", "15s", "10s", "adaptive")   # encoder input policies: features/whisper_states.py
 AUDIO_LEVELS = ("none", "rms_-23")   # level before Whisper: features/whisper_states.py normalise_level
+
+
+def expression_identity(model: str | None = None) -> str:
+    """sha256 (first 16 hex) of the expression CNN weights (features/face_expression.py) the resolver finds."""
+    from moodlens.core.assets import FACE_EXPRESSION, resolve_path
+    from moodlens.realtime.perception.features.vision import model_identity
+
+    return model_identity(resolve_path(FACE_EXPRESSION, model))
 
 
 def whisper_identity(model: str | None = None) -> str:

@@ -10,7 +10,10 @@ relative to that crop, rotation, blendshapes and geometry ratios are not affecte
 64 dims = 52 blendshape scores + head pose (yaw, pitch, roll in radians from the rotation part
 of the transformation matrix; translation x, y, z in decimetres) + 6 ratios of landmark
 distances (mouth and eye aspect ratios, brow heights over the inter-ocular distance, face width
-over image width). Names are `VISION_FEATURE_NAMES` in config.py.
+over image width). Names are `VISION_FEATURE_NAMES` in config.py. `vision_features: mediapipe_v2` puts
+size- and roll-free mouth/brow geometry in the four framing slots; `mediapipe_v3` appends 7 dims, the
+log-probabilities of a facial-expression CNN on the face cut out around the landmarks, mean of the crop and
+its mirror image (features/face_expression.py), 71 in all.
 
 Frame rate: `wants(t)` says whether a frame at time t is due at `vision_fps`; the caller skips
 frames it does not want. VIDEO mode needs strictly increasing millisecond timestamps, which
@@ -26,10 +29,11 @@ import sys
 
 import numpy as np
 
-from moodlens.core.assets import FACE_LANDMARKER, resolve_path
+from moodlens.core.assets import FACE_EXPRESSION, FACE_LANDMARKER, resolve_path
 from moodlens.core.errors import AssetError, ConfigError, DataError
 from moodlens.realtime.perception.features.config import BLENDSHAPE_NAMES, FeaturizerConfig
 from moodlens.core.types import FaceFeatures, VideoFrame
+from moodlens.realtime.perception.features.face_expression import face_crop
 
 # MediaPipe face mesh landmark indices (subject's right = image left for a mirrored selfie).
 MOUTH_UPPER, MOUTH_LOWER, MOUTH_RIGHT, MOUTH_LEFT = 13, 14, 61, 291
@@ -117,13 +121,35 @@ def face_geometry_v2(points: np.ndarray) -> np.ndarray:
     return (np.array([lift_left - lift_right, 0.5 * (lift_left + lift_right), width, gap]) / iod).astype(np.float32)
 
 
+def _load_expression(config: FeaturizerConfig, configured: str | None):
+    """The expression CNN of a mediapipe_v3 config: resolved (config path -> MOODLENS_FACE_EXPRESSION_MODEL
+    -> package fer), its identity checked against the config's, loaded (needs h5py)."""
+    from moodlens.realtime.perception.features.face_expression import ExpressionCNN
+
+    path = resolve_path(FACE_EXPRESSION, configured)
+    identity = model_identity(path)
+    if identity != config.vision_expression_sha:
+        raise ConfigError(
+            f"The facial expression model {path} (sha {identity}) is not the one the featurizer config was "
+            f"made with (sha {config.vision_expression_sha}); its features would differ.")
+    try:
+        import h5py  # noqa: F401
+    except ImportError:
+        raise AssetError("Reading the facial expression model needs h5py: install it with `pip install h5py`.") from None
+    try:
+        return ExpressionCNN(path)
+    except (OSError, ValueError, KeyError) as err:
+        raise AssetError(f"The facial expression model {path} could not be loaded ({err}).") from None
+
+
 V2_SLOTS = (55, 56, 57, 63)   # config.VISION_FEATURE_NAMES_V2: where face_geometry_v2's four values go
 
 
 class VisionFeaturizer:
     """One tracker per stream; `close()` (or `with`) releases MediaPipe's graph."""
 
-    def __init__(self, config: FeaturizerConfig | None = None, model_path: str | None = None):
+    def __init__(self, config: FeaturizerConfig | None = None, model_path: str | None = None,
+                 expression_model: str | None = None):
         self.config = config or FeaturizerConfig()
         self.model_path = resolve_path(FACE_LANDMARKER, model_path)
         identity = model_identity(self.model_path)
@@ -131,6 +157,9 @@ class VisionFeaturizer:
             raise ConfigError(
                 f"The face landmarker model {self.model_path} (sha {identity}) is not the one the featurizer "
                 f"config was made with (sha {self.config.vision_model_sha}); its features would differ.")
+        self._expression = None
+        if self.config.vision_features == "mediapipe_v3":
+            self._expression = _load_expression(self.config, expression_model)
         self.period = 1.0 / self.config.vision_fps
         self._landmarker = None
         self._searcher = None
@@ -233,6 +262,8 @@ class VisionFeaturizer:
         values, points, via_crop = found
         if via_crop:
             self._roi = self._roi_around(points, width, height)
+        if self._expression is not None:                # mediapipe_v3: + the expression CNN on the face
+            values = np.concatenate([values, self._expression.features(face_crop(image, points))])
         self.faces_found += 1
         return FaceFeatures(t=t, values=values, face_present=True)
 
@@ -307,7 +338,7 @@ class VisionFeaturizer:
         pose = head_pose(result.facial_transformation_matrixes[best])
         geometry = face_geometry(best_points, full_width or width)
         values = np.concatenate([blendshapes, pose, geometry])
-        if self.config.vision_features == "mediapipe_v2":
+        if self.config.vision_features in ("mediapipe_v2", "mediapipe_v3"):
             values[list(V2_SLOTS)] = face_geometry_v2(best_points)
         return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), best_points, False
 
