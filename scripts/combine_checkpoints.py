@@ -140,7 +140,9 @@ def combine(a: dict, b: dict, base: dict, *, vision_keys=(), names=("A", "B", "b
     out = {k: v for k, v in b.items() if k not in ("state_dict", "featurizer_config", "model_config", "metrics")}
     out.update(state_dict=state, featurizer_config=featurizer, model_config=model,
                metrics={**b.get("metrics", {}), "vision_checkpoint_metrics": a.get("metrics", {})})
-    tm = sorted(set(a.get("trained_modalities", [])) | set(b.get("trained_modalities", [])))
+    # in the order the checkpoints write it (text, audio, vision), not alphabetical
+    found = set(a.get("trained_modalities", [])) | set(b.get("trained_modalities", []))
+    tm = [m for m in ("text", "audio", "vision") if m in found] + sorted(found - {"text", "audio", "vision"})
     if tm:
         out["trained_modalities"] = tm
     if a.get("weights_dtype") != b.get("weights_dtype"):

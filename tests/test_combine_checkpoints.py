@@ -73,6 +73,7 @@ def test_takes_vision_from_a_audio_from_b_and_keeps_the_rest(trio):
         "mediapipe_v3", 7, "rms_-23", "15s")
     assert (mc["vision_dim"], mc["pooled_share_audio"], mc["audio_dim"]) == (7, 0.5, 5)
     assert out["metrics"]["vision_checkpoint_metrics"] == {"seed": 1111} and out["versions"] == {"torch": "2"}
+    assert out["trained_modalities"] == ["text", "audio", "vision"]     # the checkpoints' order, not sorted
 
 
 @pytest.mark.parametrize("change, message", [
