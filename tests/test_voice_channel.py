@@ -154,13 +154,9 @@ def test_channel_copies_keep_labels_groups_and_splits_and_skip_the_test_actors(t
 # ---- real Whisper ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory):
-    from helpers.media import synthesize
+    from helpers.media import spoken_sentence
 
-    path = synthesize("The weather is nice today, so we are going to the park after lunch.",
-                      tmp_path_factory.mktemp("speech") / "s.wav")
-    audio, sr = sf.read(str(path), dtype="float32")
-    assert sr == 16000
-    return audio
+    return spoken_sentence(tmp_path_factory.mktemp("speech"))
 
 
 @pytest.mark.e2e

@@ -92,13 +92,9 @@ def test_featurize_cli_refuses_whisper_input_without_whisper_features(tmp_path):
 # ---- real Whisper ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory):
-    from helpers.media import synthesize
+    from helpers.media import spoken_sentence
 
-    path = synthesize("The weather is nice today, so we are going to the park after lunch.",
-                      tmp_path_factory.mktemp("speech") / "s.wav")
-    audio, sr = sf.read(str(path), dtype="float32")
-    assert sr == 16000
-    return audio
+    return spoken_sentence(tmp_path_factory.mktemp("speech"))
 
 
 @pytest.mark.e2e

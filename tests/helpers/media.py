@@ -91,3 +91,14 @@ def write_clip(path: Path, audio: np.ndarray | None, frames: list[np.ndarray] | 
             for p in audio_stream.encode():
                 c.mux(p)
     return path
+
+
+def spoken_sentence(folder: Path) -> np.ndarray:
+    """One espeak-ng sentence (16 kHz mono float32) for the tests that run real Whisper on known speech."""
+    import soundfile as sf
+
+    path = synthesize("The weather is nice today, so we are going to the park after lunch.", Path(folder) / "s.wav")
+    audio, sr = sf.read(str(path), dtype="float32")
+    assert sr == 16000
+    return audio
+
