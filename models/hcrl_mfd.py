@@ -49,6 +49,11 @@ configs/train/default_trimodal.yaml turns them on; docs/model_card.md says why a
     clips, e.g. a synthetic one, then cannot drive a linear head to the range's end); `recentre_audio`
     subtracts a stored `audio_offset` (buffer, inference only; the mean voice output over the train actors'
     neutral clips, `scripts/probe_voice_lean.py offset`) from the voice output, so ONNX and eager agree.
+    `pooled_nap_audio: k` (> 0) projects k fixed directions out of the voice statistics before the head's own
+    standardisation (nuisance-attribute projection, Solomonoff et al. 2005): buffers `nap_mean`, `nap_scale`,
+    `nap_basis` (k, width), set after construction by `PooledHead.set_nap` (scripts/probe_voice_content.py:
+    the between-sentence directions of espeak-ng speech, so the words said do not move the voice score); a
+    zero basis is the identity, and with k = 0 (default) the head and its state dict are unchanged.
     `pooled_inputs_vision: [start, stop]` makes the face head pool only that slice of the vision vector
     (the shipped weights: [64, 71], mediapipe_v3's 7 expression-CNN dims, while the paper's vision branch
     reads all 71); the mirror map is applied to the whole vector first, so it holds on any slice.
@@ -119,6 +124,7 @@ class Config(BaseModelConfig):
     pooled_mirror_training: list = ()   # [vision]: its pooled head also trains on each face mirrored
     pooled_independent: bool = False    # each member fits the label on its own (an ensemble), not their mean
     pooled_clip_audio: float = 0.0      # > 0: the voice statistics clamped to +-this many sds (0: off)
+    pooled_nap_audio: int = 0           # > 0: that many content directions projected out of the voice statistics
     recentre_audio: bool = False        # subtract the stored `audio_offset` (buffer) from the voice output
     pooled_inputs_vision: list = ()     # [start, stop]: the slice of the vision vector the face head pools (() = all)
 
@@ -293,11 +299,17 @@ class PooledHead(nn.Module):
 
     COUNT_CAP = 20000.0
 
-    def __init__(self, dim: int, use_std: bool, hidden: int, dropout: float, members: int = 1, clip: float = 0.0):
+    def __init__(self, dim: int, use_std: bool, hidden: int, dropout: float, members: int = 1, clip: float = 0.0,
+                 nap: int = 0):
         super().__init__()
         self.use_std = use_std
         self.clip = float(clip)   # > 0: standardised statistics clamped to +-clip sds (0: off)
         width = dim * (2 if use_std else 1)
+        self.nap = int(nap)
+        if self.nap > 0:   # nuisance-attribute projection (class docstring); zeros = the identity until set_nap
+            self.register_buffer("nap_mean", torch.zeros(width))
+            self.register_buffer("nap_scale", torch.ones(width))
+            self.register_buffer("nap_basis", torch.zeros(self.nap, width))
         self.register_buffer("stat_mean", torch.zeros(width))
         self.register_buffer("stat_log_std", torch.zeros(width))   # log: float16 checkpoints keep small stds
         self.register_buffer("stat_count", torch.zeros(1))   # (1,), not a scalar: fingerprints view bytes
@@ -312,6 +324,25 @@ class PooledHead(nn.Module):
         w = mask.to(x.dtype).unsqueeze(-1)
         var = ((x - mean.unsqueeze(1)).pow(2) * w).sum(1) / w.sum(1).clamp_min(1.0)
         return torch.cat([mean, (var + 1e-8).sqrt()], -1)
+
+    @torch.no_grad()
+    def set_nap(self, mean, scale, basis) -> None:
+        """The projection: `basis` (k, width) orthonormal rows in the space (s - mean) / scale."""
+        basis = torch.as_tensor(basis, dtype=torch.float32)
+        if self.nap == 0 or tuple(basis.shape) != tuple(self.nap_basis.shape):
+            raise ConfigError(f"PooledHead.set_nap: a basis of shape {tuple(basis.shape)} for a head built with "
+                              f"nap = {self.nap} (width {len(self.stat_mean)}).")
+        self.nap_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.nap_scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+        self.nap_basis.copy_(basis)
+
+    def project(self, s: torch.Tensor) -> torch.Tensor:
+        """s with the NAP directions removed: s - scale * U^T U (s - mean) / scale (identity when nap = 0)."""
+        if self.nap == 0:
+            return s
+        scale = self.nap_scale.float()
+        z = (s - self.nap_mean.float()) / scale
+        return s - scale * ((z @ self.nap_basis.float().T) @ self.nap_basis.float())
 
     @torch.no_grad()
     def _accumulate(self, s: torch.Tensor) -> None:
@@ -332,7 +363,7 @@ class PooledHead(nn.Module):
 
     def member_outputs(self, x: torch.Tensor, mask: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """(members, B): each member's score."""
-        s = self.statistics(x.float(), mask)
+        s = self.project(self.statistics(x.float(), mask))
         if self.training:
             self._accumulate(s[present & mask.any(1)])
         z = (s - self.stat_mean) * torch.exp(-self.stat_log_std.float())
@@ -391,6 +422,9 @@ class Model(SentimentModel):
                + sorted(set(c.pooled_linear) - set(c.pooled_heads))
                + sorted(set(c.pooled_mirror) - ({"vision"} & set(c.pooled_heads)))
                + sorted(set(c.pooled_mirror_training) - ({"vision"} & set(c.pooled_heads))))
+        if c.pooled_nap_audio < 0 or (c.pooled_nap_audio and "audio" not in c.pooled_heads):
+            raise ConfigError(f"hcrl_mfd: pooled_nap_audio needs an audio pooled head and k >= 0, got "
+                              f"{c.pooled_nap_audio} with pooled_heads {list(c.pooled_heads)}.")
         if c.pooled_members < 1 or not all(0.0 <= x <= 1.0 for x in (c.pooled_share_audio, c.pooled_share_vision)):
             raise ConfigError(f"hcrl_mfd: pooled_members must be >= 1 and pooled_share_* in [0, 1], got "
                               f"{c.pooled_members}, {c.pooled_share_audio}, {c.pooled_share_vision}.")
@@ -415,7 +449,8 @@ class Model(SentimentModel):
             dims["vision"] = self.vision_slice[1] - self.vision_slice[0]
         self.pooled_heads = nn.ModuleDict({
             m: PooledHead(dims[m], m in c.pooled_std, 0 if m in c.pooled_linear else c.pooled_hidden,
-                          c.pooled_dropout, c.pooled_members, c.pooled_clip_audio if m == "audio" else 0.0)
+                          c.pooled_dropout, c.pooled_members, c.pooled_clip_audio if m == "audio" else 0.0,
+                          c.pooled_nap_audio if m == "audio" else 0)
             for m in c.pooled_heads})
         if c.recentre_audio:   # the voice output's mean over the train actors' neutral clips, set after training
             self.register_buffer("audio_offset", torch.zeros(1))

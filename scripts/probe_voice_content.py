@@ -172,9 +172,10 @@ def nap_apply(x: np.ndarray, mean, scale, basis) -> np.ndarray:
     return (x - scale * ((z @ basis.T) @ basis)).astype(np.float32)
 
 
-def fit(x_train, y_train, x_test, seed, *, synth=None, voice=None, aug=0.0, pen=0.0, nap=0):
+def fit(x_train, y_train, x_test, seed, *, synth=None, voice=None, aug=0.0, pen=0.0, nap=0, return_head=False):
     """The pooled voice head (probe_pooled_heads.fit_predict: linear, dropout 0.2, 10 passes, + and - drawn
-    equally often) with a candidate remedy; `synth` / `voice`: the FIT statistics the remedy may use."""
+    equally often) with a candidate remedy; `synth` / `voice`: the FIT statistics the remedy may use.
+    `return_head`: the fitted PooledHead instead of scores (ship)."""
     import torch
     from moodlens.models.hcrl_mfd import PooledHead
     from probe_pooled_heads import draw_weights, fit_predict
@@ -182,7 +183,7 @@ def fit(x_train, y_train, x_test, seed, *, synth=None, voice=None, aug=0.0, pen=
     if nap:
         m, sc, u = nap_basis(x_train, synth, voice, nap)
         x_train, x_test = nap_apply(x_train, m, sc, u), nap_apply(x_test, m, sc, u)
-    if not aug and not pen:
+    if not aug and not pen and not return_head:
         return fit_predict(x_train, y_train, x_test, "audio", 0, 0.2, PASSES, seed=seed)
     torch.manual_seed(seed)
     head = PooledHead(384, True, 0, 0.2, 1)
@@ -216,6 +217,8 @@ def fit(x_train, y_train, x_test, seed, *, synth=None, voice=None, aug=0.0, pen=
             loss.backward()
             optimizer.step()
     head.eval()
+    if return_head:   # ship: the fitted head itself (its statistics are the inputs: no statistics() needed)
+        return head
     with torch.no_grad():
         xs = torch.tensor(np.asarray(x_test, np.float32))[:, None]
         return head(xs, *ones(xs)).numpy()
@@ -319,9 +322,98 @@ def decide(results: dict) -> None:
     print("GO" if fall >= 0.5 else "NOGO: the held-out synthetic lean does not fall by half")
 
 
+# ---- ship: the chosen candidate into the stage-5 checkpoint (only on GO) -------------------------------------------
+STAGE5 = Path("/work/runs_keep/voice_v4/stage5_voice.pt")
+FOLDS = Path("/work/runs_keep/voice_v4/folds")   # the stage-5 recipe's 3 grouped folds (probe_voice_lean makefolds)
+
+
+def pickle_statistics(pkl: Path, split: str):
+    """PooledHead.statistics of a featurize pickle's split (as probe_voice_channel cv-import) and label_A."""
+    import torch
+    from moodlens.core.safeload import safe_pickle_load
+    from moodlens.models.hcrl_mfd import PooledHead
+
+    part = safe_pickle_load(str(pkl))[split]
+    x = PooledHead(384, True, 0, 0.0).statistics(torch.tensor(part["audio"]), torch.tensor(part["audio_mask"]))
+    y = np.asarray(part["regression_labels_A"], np.float64)
+    keep = np.isfinite(y) & np.asarray(part["present"])[:, 1].astype(bool)
+    return x.numpy()[keep], y[keep]
+
+
+def head_state(x_train, y_train, opt: dict, synth, voice, members: int = 3) -> dict:
+    """The voice pooled head's tensors: `members` heads fitted with seeds 0.. (the CV's seeds, whose mean it
+    scored), folded onto one shared standardisation (member k: w_k (s - m_k) / sd_k + b_k == w'_k (s - m) / sd
+    + b'_k with m, sd the mean of the members'), so the checkpoint's PooledHead (members averaged) gives the
+    mean of the fitted heads."""
+    import torch
+    from moodlens.models.hcrl_mfd import PooledHead
+
+    if opt.get("nap"):
+        raise SystemExit("ship: a NAP candidate needs PooledHead.set_nap in the checkpoint; not built here")
+    heads = [fit(x_train, y_train, None, seed, synth=synth, voice=voice, return_head=True, **opt)
+             for seed in range(members)]
+    m = torch.stack([h.stat_mean for h in heads]).mean(0)
+    sd = torch.stack([h.stat_log_std.exp() for h in heads]).mean(0)
+    state = {"stat_mean": m, "stat_log_std": sd.log(), "stat_count": heads[0].stat_count.clone()}
+    for k, h in enumerate(heads):
+        w, b = h.members[0].weight.detach()[0], h.members[0].bias.detach()
+        sd_k = h.stat_log_std.exp()
+        state[f"members.{k}.weight"] = (w * sd / sd_k)[None]
+        state[f"members.{k}.bias"] = b + (w * (m - h.stat_mean) / sd_k).sum()[None]
+    return state
+
+
+def put_head(state_dict: dict, head: dict) -> dict:
+    out = dict(state_dict)
+    for k, v in head.items():
+        key = f"pooled_heads.audio.{k}"
+        if key not in out or out[key].shape != v.shape:
+            raise SystemExit(f"{key}: not in the checkpoint or another shape")
+        out[key] = v.to(out[key].dtype)
+    return out
+
+
+def ship_main(args) -> None:
+    import os
+
+    import torch
+
+    tag = args.candidate
+    opt = dict(CANDIDATES)[tag]
+    fit_set = np.load(args.out / "synth_fit.npz")
+    synth, voice = fit_set["x"], fit_set["voice"]
+    # (1) the folds, for the cross-fitted offset: each fold's stage-5 last.pt with its voice pooled head refitted
+    #     on that fold's training actors (clean + copies) with the candidate; everything else as trained
+    for k in range(3):
+        xc, yc = pickle_statistics(FOLDS / "clean" / str(k) / "ravdess.pkl", "train")
+        xk, yk = pickle_statistics(FOLDS / "copies" / str(k) / "ravdess.pkl", "train")
+        head = head_state(np.concatenate([xc, xk]), np.concatenate([yc, yk]), opt, synth, voice)
+        src = FOLDS / "clean" / str(k) / "run" / "seed_1111" / "last.pt"
+        ckpt = torch.load(src, map_location="cpu", weights_only=False)
+        ckpt["model"] = put_head(ckpt["model"], head)
+        dst = args.out / "folds" / str(k)
+        (dst / "run" / "seed_1111").mkdir(parents=True, exist_ok=True)
+        torch.save(ckpt, dst / "run" / "seed_1111" / "last.pt")
+        if not (dst / "ravdess.pkl").exists():
+            os.symlink(FOLDS / "clean" / str(k) / "ravdess.pkl", dst / "ravdess.pkl")
+        print(f"fold {k}: {len(yc)} + {len(yk)} training clips -> {dst}", flush=True)
+    # (2) the checkpoint: stage 5's training split (actors 01-16, data_v3 + copies), the voice pooled head only
+    xc, yc = pickle_statistics(REPO / "runs/data_v3/ravdess.pkl", "train")
+    xk, yk = pickle_statistics(REPO / "runs/voice_v4/copies_none.pkl", "train")
+    head = head_state(np.concatenate([xc, xk]), np.concatenate([yc, yk]), opt, synth, voice)
+    payload = torch.load(STAGE5, map_location="cpu", weights_only=False)
+    payload["state_dict"] = put_head(payload["state_dict"], head)
+    payload.setdefault("metrics", {})["voice_pooled_head"] = f"probe_voice_content ship {tag!r}"
+    out = args.out / "stage6_voice_stage5offset.pt"
+    torch.save(payload, out)
+    print(f"{len(yc)} + {len(yk)} training clips -> {out} (audio_offset still stage 5's; set it with "
+          f"probe_voice_lean.py folds / offset)")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["synth", "clips", "cv"])
+    p.add_argument("what", choices=["synth", "clips", "cv", "ship"])
+    p.add_argument("--candidate", default="aug 0.05", help="ship: the CANDIDATES tag the cv table chose")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--only", help="cv: only these candidates (comma-separated tags)")
     args = p.parse_args(argv)
@@ -332,6 +424,8 @@ def main(argv=None) -> int:
         synth_main(args.out)
     elif args.what == "clips":
         clips_main(args.out)
+    elif args.what == "ship":
+        ship_main(args)
     else:
         cv_main(args)
     return 0
