@@ -216,21 +216,13 @@ def test_real_faces_v3_keeps_v2_and_reads_a_smile():
 def test_featurize_command_writes_v3_still_features(tmp_path):
     """`moodlens featurize --vision-features mediapipe_v3` on a real still (the demo clip's first frame):
     71 dims, the config names the kind and the CNN's identity, the values equal the live path's."""
-    import av
-    from PIL import Image
-
-    from moodlens.core.assets import DEMO_CLIP
+    from helpers.media import demo_still_dataset
     from moodlens.realtime.cli import main
     from moodlens.realtime.perception.features.vision import VisionFeaturizer
 
-    with av.open(str(resolve_path(DEMO_CLIP, None))) as container:
-        frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
-    (tmp_path / "raw" / "faces").mkdir(parents=True)
-    Image.fromarray(frame).save(tmp_path / "raw" / "faces" / "f.png")
-    labels = tmp_path / "label.csv"
-    labels.write_text("video_id,clip_id,label,label_V,mode\nfaces,f,2,2,train\n")
+    frame, raw, labels = demo_still_dataset(tmp_path)
     out = tmp_path / "v3.pkl"
-    assert main(["featurize", "--raw", str(tmp_path / "raw"), "--labels", str(labels), "--out", str(out),
+    assert main(["featurize", "--raw", str(raw), "--labels", str(labels), "--out", str(out),
                  "--workers", "1", "--vision-features", "mediapipe_v3"]) == 0
     data = pickle.loads(out.read_bytes())
     config = FeaturizerConfig().for_vision_features("mediapipe_v3")

@@ -125,23 +125,15 @@ def test_featurize_command_writes_v2_still_features(tmp_path):
     frame): the dataset's config names the kind, the four slots hold the v2 geometry, the rest is v1."""
     import pickle
 
-    import av
-    from PIL import Image
-
-    from moodlens.core.assets import DEMO_CLIP, resolve_path
+    from helpers.media import demo_still_dataset
     from moodlens.realtime.cli import main
     from moodlens.realtime.perception.features.vision import VisionFeaturizer
 
-    with av.open(str(resolve_path(DEMO_CLIP, None))) as container:
-        frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
-    (tmp_path / "raw" / "faces").mkdir(parents=True)
-    Image.fromarray(frame).save(tmp_path / "raw" / "faces" / "f.png")
-    labels = tmp_path / "label.csv"
-    labels.write_text("video_id,clip_id,label,label_V,mode\nfaces,f,2,2,train\n")
+    frame, raw, labels = demo_still_dataset(tmp_path)
     outs = {}
     for kind in ("mediapipe", "mediapipe_v2"):
         out = tmp_path / f"{kind}.pkl"
-        assert main(["featurize", "--raw", str(tmp_path / "raw"), "--labels", str(labels), "--out", str(out),
+        assert main(["featurize", "--raw", str(raw), "--labels", str(labels), "--out", str(out),
                      "--workers", "1", "--vision-features", kind]) == 0
         outs[kind] = pickle.loads(out.read_bytes())
     v1, v2 = outs["mediapipe"], outs["mediapipe_v2"]

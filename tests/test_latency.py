@@ -16,7 +16,7 @@ from moodlens.core.types import AudioChunk
 from moodlens.realtime.engine.events import SCHEMA_VERSION, WindowEvent, check_event_dict
 from moodlens.realtime.perception.vad import UtteranceWindower, VadOptions
 
-from helpers.live import live_transcriber, shipped_scorer
+from helpers.live import scorer, transcriber  # noqa: F401 (module-scoped fixtures)
 
 SR = 16_000
 
@@ -88,16 +88,6 @@ def test_preview_windows_grow_until_the_final(tts):
 
 
 # ---- the pipeline ------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def transcriber(scorer):
-    return live_transcriber(scorer)
-
-
-@pytest.fixture(scope="module")
-def scorer():
-    return shipped_scorer()
-
 
 SENTENCES = ["I love this wonderful day.",
              "This is terrible and I hate it, I really mean it when I say so.",

@@ -24,7 +24,7 @@ from moodlens.core.types import Window
 
 pytestmark = pytest.mark.e2e
 
-from helpers.live import live_transcriber, shipped_scorer
+from helpers.live import scorer, transcriber  # noqa: F401 (module-scoped fixtures)
 from helpers.media import DEMO, SR, write_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,16 +64,6 @@ def gradient_frames(n: int, size=(160, 120)) -> list[np.ndarray]:
 
 
 # ---- shared heavy parts ------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def transcriber(scorer):
-    return live_transcriber(scorer)
-
-
-@pytest.fixture(scope="module")
-def scorer():
-    return shipped_scorer()
-
 
 def run_file(path: Path, scorer, transcriber, realtime=False, pace="fast", sinks=(), **options):
     from moodlens.realtime.capture.media import MediaFileSource

@@ -10,6 +10,13 @@
   validation metric named by `early_stop_metric` (TeCaFN's paper stops on accuracy);
 - per-seed folders with best.pt, last.pt (resume), log.csv and metrics.json; DIR/best.pt is the seed
   with the lowest validation loss, DIR/metrics.json holds test metrics as mean (and std) over seeds;
+- optionally a weight soup (Wortsman et al., 2022, "Model soups"): with `init_seed` every seed starts from
+  the same initial weights and differs only in data order and dropout; `weight_soup` then averages the
+  seeds' best weights (all of them, or greedily in order of validation score, keeping an ingredient only
+  if the validation score does not get worse) into DIR/soup.pt, which becomes DIR/best.pt: one model's size
+  and speed, less of one seed's luck; `soup_prefixes` averages only those tensors (e.g. a fine-tuned
+  encoder, whose seeds stay in one basin) and keeps the best seed's rest (heads trained from scratch
+  need not average: docs/model_card.md, "Text soup");
 - deterministic mode, rich progress bars, DDP under torchrun (WORLD_SIZE set), bf16 autocast on CUDA.
 """
 
@@ -86,6 +93,10 @@ class TrainConfig:
     # "prefixes": [state-dict key prefixes]}; e.g. a text path trained on MOSI alone (two-stage training).
     init_weights: dict | None = None
     freeze: list = field(default_factory=list)   # parameter-name prefixes kept fixed (requires_grad off)
+    init_seed: int | None = None          # seed of the initial weights (None: each seed's own); a soup needs one
+    weight_soup: str = "none"             # none | uniform | greedy: average the seeds' best weights (DIR/soup.pt)
+    soup_prefixes: list = field(default_factory=list)  # average only these state-dict prefixes (e.g. the
+    #                                       encoder); the rest are the best seed's ([] = every tensor)
 
 
 def load_train_config(path: str | Path | None = None, model: str | None = None,
@@ -125,6 +136,9 @@ _FLAGS = {"batch_size": "--batch-size", "learning_rate": "--lr", "text_learning_
           "epochs": "--epochs", "num_threads": "--threads", "seeds": "--seed", "device": "--device"}
 
 
+SOUP_KINDS = ("none", "uniform", "greedy")
+
+
 def check_train_config(config: TrainConfig, blame) -> None:
     """Refuse well-typed but impossible values; `blame(key)` names the flag or file:key."""
     for key in ("epochs", "batch_size", "eval_batch_size", "early_stop"):
@@ -141,6 +155,18 @@ def check_train_config(config: TrainConfig, blame) -> None:
             raise ConfigError(f"{blame(key)} must be zero or positive, got {value:g}.")
     if config.num_threads < 0:
         raise ConfigError(f"{blame('num_threads')} must be 0 (torch's default) or positive, got {config.num_threads}.")
+    if config.weight_soup not in SOUP_KINDS:
+        raise ConfigError(f"{blame('weight_soup')} must be one of {', '.join(SOUP_KINDS)}, got "
+                          f"'{config.weight_soup}'.")
+    if config.weight_soup != "none":
+        if config.init_seed is None:  # averaging models from different random starts averages nothing useful
+            raise ConfigError(f"{blame('weight_soup')} '{config.weight_soup}' needs 'init_seed', so that every "
+                              f"seed starts from the same weights.")
+        if len(config.seeds) < 2:
+            raise ConfigError(f"{blame('weight_soup')} '{config.weight_soup}' needs at least two seeds, got "
+                              f"{len(config.seeds)}.")
+    if config.soup_prefixes and config.weight_soup == "none":
+        raise ConfigError(f"{blame('soup_prefixes')} is set but 'weight_soup' is none.")
     from moodlens.train.optim import check_optim_config
 
     check_optim_config(config, blame)
@@ -480,8 +506,61 @@ class Trainer:
             if best.best_path is not None and best.best_path.exists():
                 shutil.copyfile(best.best_path, self.out_dir / "best.pt")
             summary["best_seed"] = best.seed
+            if self.config.weight_soup != "none":
+                summary["soup"] = self.make_soup(results)
+                shutil.copyfile(self.out_dir / "soup.pt", self.out_dir / "best.pt")
             (self.out_dir / "metrics.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
         return summary
+
+    def make_soup(self, results: list[SeedResult]) -> dict[str, Any]:
+        """Average the seeds' best weights (uniform or greedy soup) into DIR/soup.pt; its valid and
+        test metrics and ingredients."""
+        c = self.config
+        order = sorted(results, key=lambda r: _selection_score(r.valid, c.early_stop_metric))
+        payloads = {r.seed: read_checkpoint(r.best_path)[0] for r in order}
+        model = model_from_payload(payloads[order[0].seed], order[0].best_path).to(self.device)
+
+        def score(seeds: list[int]) -> tuple[float, dict]:
+            mean = average_states([payloads[s]["state_dict"] for s in seeds])
+            if c.soup_prefixes:  # e.g. the fine-tuned encoder only: heads trained from scratch need not average
+                best_seed = payloads[order[0].seed]["state_dict"]
+                mean = {k: v if k.startswith(tuple(c.soup_prefixes)) else best_seed[k].float()
+                        for k, v in mean.items()}
+            model.load_checkpoint_state(mean)
+            with (FrozenTextCache(model.text_encoder) if c.cache_frozen_text else contextlib.nullcontext()):
+                valid, _ = evaluate_split(model, self.data.valid, self.metric_dataset, c.eval_batch_size,
+                                          self.device, self.amp)
+            return _selection_score(valid, c.early_stop_metric), valid
+
+        ingredients = [r.seed for r in order]
+        if c.weight_soup == "greedy":  # Wortsman et al. 2022, Recipe 1: best first, keep what does not hurt
+            ingredients = [order[0].seed]
+            best, _ = score(ingredients)
+            for r in order[1:]:
+                trial, _ = score(ingredients + [r.seed])
+                if trial <= best:
+                    ingredients, best = ingredients + [r.seed], trial
+                log.info(f"soup: seed {r.seed} {'added' if ingredients[-1] == r.seed else 'left out'} "
+                         f"(valid {c.early_stop_metric} {abs(trial):.4f})")
+        _, valid = score(ingredients)
+        test = valid
+        if "test" in self.data.splits:
+            with (FrozenTextCache(model.text_encoder) if c.cache_frozen_text else contextlib.nullcontext()):
+                test, _ = evaluate_split(model, self.data.test, self.metric_dataset, c.eval_batch_size,
+                                         self.device, self.amp)
+        names = metric_names(self.metric_dataset)
+        metrics = {**{k: test[k] for k in names}, "valid": dict(valid), "soup": c.weight_soup,
+                   "ingredients": ingredients, "soup_prefixes": list(c.soup_prefixes), "heads_from": order[0].seed, "data": self.data.source, "metric_variant": self.metric_dataset}
+        first = payloads[ingredients[0]]
+        save_checkpoint(self.out_dir / "soup.pt", model, first["featurizer_config"], json_safe(metrics),
+                        extra={"train_config": json_safe(_config_dict(c)),
+                               "trained_modalities": self.trained_modalities()},
+                        half=c.half_checkpoint)
+        log.info(f"soup ({c.weight_soup}) of seeds {ingredients}: test "
+                 + ", ".join(f"{k} {format_value(test[k])}" for k in names))
+        return {"kind": c.weight_soup, "ingredients": ingredients, "prefixes": list(c.soup_prefixes),
+                "rest_from": order[0].seed if c.soup_prefixes else None, "valid": dict(valid),
+                "test": {k: test[k] for k in names}}
 
     def summarize(self, results: list[SeedResult]) -> dict[str, Any]:
         names = metric_names(self.metric_dataset)
@@ -520,8 +599,10 @@ class Trainer:
             log.info(f"seed {seed}: already finished, reusing {done_file}")
             return SeedResult(seed, saved["best_epoch"], saved["epochs_run"], _nan(saved["valid"]),
                               _nan(saved["test"]), seed_dir / "best.pt")
-        set_seed(seed, c.deterministic)
+        set_seed(seed if c.init_seed is None else c.init_seed, c.deterministic)
         model = self.build_model().to(self.device)
+        if c.init_seed is not None and c.init_seed != seed:  # same start, this seed's order and dropout
+            set_seed(seed, c.deterministic)
         _broadcast_parameters(model, self.dist)
         optimizer, aux_optimizer = self.optimizers(model)
         schedule = self.schedule(optimizer)
@@ -761,6 +842,18 @@ def freeze_parameters(model, prefixes: list) -> None:
     for name, param in model.named_parameters():
         if name.startswith(tuple(prefixes)):
             param.requires_grad = False
+
+
+def average_states(states: list[dict]) -> dict:
+    """The element-wise mean of state dicts of one architecture (float32; integer buffers from the first)."""
+    first = states[0]
+    mean = {}
+    for key, value in first.items():
+        if value.is_floating_point():
+            mean[key] = sum(s[key].float() for s in states) / len(states)
+        else:
+            mean[key] = value.clone()
+    return mean
 
 
 def _selection_score(valid: dict, metric: str) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def shipped_scorer():
     """The shipped default weights when they exist, else an untrained model of the zoo (signs not checked)."""
@@ -22,3 +24,14 @@ def live_transcriber(scorer):
     from moodlens.realtime.perception.asr import Transcriber
 
     return Transcriber(load_live_config().asr.for_features(live_featurizer_config(scorer, None)))
+
+
+# Module-scoped fixtures for the pipeline tests: a test module imports them by name.
+@pytest.fixture(scope="module")
+def scorer():
+    return shipped_scorer()
+
+
+@pytest.fixture(scope="module")
+def transcriber(scorer):
+    return live_transcriber(scorer)

@@ -102,3 +102,19 @@ def spoken_sentence(folder: Path) -> np.ndarray:
     assert sr == 16000
     return audio
 
+
+
+def demo_still_dataset(folder: Path) -> tuple[np.ndarray, Path, Path]:
+    """The demo clip's first frame as one still in the MMSA-FET raw layout (raw/faces/f.png, label 2, train):
+    (the frame, the raw folder, the labels file) for `moodlens featurize` tests."""
+    import av
+    from PIL import Image
+
+    with av.open(str(DEMO)) as container:
+        frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    raw = folder / "raw"
+    (raw / "faces").mkdir(parents=True)
+    Image.fromarray(frame).save(raw / "faces" / "f.png")
+    labels = folder / "label.csv"
+    labels.write_text("video_id,clip_id,label,label_V,mode\nfaces,f,2,2,train\n")
+    return frame, raw, labels
