@@ -9,6 +9,8 @@ standardised mean+std of the 40 ms Whisper tiny.en states, dropout 0.2, + and - 
     python scripts/probe_voice_content.py synth [--out DIR]     # espeak-ng sentences -> pooled statistics (npz)
     python scripts/probe_voice_content.py clips [--out DIR]     # the 3 real clips in ../shared/data/clips
     python scripts/probe_voice_content.py cv [--out DIR]        # the decision table (never the test actors)
+    python scripts/probe_voice_content.py ship [--candidate TAG] # on GO: the voice pooled head into stage 5's weights
+    python scripts/probe_voice_content.py held CKPT [CKPT ...]   # the whole voice output on the HELD set (report)
 
 Candidates (all on the pooled head's input statistics, fitted inside each training fold):
 - `nap k`: nuisance-attribute projection (Solomonoff, Campbell & Boardman 2005, speaker verification): the top-k
@@ -230,6 +232,7 @@ def cv_main(args) -> None:
     from probe_voice_channel import cv_rows
 
     rows = cv_rows(REPO / "runs/data_v2/ravdess/label.csv")
+    seeds = range(args.seed_base, args.seed_base + SEEDS)   # --seed-base: the same table with other seeds (a check)
     y = np.array([float(r["label_A"]) for r in rows])
     groups = np.array([r["group"] for r in rows])
     emotion = np.array([r["annotation"].split("/")[0] for r in rows])
@@ -262,16 +265,16 @@ def cv_main(args) -> None:
         kw = dict(opt, synth=fit_set["x"], voice=fit_set["voice"])
         oof = {v: np.zeros((SEEDS, len(y))) for v in ("clean",) + CHANNELS}
         st = np.zeros((SEEDS, len(y)))
-        for seed in range(SEEDS):
+        for j, seed in enumerate(seeds):
             for train, test in folds:
                 xt, yt = train_on(train)
                 out = fit(xt, yt, np.concatenate([x[v][test] for v in oof]), seed, **kw)
                 for k, v in enumerate(oof):
-                    oof[v][seed, test] = out[k * len(test):(k + 1) * len(test)]
+                    oof[v][j, test] = out[k * len(test):(k + 1) * len(test)]
                 for s in (1, 2):   # train on statement s, score the other statement of the held-out actors
                     xt, yt = train_on(train[statement[train] == s])
                     other = test[statement[test] != s]
-                    st[seed, other] = fit(xt, yt, x["clean"][other], seed, **kw)
+                    st[j, other] = fit(xt, yt, x["clean"][other], seed, **kw)
         known = np.isfinite(y)
         clean = balanced_acc_2(oof["clean"].mean(0)[known], y[known])
         chan = np.mean([balanced_acc_2(oof[v].mean(0)[known], y[known]) for v in CHANNELS])
@@ -285,10 +288,10 @@ def cv_main(args) -> None:
             sub = dict(kw, synth=fit_set["x"][rest], voice=fit_set["voice"][rest])
             if not opt:   # the baseline uses no FIT clip: one head serves every voice
                 sub = kw
-            pred = np.mean([fit(xt, yt, fit_set["x"][~rest], seed, **sub) for seed in range(SEEDS)], 0)
+            pred = np.mean([fit(xt, yt, fit_set["x"][~rest], seed, **sub) for seed in seeds], 0)
             lean.append(abs(pred.mean()))
             spread.append(pred.std())
-        scored = np.mean([fit(xt, yt, np.concatenate([held["x"], clips["x"]]), seed, **kw) for seed in range(SEEDS)], 0)
+        scored = np.mean([fit(xt, yt, np.concatenate([held["x"], clips["x"]]), seed, **kw) for seed in seeds], 0)
         h, c = scored[:len(held["x"])], scored[len(held["x"]):]
         h_sd = np.mean([h[held["voice"] == v].std() for v in np.unique(held["voice"])])
         results[tag] = dict(clean=clean, chan=chan, neutral=neutral, st=np.mean(st_acc), lean=np.mean(lean),
@@ -410,11 +413,59 @@ def ship_main(args) -> None:
           f"probe_voice_lean.py folds / offset)")
 
 
+# ---- the shipped voice output (pooled head blended with MLP_A, offset) on the HELD synthetic set -----------------
+def held_main(args) -> None:
+    """`held CKPT ...`: the HELD espeak set written as an audio-only raw dataset (label 0, split test), featurized
+    by `moodlens featurize` as a checkpoint's featurizer config says (probe_voice_channel.featurize), and scored
+    by each checkpoint's whole voice output: mean, share negative, mean sd across one voice's sentences."""
+    import tempfile
+
+    import soundfile as sf
+    from moodlens.models.checkpoint import load_checkpoint
+    from probe_voice_channel import featurize, score
+
+    root = args.out / "held_raw"
+    if not (root / "label.csv").exists():
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            texts = sentences("dev", N_HELD_SENTENCES, 1)
+            for v, (voice, rate, pitch) in enumerate(HELD_VOICES):
+                for i, t in enumerate(texts):
+                    out = root / "Raw" / f"voice{v}" / f"s{i:02d}.wav"
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    sf.write(out, speak(t, voice, rate, pitch, Path(tmp)), SR)
+                    rows.append({"video_id": f"voice{v}", "clip_id": f"s{i:02d}", "text": t, "label": 0, "label_T": "",
+                                 "label_A": 0, "label_V": "", "annotation": "neutral/espeak/synthetic",
+                                 "mode": "test", "group": f"voice{v}"})
+        with open(root / "label.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    with open(root / "label.csv") as f:
+        voice_of = np.array([r["video_id"] for r in csv.DictReader(f)])
+    for ckpt in args.checkpoints:
+        loaded = load_checkpoint(ckpt)
+        fc = loaded.featurizer_config
+        pkl = featurize(root, 1, fc.get("whisper_input", "30s"), fc.get("audio_level", "none"))
+        model = loaded.model.eval()
+        shipped = model.config.pooled_share_audio
+        for tag, share in (("as shipped", shipped), ("pooled head alone", 1.0), ("MLP_A alone", 0.0)):
+            model.config.pooled_share_audio = share
+            pred = score(pkl, "test", model)[0]
+            sd = np.mean([pred[voice_of == v].std() for v in np.unique(voice_of)])
+            per = " ".join(f"{pred[voice_of == v].mean():+.2f}" for v in np.unique(voice_of))
+            print(f"{ckpt} {tag} (share {share}): HELD {len(pred)} clips mean {pred.mean():+.2f}, share negative "
+                  f"{(pred < 0).mean():.2f}, sd in voice {sd:.2f}; per voice {per}", flush=True)
+        model.config.pooled_share_audio = shipped
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["synth", "clips", "cv", "ship"])
+    p.add_argument("what", choices=["synth", "clips", "cv", "ship", "held"])
+    p.add_argument("checkpoints", nargs="*", help="held: checkpoints whose voice output to score")
     p.add_argument("--candidate", default="aug 0.05", help="ship: the CANDIDATES tag the cv table chose")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--seed-base", type=int, default=0, help="cv: seeds seed_base .. seed_base + 2 (default 0)")
     p.add_argument("--only", help="cv: only these candidates (comma-separated tags)")
     args = p.parse_args(argv)
     import torch
@@ -424,6 +475,9 @@ def main(argv=None) -> int:
         synth_main(args.out)
     elif args.what == "clips":
         clips_main(args.out)
+    elif args.what == "held":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        held_main(args)
     elif args.what == "ship":
         ship_main(args)
     else:
