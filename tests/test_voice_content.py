@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from moodlens.core.errors import ConfigError
 from moodlens.models import build_model
 from moodlens.models.hcrl_mfd import PooledHead
 from test_models_hcrl_mfd_product import PRODUCT, assert_onnx_matches_eager, scores
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import probe_voice_content as probe  # noqa: E402
+import probe_voice_content as probe
 
 WIDTH = 2 * 384
 
