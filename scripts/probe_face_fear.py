@@ -33,7 +33,19 @@ gain); only (a) `emotions` and (c) `fear k` can ship as a data-config change wit
 loss / input option, not built unless they alone pass). The retrain (stage 6, vision half) then ships only if its
 valid face head balanced Acc-2 is >= stage 5's 0.892 - 0.005 (valid split only; the test split read once after).
 
-Results: (filled in below after the run)
+Amendment (00:39 UTC, after the probe rows below and before any retrain): if the chosen candidate's retrain fails
+the valid gate, the next GO candidate in the same order is retrained and gated the same way; both retrains run at
+once to fit the deadline, and the order decides, not whichever valid number is higher.
+
+Results (2026-12-02 00:29-00:38 UTC, branch facefear; the 3495 train + valid stills whose face was found; two
+processes of one thread each, load 3.7-6.4 from other engineers; each row ~2-4 min):
+
+    python scripts/probe_face_fear.py probe /tmp/facecnn/fx.npz --candidates signs emotions fear2 emotions_loss
+    python scripts/probe_face_fear.py probe /tmp/facecnn/fx.npz --candidates fear4 probs emotions_probs
+
+| candidate | CV | valid | web -> CK+ | CK+ -> web | OOF fear (64) | OOF angry / disgust / sad / contempt | OOF happy | neutral share + |
+|---|---|---|---|---|---|---|---|---|
+RESULTS_TABLE
 """
 
 from __future__ import annotations

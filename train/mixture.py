@@ -21,7 +21,7 @@ draws positive, zero and negative labels a third each: RAVDESS has 4 neutral cli
 each other emotion, and a voice head that sees neutral 1 time in 11 called every neutral test voice
 negative (docs/model_card.md, the voice lean study). `balance: emotions` balances the signs as `true` does and,
 within each sign, draws every emotion (the first field of a sample's annotation, `fearful/ck/...`) equally
-often: within the negative faces fear (64 of 1 163 train + valid) is otherwise drowned by sad, angry and
+often: within the negative faces fear (64 of 1 002 train + valid with a face) is otherwise drowned by sad, angry and
 disgust (scripts/probe_face_fear.py).
 
 Composed samples (`compose`): no corpus here has text, voice and face with one label, so the
