@@ -15,6 +15,15 @@ unless
     the rest equal.
 `--vision-key KEY` counts one more model-config or featurizer-config key as A's (a vision setting whose name
 does not say so, e.g. a face model's hash).
+
+`--text C.pt` (session 5) then takes the *words-only path* from C, a checkpoint of another lineage (its own
+stages 1-2): every tensor the text strip s_T reads (TEXT_PREFIXES: the encoder, projection, core text encoder,
+fusion MLP and the absent-modality embeddings it is fed, plus the training-only text parts). Refused unless each
+of those tensors exists in C with the same shape and dtype, and the text fields of both configs are equal. The
+paper model's own fused output with voice or face present then mixes lineages; the product's outputs never read
+it (late fusion: s_T, the pooled voice head with MLP_A on core.audio, the pooled face head).
+    python scripts/combine_checkpoints.py --vision A.pt --audio B.pt --base BASE.pt --text C.pt --out OUT.pt
+    # no new branch: --vision default --audio default --base default
 The output is loaded back as a model before it is written (scripts/probe_voice_lean.py frozen checks it too).
 """
 
@@ -28,6 +37,9 @@ VISION_PREFIXES = ("vision_proj.", "vision_encoder.", "core.vision.", "redundant
                    "unimodal_heads.vision.", "pooled_heads.vision.")
 AUDIO_PREFIXES = ("audio_offset", "audio_proj.", "audio_encoder.", "core.audio.", "redundant.audio.",
                   "to_shared.audio.", "unimodal_heads.audio.", "pooled_heads.audio.")
+TEXT_PREFIXES = ("text_encoder.", "text_proj.", "core.text.", "redundant.text.", "to_shared.text.",
+                 "unimodal_heads.text.", "fusion.", "absent.")
+TEXT_CONFIG_KEYS = ("text_encoder", "text_max_len", "text_encoder_trainable_layers")
 AUDIO_FEATURE_KEYS = ("whisper_input",)           # featurizer fields of the audio branch without the audio_ prefix
 VISION_MODEL_KEYS = ("pooled_mirror", "pooled_mirror_training")
 INFORMATIONAL = ("versions", "audio_frame_rate", "text_encoder")   # featurizer fields never refused on
@@ -151,6 +163,39 @@ def combine(a: dict, b: dict, base: dict, *, vision_keys=(), names=("A", "B", "b
     return out
 
 
+def take_text(out: dict, c: dict, *, names=("combined", "C")) -> dict:
+    """`out` with every TEXT_PREFIXES tensor replaced by checkpoint C's (C of the same model and text config)."""
+    nout, nc = names
+    if c.get("model_name") != out.get("model_name"):
+        raise CombineError(f"The text checkpoint {nc} holds model '{c.get('model_name')}', not "
+                           f"'{out.get('model_name')}'.")
+    for kind in ("model_config", "featurizer_config"):
+        for key in TEXT_CONFIG_KEYS:
+            if key in out[kind] and _norm(out[kind][key]) != _norm(c[kind].get(key)):
+                raise CombineError(f"The {kind.replace('_', ' ')} key '{key}' differs: {nout} has "
+                                   f"{out[kind][key]!r}, the text checkpoint {nc} {c[kind].get(key)!r}.")
+    state, sc = dict(out["state_dict"]), c["state_dict"]
+    taken = 0
+    for key in sorted(state):
+        if not key.startswith(TEXT_PREFIXES):
+            continue
+        if key not in sc or sc[key].shape != state[key].shape or sc[key].dtype != state[key].dtype:
+            how = "lacks" if key not in sc else f"has {tuple(sc[key].shape)} {sc[key].dtype}"
+            raise CombineError(f"The text checkpoint {nc} {how} the text tensor '{key}' "
+                               f"({tuple(state[key].shape)} {state[key].dtype} in {nout}).")
+        state[key] = sc[key]
+        taken += 1
+    extra = sorted(k for k in sc if k.startswith(TEXT_PREFIXES) and k not in state)
+    if extra:
+        raise CombineError(f"The text checkpoint {nc} has the text tensor '{extra[0]}', which {nout} lacks.")
+    if not taken:
+        raise CombineError(f"{nout} has no text tensors to replace.")
+    result = dict(out, state_dict=state)
+    result["metrics"] = {**out.get("metrics", {}), "text_checkpoint_metrics": c.get("metrics", {})}
+    result["combined_from"] = {**out.get("combined_from", {}), "text": nc}
+    return result
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
@@ -165,6 +210,7 @@ def main(argv=None) -> int:
     p.add_argument("--base", required=True, help="the checkpoint both were trained from")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--vision-key", action="append", default=[], help="a model- or featurizer-config key to take from A")
+    p.add_argument("--text", help="checkpoint C: its words-only path (TEXT_PREFIXES) replaces the result's")
     args = p.parse_args(argv)
     payloads, names = [], []
     for path in (args.vision, args.audio, args.base):
@@ -173,6 +219,10 @@ def main(argv=None) -> int:
         names.append(f"{resolved} (sha256 {_sha(resolved)})")
     try:
         out = combine(*payloads, vision_keys=tuple(args.vision_key), names=tuple(names))
+        if args.text:
+            text_payload, text_path = read_checkpoint(args.text)
+            names.append(f"{text_path} (sha256 {_sha(text_path)})")
+            out = take_text(out, text_payload, names=("the combined checkpoint", names[-1]))
     except CombineError as err:
         print(f"error: {err}")
         return 1
@@ -184,6 +234,9 @@ def main(argv=None) -> int:
     counts = {part: sum(branch(k) == part for k in out["state_dict"]) for part in ("vision", "audio", "other")}
     print(f"wrote {args.out}: {counts['vision']} vision tensors from {names[0]}, {counts['audio']} audio tensors "
           f"from {names[1]}, {counts['other']} others identical in all three")
+    if args.text:
+        n_text = sum(k.startswith(TEXT_PREFIXES) for k in out["state_dict"])
+        print(f"  then {n_text} text-path tensors from {names[-1]}")
     return 0
 
 

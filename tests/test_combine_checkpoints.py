@@ -135,3 +135,39 @@ def test_cli_writes_a_loadable_checkpoint_from_the_shipped_weights(tmp_path):
     assert set(combined["state_dict"]) == set(original["state_dict"])
     assert all(torch.equal(v, original["state_dict"][k]) for k, v in combined["state_dict"].items())
     load_checkpoint(out)
+
+
+# ---- --text: the words-only path from another lineage -------------------------------------------------
+
+def test_take_text_replaces_only_the_text_path(trio):
+    from combine_checkpoints import TEXT_PREFIXES, take_text
+
+    a, b, base = trio
+    combined = combine(a, b, base)
+    other_lineage = retrained(tiny_base(), "vision")      # different voice/face branches: never taken
+    for key in other_lineage["state_dict"]:
+        if key.startswith(TEXT_PREFIXES):
+            other_lineage["state_dict"][key] = other_lineage["state_dict"][key] * 0 + 3
+    out = take_text(combined, other_lineage)
+    for key, value in out["state_dict"].items():
+        want = other_lineage if key.startswith(TEXT_PREFIXES) else combined
+        assert torch.equal(value, want["state_dict"][key]), key
+    assert {"text_proj.weight", "fusion.net.0.weight", "absent.audio"} <= {
+        k for k in out["state_dict"] if k.startswith(TEXT_PREFIXES)}
+    assert out["model_config"] == combined["model_config"] and "text" in out["combined_from"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["state_dict"].pop("fusion.net.0.weight"), "lacks the text tensor 'fusion.net.0.weight'"),
+    (lambda c: c["state_dict"].__setitem__("text_proj.weight", torch.zeros(4, 2).half()), "has (4, 2)"),
+    (lambda c: c["featurizer_config"].__setitem__("text_max_len", 64), "key 'text_max_len' differs"),
+    (lambda c: c.__setitem__("model_name", "dlf"), "holds model 'dlf'"),
+])
+def test_take_text_refuses_a_text_path_that_does_not_fit(trio, change, message):
+    from combine_checkpoints import take_text
+
+    a, b, base = trio
+    other = tiny_base()
+    change(other)
+    with pytest.raises(CombineError, match=re.escape(message)):
+        take_text(combine(a, b, base), other)

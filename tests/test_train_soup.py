@@ -67,6 +67,24 @@ def test_greedy_soup_never_scores_worse_on_valid_than_its_best_seed(tmp_path):
     assert 1 <= len(summary["soup"]["ingredients"]) <= 3
 
 
+def test_prefix_soup_averages_only_those_tensors(tmp_path):
+    data = tiny_data()
+    summary = Trainer(tiny_config(seeds=[7, 8], init_seed=7, weight_soup="uniform", soup_prefixes=["core.text."],
+                                  epochs=2), data, tmp_path, show_progress=False).run()
+    best = summary["soup"]["rest_from"]
+    other = 8 if best == 7 else 7
+    seeds = {s: _state(tmp_path / f"seed_{s}" / "best.pt") for s in (7, 8)}
+    soup = _state(tmp_path / "soup.pt")
+    inside = [k for k in soup if k.startswith("core.text.") and soup[k].is_floating_point()]
+    outside = [k for k in soup if not k.startswith("core.text.") and soup[k].is_floating_point()
+               and not torch.equal(seeds[7][k], seeds[8][k])]
+    assert inside and outside
+    for k in inside:
+        assert torch.allclose(soup[k].float(), (seeds[best][k].float() + seeds[other][k].float()) / 2, atol=1e-6)
+    for k in outside:
+        assert torch.equal(soup[k], seeds[best][k])
+
+
 def test_average_states_keeps_integer_buffers():
     a = {"w": torch.ones(2), "n": torch.tensor(3)}
     b = {"w": torch.zeros(2), "n": torch.tensor(5)}
@@ -78,6 +96,7 @@ def test_average_states_keeps_integer_buffers():
     ("weight_soup: greedy\nseeds: [1, 2]\n", "needs 'init_seed'"),
     ("weight_soup: uniform\ninit_seed: 1\nseeds: [1]\n", "at least two seeds"),
     ("weight_soup: stew\n", "must be one of none, uniform, greedy"),
+    ("soup_prefixes: [text_encoder.]\n", "'weight_soup' is none"),
 ])
 def test_soup_config_errors_name_the_key(tmp_path, text, match):
     cfg = tmp_path / "t.yaml"

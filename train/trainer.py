@@ -14,7 +14,9 @@
   the same initial weights and differs only in data order and dropout; `weight_soup` then averages the
   seeds' best weights (all of them, or greedily in order of validation score, keeping an ingredient only
   if the validation score does not get worse) into DIR/soup.pt, which becomes DIR/best.pt: one model's size
-  and speed, less of one seed's luck;
+  and speed, less of one seed's luck; `soup_prefixes` averages only those tensors (e.g. a fine-tuned
+  encoder, whose seeds stay in one basin) and keeps the best seed's rest (heads trained from scratch
+  need not average: docs/model_card.md, "Text soup");
 - deterministic mode, rich progress bars, DDP under torchrun (WORLD_SIZE set), bf16 autocast on CUDA.
 """
 
@@ -93,6 +95,8 @@ class TrainConfig:
     freeze: list = field(default_factory=list)   # parameter-name prefixes kept fixed (requires_grad off)
     init_seed: int | None = None          # seed of the initial weights (None: each seed's own); a soup needs one
     weight_soup: str = "none"             # none | uniform | greedy: average the seeds' best weights (DIR/soup.pt)
+    soup_prefixes: list = field(default_factory=list)  # average only these state-dict prefixes (e.g. the
+    #                                       encoder); the rest are the best seed's ([] = every tensor)
 
 
 def load_train_config(path: str | Path | None = None, model: str | None = None,
@@ -161,6 +165,8 @@ def check_train_config(config: TrainConfig, blame) -> None:
         if len(config.seeds) < 2:
             raise ConfigError(f"{blame('weight_soup')} '{config.weight_soup}' needs at least two seeds, got "
                               f"{len(config.seeds)}.")
+    if config.soup_prefixes and config.weight_soup == "none":
+        raise ConfigError(f"{blame('soup_prefixes')} is set but 'weight_soup' is none.")
     from moodlens.train.optim import check_optim_config
 
     check_optim_config(config, blame)
@@ -515,7 +521,12 @@ class Trainer:
         model = model_from_payload(payloads[order[0].seed], order[0].best_path).to(self.device)
 
         def score(seeds: list[int]) -> tuple[float, dict]:
-            model.load_checkpoint_state(average_states([payloads[s]["state_dict"] for s in seeds]))
+            mean = average_states([payloads[s]["state_dict"] for s in seeds])
+            if c.soup_prefixes:  # e.g. the fine-tuned encoder only: heads trained from scratch need not average
+                best_seed = payloads[order[0].seed]["state_dict"]
+                mean = {k: v if k.startswith(tuple(c.soup_prefixes)) else best_seed[k].float()
+                        for k, v in mean.items()}
+            model.load_checkpoint_state(mean)
             with (FrozenTextCache(model.text_encoder) if c.cache_frozen_text else contextlib.nullcontext()):
                 valid, _ = evaluate_split(model, self.data.valid, self.metric_dataset, c.eval_batch_size,
                                           self.device, self.amp)
@@ -539,7 +550,7 @@ class Trainer:
                                          self.device, self.amp)
         names = metric_names(self.metric_dataset)
         metrics = {**{k: test[k] for k in names}, "valid": dict(valid), "soup": c.weight_soup,
-                   "ingredients": ingredients, "data": self.data.source, "metric_variant": self.metric_dataset}
+                   "ingredients": ingredients, "soup_prefixes": list(c.soup_prefixes), "heads_from": order[0].seed, "data": self.data.source, "metric_variant": self.metric_dataset}
         first = payloads[ingredients[0]]
         save_checkpoint(self.out_dir / "soup.pt", model, first["featurizer_config"], json_safe(metrics),
                         extra={"train_config": json_safe(_config_dict(c)),
@@ -547,7 +558,8 @@ class Trainer:
                         half=c.half_checkpoint)
         log.info(f"soup ({c.weight_soup}) of seeds {ingredients}: test "
                  + ", ".join(f"{k} {format_value(test[k])}" for k in names))
-        return {"kind": c.weight_soup, "ingredients": ingredients, "valid": dict(valid),
+        return {"kind": c.weight_soup, "ingredients": ingredients, "prefixes": list(c.soup_prefixes),
+                "rest_from": order[0].seed if c.soup_prefixes else None, "valid": dict(valid),
                 "test": {k: test[k] for k in names}}
 
     def summarize(self, results: list[SeedResult]) -> dict[str, Any]:
