@@ -45,3 +45,14 @@ def test_off_by_default_and_refused_without_a_slice():
     with pytest.raises(ConfigError) as err:
         _model(pooled_exp_vision=True)
     assert "pooled_exp_vision needs pooled_inputs_vision" in " ".join(str(err.value).split())
+
+
+@pytest.mark.export
+def test_a_probability_face_head_exports_to_onnx_and_matches_eager(tmp_path):
+    from test_models_hcrl_mfd_product import assert_onnx_matches_eager
+
+    model = _model(pooled_inputs_vision=[64, 71], pooled_exp_vision=True, pooled_mirror=["vision"])
+    head = model.pooled_heads["vision"]
+    head.stat_mean.fill_(0.15)                           # probabilities' statistics: exp must be in the graph
+    head.stat_log_std.fill_(-2.0)
+    assert_onnx_matches_eager(model, tmp_path / "probs.onnx")
