@@ -58,6 +58,29 @@ processes of one thread each, load 3.7-6.4 from other engineers; each row ~2-4 m
 |   vs `signs` (points) | +0.1 | -0.3 | +1.6 | +2.5 | +12.0 | | -4.0 | |
 | `emotions_probs` **GO** | 0.893±0.001 | 0.879±0.002 | 0.957±0.005 | 0.829±0.003 | 0.849±0.007 | 0.952 / 0.900 / 0.901 / 0.840 | 0.875 | 0.106 |
 |   vs `signs` (points) | +0.3 | -1.2 | +2.0 | +2.0 | +18.8 | | -5.7 | |
+
+Verdict (00:38 UTC): GO for `probs` and `emotions_probs` only (every reweighting of the log-probabilities loses
+1.5-2.1 points CK+ -> web: the upweighted emotions are mostly CK+ faces, so the head leans CK+; fear x 2 / x 4 also
+miss the +10 fear points). Order: CV 0.893 vs 0.891, within 0.002, so the larger fear gain: **`emotions_probs`**
+first, `probs` second. What neither GO column sees: OOF happy falls 4.0 (`probs`) / 5.7 (`emotions_probs`) points and
+neutral faces lean further negative (share + 0.249 -> 0.157 / 0.106): balanced Acc-2 holds because the negatives
+gain what the smiles lose.
+
+Stage 6 retrains (stage 5's recipe, configs/train/default_vision_fear.yaml; both at once, one thread each, 19.5 /
+20.8 min wall at load 0.1-6), eval_trimodal.py --split valid (valid face head; fearful + / -, happy + / -):
+
+| vision half | valid face head bal. Acc-2 | Non0 | composed fused | fearful | happy | neutral |
+|---|---|---|---|---|---|---|
+| stage 5 (14980a6) | 0.8921 | 87.66 | 0.8151 | 4 / 14 | 169 / 8 | 34 / 84 |
+| `emotions_probs` (--data configs/data/default_vision_fear.yaml) | 0.8872 | 89.15 | 0.7986 | 3 / 15 | 154 / 23 | 12 / 106 |
+| `probs` (--data configs/data/default_vision_cnn.yaml) | 0.8974 | 89.57 | 0.8007 | 3 / 15 | 160 / 17 | 16 / 102 |
+
+Gate >= 0.8871: `emotions_probs` passes (0.8872, by 0.0001), so by the order fixed above it is the candidate
+(/work/runs_keep/facefear/stage6_vision.pt, GO); `probs` is better on valid but second in the order, and its test
+split was never read. Text and voice bit-identical to stage 4 (probe_voice_lean.py frozen). Test, read once after
+the choice (eval_trimodal.py --split test): face head 0.9108 (stage 5 0.9100), fearful 5 + / 25 - (stage 5 13 / 17),
+happy 299 / 49 (334 / 14), neutral 23 / 294 (60 / 257), Non0 89.51 (92.51), MAE 0.806 (0.760), composed 0.819
+(the stage-5 vision half 0.814). docs: /work/runs_keep/facefear/model_card_section.md.
 """
 
 from __future__ import annotations
