@@ -57,6 +57,9 @@ configs/train/default_trimodal.yaml turns them on; docs/model_card.md says why a
     `pooled_inputs_vision: [start, stop]` makes the face head pool only that slice of the vision vector
     (the shipped weights: [64, 71], mediapipe_v3's 7 expression-CNN dims, while the paper's vision branch
     reads all 71); the mirror map is applied to the whole vector first, so it holds on any slice.
+    `pooled_exp_vision` makes the face head read exp of its window mean, i.e. the expression CNN's
+    (geometric-mean) probabilities instead of its log-probabilities (needs that slice; scripts/probe_face_fear.py:
+    on the train + valid persons it transfers across sources better and reads more fearful faces negative).
   - `late_fusion` [w_T, w_A, w_V]: the fused output is Σ_m w_m s_m [m] / Σ_m w_m [m] over the present
     modalities, with s_A, s_V the pooled heads and s_T the paper model's own words-only prediction (its
     fused output with audio and vision absent), which is also the text output. (2, 1, 1) is the fused
@@ -127,6 +130,7 @@ class Config(BaseModelConfig):
     pooled_nap_audio: int = 0           # > 0: that many content directions projected out of the voice statistics
     recentre_audio: bool = False        # subtract the stored `audio_offset` (buffer) from the voice output
     pooled_inputs_vision: list = ()     # [start, stop]: the slice of the vision vector the face head pools (() = all)
+    pooled_exp_vision: bool = False     # the face head pools exp(window mean) of that slice: CNN probabilities
 
 
 # ---- paper-specific blocks ---------------------------------------------------------------------
@@ -300,9 +304,10 @@ class PooledHead(nn.Module):
     COUNT_CAP = 20000.0
 
     def __init__(self, dim: int, use_std: bool, hidden: int, dropout: float, members: int = 1, clip: float = 0.0,
-                 nap: int = 0):
+                 nap: int = 0, exp: bool = False):
         super().__init__()
         self.use_std = use_std
+        self.exp = bool(exp)      # pool exp(mean): log-probabilities in, (geometric-mean) probabilities out
         self.clip = float(clip)   # > 0: standardised statistics clamped to +-clip sds (0: off)
         width = dim * (2 if use_std else 1)
         self.nap = int(nap)
@@ -319,6 +324,8 @@ class PooledHead(nn.Module):
 
     def statistics(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         mean = masked_mean(x, mask)
+        if self.exp:
+            return mean.exp()
         if not self.use_std:
             return mean
         w = mask.to(x.dtype).unsqueeze(-1)
@@ -444,13 +451,17 @@ class Model(SentimentModel):
                 raise ConfigError(f"hcrl_mfd: pooled_inputs_vision needs [start, stop] with 0 <= start < stop <= "
                                   f"vision_dim ({c.vision_dim}) and a vision pooled head, got {list(c.pooled_inputs_vision)}.")
             self.vision_slice = (span[0], span[1])
+        if c.pooled_exp_vision and (self.vision_slice is None or "vision" in c.pooled_std):
+            raise ConfigError("hcrl_mfd: pooled_exp_vision needs pooled_inputs_vision (the expression CNN's "
+                              "log-probabilities) and no pooled_std for vision.")
         dims = {"audio": c.audio_dim, "vision": c.vision_dim}
         if self.vision_slice is not None:
             dims["vision"] = self.vision_slice[1] - self.vision_slice[0]
         self.pooled_heads = nn.ModuleDict({
             m: PooledHead(dims[m], m in c.pooled_std, 0 if m in c.pooled_linear else c.pooled_hidden,
                           c.pooled_dropout, c.pooled_members, c.pooled_clip_audio if m == "audio" else 0.0,
-                          c.pooled_nap_audio if m == "audio" else 0)
+                          c.pooled_nap_audio if m == "audio" else 0,
+                          exp=bool(c.pooled_exp_vision) and m == "vision")
             for m in c.pooled_heads})
         if c.recentre_audio:   # the voice output's mean over the train actors' neutral clips, set after training
             self.register_buffer("audio_offset", torch.zeros(1))

@@ -58,6 +58,7 @@ class Split:
     ids: list[str] = field(default_factory=list)
     raw_text: list[str] = field(default_factory=list)
     extra_labels: dict[str, torch.Tensor] = field(default_factory=dict)  # SIMS unimodal labels
+    annotations: list[str] = field(default_factory=list)  # per sample, e.g. "fearful/ck/emotion_valence_v1"
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -529,7 +530,9 @@ def mmsa_split(raw: dict, split: str, source: str, options: DataOptions, tokeniz
             extra[m] = torch.from_numpy(values)   # an all-NaN column still says "unknown", never "use label"
     ids_list = [str(i) for i in raw.get("id", [f"{split}_{i}" for i in range(n)])]
     raw_text = [str(t) for t in raw.get("raw_text", [])]
-    return Split(split, batch, torch.from_numpy(labels), ids=ids_list, raw_text=raw_text, extra_labels=extra)
+    annotations = [str(a) for a in raw.get("annotations", [])]
+    return Split(split, batch, torch.from_numpy(labels), ids=ids_list, raw_text=raw_text, extra_labels=extra,
+                 annotations=annotations)
 
 
 # ------------------------------------------------------------------------------------------------

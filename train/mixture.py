@@ -19,7 +19,10 @@ drawn equally often, zero labels keeping their share: happy is 1 in 5 of RAVDESS
 negative faces are scarce, and a head that sees mostly one sign learns to answer it. `balance: three_way`
 draws positive, zero and negative labels a third each: RAVDESS has 4 neutral clips per actor against 8 of
 each other emotion, and a voice head that sees neutral 1 time in 11 called every neutral test voice
-negative (docs/model_card.md, the voice lean study).
+negative (docs/model_card.md, the voice lean study). `balance: emotions` balances the signs as `true` does and,
+within each sign, draws every emotion (the first field of a sample's annotation, `fearful/ck/...`) equally
+often: within the negative faces fear (64 of 1 002 train + valid with a face) is otherwise drowned by sad, angry and
+disgust (scripts/probe_face_fear.py).
 
 Composed samples (`compose`): no corpus here has text, voice and face with one label, so the
 fusion would never see all three present. A composed sample takes its text from one real sample,
@@ -203,21 +206,58 @@ class MixedSplit:
 
 
 def _balance_mode(entry: dict, path: Path, i: int) -> str:
-    """`balance`: false (as drawn), true (+ and - equally often) or three_way (+, 0, - a third each)."""
+    """`balance`: false (as drawn), true (+ and - equally often), three_way (+, 0, - a third each) or emotions
+    (+ and - equally often, and every emotion within a sign equally often)."""
     value = entry.get("balance", False)
     if value in (False, None):
         return ""
     if value is True:
         return "signs"
-    if value == "three_way":
-        return "three_way"
+    if value in ("three_way", "emotions"):
+        return value
     raise DataError(f"Data config {path}: datasets entry {i + 1} has balance {value!r} "
-                    f"(known: true, false, three_way).")
+                    f"(known: true, false, three_way, emotions).")
+
+
+def sign_balanced_rows(sign: np.ndarray) -> np.ndarray:
+    """Relative draws per row: + and - split the non-zero rows' share equally, zero labels keep theirs."""
+    rows = np.ones(len(sign))
+    nonzero = sign != 0
+    signs = [c for c in (-1.0, 1.0) if (sign == c).any()]
+    for c in signs:
+        rows[sign == c] = nonzero.sum() / (len(signs) * (sign == c).sum())
+    return rows
+
+
+def emotion_balanced_rows(sign: np.ndarray, emotion) -> np.ndarray:
+    """sign_balanced_rows, then within each sign every emotion drawn equally often (the sign's share is kept)."""
+    emotion = np.asarray(emotion)
+    rows = sign_balanced_rows(sign)
+    for c in (-1.0, 1.0):
+        in_sign = sign == c
+        if not in_sign.any():
+            continue
+        share, kinds = rows[in_sign].sum(), np.unique(emotion[in_sign])
+        for e in kinds:
+            m = in_sign & (emotion == e)
+            rows[m] = share / (len(kinds) * m.sum())
+    return rows
+
+
+def _emotions(part: Part) -> np.ndarray:
+    """Each row's emotion: the first field of its annotation (`fearful/ck/emotion_valence_v1`)."""
+    notes = list(getattr(part.split, "annotations", []) or [])
+    if len(notes) != len(part.split) or not all(notes):
+        raise DataError(f"Dataset {part.name}: `balance: emotions` needs an emotion annotation on every sample "
+                        f"(found {sum(1 for a in notes if a)} of {len(part.split)}); featurize it from a "
+                        f"labels file made by scripts/make_labels.py.")
+    return np.array([str(a).split("/")[0] for a in notes])
 
 
 def _balanced(part: Part, weight: float, mode: str = "signs") -> np.ndarray:
     """Per-row draws per epoch: `weight` on average; + and - drawn equally often, zero labels keeping
-    their share (`signs`), or +, 0 and - a third of the draws each (`three_way`)."""
+    their share (`signs`), also every emotion of a sign equally often (`emotions`), or +, 0 and - a third
+    of the draws each (`three_way`)."""
     head = part.head.numpy()
     present = part.split.batch.present.numpy()
     column = 0
@@ -226,16 +266,13 @@ def _balanced(part: Part, weight: float, mode: str = "signs") -> np.ndarray:
             column = c
             break
     sign = np.sign(np.nan_to_num(head[:, column]))
-    rows = np.ones(len(sign))
-    nonzero = sign != 0
     if mode == "three_way":
+        rows = np.ones(len(sign))
         classes = [c for c in (-1.0, 0.0, 1.0) if (sign == c).any()]
         for c in classes:                          # each sign class the same share of the draws
             rows[sign == c] = len(sign) / (len(classes) * (sign == c).sum())
         return weight * rows * len(rows) / rows.sum()
-    signs = [c for c in (-1.0, 1.0) if (sign == c).any()]
-    for c in signs:                                # zero labels keep their share; + and - split the rest
-        rows[sign == c] = nonzero.sum() / (len(signs) * (sign == c).sum())
+    rows = emotion_balanced_rows(sign, _emotions(part)) if mode == "emotions" else sign_balanced_rows(sign)
     return weight * rows * len(rows) / rows.sum()
 
 
