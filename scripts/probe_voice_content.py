@@ -67,7 +67,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = Path("/work/runs_keep/voicegen")
+OUT = Path("runs/voicegen")   # from the repository root; on the team VM runs/ links to /work/runs_keep
 SR = 16_000
 # espeak-ng voice settings: (voice+variant, words per minute, pitch 0-99). FIT estimates the remedies; HELD only
 # scores (other base voices / variants, other sentences).
@@ -157,7 +157,7 @@ def clips_main(out: Path) -> None:
 
 
 # ---- the decision table ------------------------------------------------------------------------------------------
-CV_WORK = Path("/work/runs_keep/voice_v4/cv_full")   # probe_voice_channel cv-states / cv-import, audio_level none
+CV_WORK = Path("runs/voice_v4/cv_full")   # probe_voice_channel cv-states / cv-import, audio_level none
 CHANNELS = ("gain_-12", "phone", "noise_20", "noise_10", "reverb", "laptop")
 STATEMENTS = {"kids are talking by the door": 1, "dogs are sitting by the door": 2}
 CANDIDATES = [("baseline", {}), ("nap 4", {"nap": 4}), ("nap 8", {"nap": 8}), ("nap 16", {"nap": 16}),
@@ -335,8 +335,8 @@ def decide(results: dict) -> None:
 
 
 # ---- ship: the chosen candidate into the stage-5 checkpoint (only on GO) -------------------------------------------
-STAGE5 = Path("/work/runs_keep/voice_v4/stage5_voice.pt")
-FOLDS = Path("/work/runs_keep/voice_v4/folds")   # the stage-5 recipe's 3 grouped folds (probe_voice_lean makefolds)
+STAGE5 = Path("runs/voice_v4/stage5_voice.pt")
+FOLDS = Path("runs/voice_v4/folds")   # the stage-5 recipe's 3 grouped folds (probe_voice_lean makefolds)
 
 
 def pickle_statistics(pkl: Path, split: str):
