@@ -124,34 +124,12 @@ def draw_rows(y: np.ndarray, emotion: np.ndarray, mode: str) -> np.ndarray:
 
 def fit(x_train, y_train, x_test, *, emotion, mode, seed=0, hidden=64, dropout=0.2, passes=20, members=3):
     """probe_face_landmarks.fit_head with the candidate's draws (or loss weights, `emotions_loss`)."""
-    import torch
-
-    from moodlens.models.hcrl_mfd import PooledHead
-
-    torch.manual_seed(seed)
-    head = PooledHead(x_train.shape[1], False, hidden, dropout, members)
-    head.statistics = lambda x, mask: x[:, 0]
-    optimizer = torch.optim.Adam(head.parameters(), lr=1e-3)
-    xt, yt = torch.tensor(x_train, dtype=torch.float32)[:, None], torch.tensor(y_train, dtype=torch.float32)
     rows = draw_rows(y_train, emotion, mode)
-    loss_w = torch.ones(len(y_train))
+    loss_weights = None
     if mode == "emotions_loss":
-        loss_w, rows = torch.tensor(rows / rows.mean(), dtype=torch.float32), np.ones(len(y_train))
-    rng, n, p = np.random.default_rng(seed), len(y_train), rows / rows.sum()
-    head.train()
-    for _ in range(passes):
-        order = rng.choice(n, n, p=p)
-        for s in range(0, n - 1, 32):
-            b = order[s:s + 32]
-            out = head.member_outputs(xt[b], torch.ones(len(b), 1, dtype=torch.bool), torch.ones(len(b), dtype=torch.bool))
-            loss = ((out.mean(0, keepdim=True) - yt[b]).pow(2) * loss_w[b]).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    head.eval()
-    with torch.no_grad():
-        return head(torch.tensor(x_test, dtype=torch.float32)[:, None], torch.ones(len(x_test), 1, dtype=torch.bool),
-                    torch.ones(len(x_test), dtype=torch.bool)).numpy()
+        loss_weights, rows = rows / rows.mean(), np.ones(len(y_train))
+    return LM.fit_head(x_train, y_train, x_test, seed=seed, hidden=hidden, dropout=dropout, passes=passes,
+                       members=members, draws=rows, loss_weights=loss_weights)
 
 
 def inputs(d, mode: str) -> np.ndarray:

@@ -359,10 +359,13 @@ class Inputs:
         raise SystemExit(f"unknown input {name}")
 
 
-def fit_head(x_train, y_train, x_test, seed=0, mirror=None, hidden=64, dropout=0.2, passes=20, members=3):
+def fit_head(x_train, y_train, x_test, seed=0, mirror=None, hidden=64, dropout=0.2, passes=20, members=3,
+             draws=None, loss_weights=None):
     """The shipped face head form (probe_pooled_heads.fit_predict: PooledHead, 3 MLP-64 members trained
     jointly, dropout 0.2, 20 passes, + and - drawn equally often) for any input width; `mirror` (a
-    function of rows) averages the score of each test face and its mirror image (`pooled_mirror`)."""
+    function of rows) averages the score of each test face and its mirror image (`pooled_mirror`).
+    `draws` (per-row draw weights) replaces the sign-balanced draws, `loss_weights` weighs each row's
+    squared error (scripts/probe_face_fear.py's candidates)."""
     import torch
 
     from moodlens.models.hcrl_mfd import PooledHead
@@ -373,14 +376,17 @@ def fit_head(x_train, y_train, x_test, seed=0, mirror=None, hidden=64, dropout=0
     head.statistics = lambda x, mask: x[:, 0]
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-3)
     xt, yt = torch.tensor(x_train, dtype=torch.float32)[:, None], torch.tensor(y_train, dtype=torch.float32)
-    rng, n, p = np.random.default_rng(seed), len(y_train), pooled.draw_weights(y_train)
+    p = pooled.draw_weights(y_train) if draws is None else draws / draws.sum()
+    w = None if loss_weights is None else torch.as_tensor(loss_weights, dtype=torch.float32)
+    rng, n = np.random.default_rng(seed), len(y_train)
     head.train()
     for _ in range(passes):
         order = rng.choice(n, n, p=p)
         for s in range(0, n - 1, 32):
             b = order[s:s + 32]
             out = head.member_outputs(xt[b], torch.ones(len(b), 1, dtype=torch.bool), torch.ones(len(b), dtype=torch.bool))
-            loss = (out.mean(0, keepdim=True) - yt[b]).pow(2).mean()
+            error = (out.mean(0, keepdim=True) - yt[b]).pow(2)
+            loss = (error if w is None else error * w[b]).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
