@@ -111,10 +111,10 @@ class OnnxRuntimeOptions:
     int8_recheck_every: int = 50
     # SmoothQuant alpha (Xiao et al. 2023, eq. 4; realtime/scoring/smoothing.py) applied to a copy of the
     # text encoder before int8: 0 = no smoothing, else 0 < alpha < 1 (chosen on MOSI train parity).
-    int8_smoothing_alpha: float = 0.8
+    int8_smoothing_alpha: float = 0.7
     # Text-encoder MatMuls left float in the int8 file, "<layer>.<kind>" (kind: query, key, value,
     # attn_out, ffn_in, ffn_out), e.g. "1.ffn_out".
-    int8_float_matmuls: list[str] = field(default_factory=lambda: ["0.ffn_out", "1.ffn_out"])
+    int8_float_matmuls: list[str] = field(default_factory=lambda: ["0.ffn_out", "1.ffn_out", "2.ffn_out"])
     # ONNX Runtime graph rewrites not applied at load (their names, as InferenceSession's
     # disabled_optimizers takes them): SkipLayerNormFusion because its CPU kernel (1.32) took ~35 us per
     # (20, 384) call where Add + LayerNormalization take ~9 (docs/benchmarks.md, session 4).

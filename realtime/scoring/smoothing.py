@@ -12,7 +12,7 @@ is 1.8, docs/benchmarks.md) set the step for every other channel. SmoothQuant (X
     Y = X W = (X diag(s)^-1) (diag(s) W) = X' W'                (eq. 3)
 
 (Y = X W = X' W' exactly in real arithmetic; max|X_j| over calibration tokens, max|W_j| over the
-output channels that read input channel j; alpha 0.8 in configs/live/backends.yaml, chosen on MOSI
+output channels that read input channel j; alpha 0.7 in configs/live/backends.yaml, chosen on MOSI
 train parity, where the paper uses 0.5 for most models). Where s goes, per MatMul of a BERT-like layer:
 
 - attention output dense: folded into the value projection (V's output channel j divided by s_j):

@@ -1,0 +1,57 @@
+"""configs/data/neutral_statements_v1: loads as a text dataset, label 0, and shares nothing with the sentences
+the project evaluates neutral words on (RAVDESS, CREMA-D, the demo clip)."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moodlens.train.data import read_text_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDER = ROOT / "configs" / "data" / "neutral_statements_v1"
+
+
+def _probe():
+    spec = importlib.util.spec_from_file_location("probe_neutral_text", ROOT / "scripts" / "probe_neutral_text.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", text.lower()))
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return {s: read_text_rows(FOLDER / f"{s}.tsv", s) for s in ("train", "dev", "test")}
+
+
+def test_every_label_is_zero_and_splits_are_disjoint(splits):
+    assert [len(splits[s][0]) for s in ("train", "dev", "test")] == [169, 40, 40]
+    for texts, labels in splits.values():
+        assert np.all(labels == 0)
+    seen = [t.lower() for texts, _ in splits.values() for t in texts]
+    assert len(seen) == len(set(seen)), "a sentence is in two splits (or twice in one)"
+
+
+def test_no_evaluation_sentence_or_its_content_words(splits):
+    probe = _probe()
+    evaluated = {t.lower().rstrip(".") for t in probe.RAVDESS + probe.CREMA_D + probe.DEMO}
+    banned = {"door", "jacket", "kids", "dogs"}
+    for texts, _ in splits.values():
+        for t in texts:
+            assert t.lower().rstrip(".") not in evaluated, t
+            assert not (_words(t) & banned), t
+
+
+def test_loads_through_the_trainer_as_text_only(tmp_path):
+    from moodlens.train.data import DataOptions, load_dataset
+
+    data = load_dataset(str(FOLDER), DataOptions(audio_dim=4, vision_dim=4))
+    train = data.split("train")
+    assert len(train) == 169
+    assert bool(train.batch.present[:, 0].all()) and not bool(train.batch.present[:, 1:].any())
