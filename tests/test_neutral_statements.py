@@ -55,3 +55,19 @@ def test_loads_through_the_trainer_as_text_only(tmp_path):
     train = data.split("train")
     assert len(train) == 169
     assert bool(train.batch.present[:, 0].all()) and not bool(train.batch.present[:, 1:].any())
+
+
+@pytest.mark.slow
+def test_shipped_weights_read_held_out_neutral_statements_near_zero():
+    """The default weights' words-only score on the 40 held-out test statements (never trained on, never used to
+    choose): stage 7 reads them mean |s_T| 0.11, 92 % within ±0.5; stage 6 (no neutral statements) 0.52, 50 %."""
+    from moodlens.models.checkpoint import load_checkpoint
+
+    probe = _probe()
+    model = load_checkpoint("default").model.eval()
+    texts, _ = read_text_rows(FOLDER / "test.tsv", "test")
+    scores = probe.words_only_scores(model, texts)
+    assert np.abs(scores).mean() < 0.3
+    assert np.mean(np.abs(scores) < 0.5) >= 0.8
+    opinions = probe.words_only_scores(model, ["I love this, it is wonderful.", "This is terrible, I hate it."])
+    assert opinions[0] > 1.0 and opinions[1] < -1.0   # neutral, not flattened
