@@ -249,3 +249,19 @@ def test_int8_falls_back_on_a_live_window_over_the_bound(tiny, options, cpu_back
     for a, b in zip(quant(batch), ref):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
     assert quant.describe()["int8_rejected"]
+
+
+@pytest.mark.slow
+@pytest.mark.export
+def test_shipped_weights_keep_int8_with_the_shipped_settings(tmp_path):
+    """The int8 settings of configs/live/backends.yaml belong to the weights they were chosen on (stage 7's averaged
+    MiniLM failed the file-time check at stage 6's alpha 0.8 / layers 0-1: 0.166 > 0.15, and the scorer quietly ran
+    float). A retrain that breaks them must fail here, not slow the product down unnoticed."""
+    from moodlens.models.checkpoint import load_checkpoint
+
+    model = load_checkpoint("default").model.eval()
+    options = dataclasses.replace(B.BackendOptions.load(), cache_dir=str(tmp_path))
+    assert options.onnxruntime.quantize == "int8"
+    backend = B.create_backend("onnxruntime", model, "cpu", options)
+    assert backend.quantized, f"int8 refused: file-time parity {backend.parity:.3f}"
+    assert backend.parity <= options.onnxruntime.int8_parity
