@@ -1,16 +1,20 @@
 """Per-head test results of a checkpoint on the default trimodal data, the confusion by emotion, and
 the fused-head behaviour check (docs/model_card.md quotes its output).
 
-    python scripts/eval_trimodal.py --checkpoint default [--data configs/data/default_voice.yaml] [--split test]
+    python scripts/eval_trimodal.py --checkpoint default [--data configs/data/default_vision_cnn.yaml] [--split test]
 
-The default data config is the shipped weights' (stage 4, runs/data_v3: Whisper states on a 15 s input); a
-checkpoint trained on runs/data_v2 (30 s) takes --data configs/data/default_trimodal.yaml.
+The default data config is the shipped weights' (stages 5-7, runs/data_v4: `mediapipe_v3` faces, Whisper states on a
+15 s input); stage 4 takes --data configs/data/default_voice.yaml, a checkpoint trained on runs/data_v2 (30 s)
+configs/data/default_trimodal.yaml.
 
 Fused-head check, on held-out samples only (the split's speakers, faces and MOSI clips):
 - strong words: MOSI clips with |label| >= 1.5, each with a neutral face of the split (and once
   more with a random voice of the split as well); the fused sign should follow the words;
 - neutral words: RAVDESS clips (lexically neutral statements) with their own voice and a face of the
   same valence sign; the fused sign should follow voice and face.
+Neutral statements (`neutral_statements`): s_T on plain sentences never trained on (the held-out split of
+configs/data/neutral_statements_v1 matching --split, RAVDESS's two, CREMA-D's twelve): mean |s_T| and the share
+within ±0.5 (scripts/probe_neutral_text.py).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="default")
-    parser.add_argument("--data", default="configs/data/default_voice.yaml")
+    parser.add_argument("--data", default="configs/data/default_vision_cnn.yaml")
     parser.add_argument("--split", default="test")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -117,8 +121,28 @@ def main(argv=None) -> int:
     checks["neutral_words+voice_only"] = {"samples": len(nonzero), "sign_follows_voice": float(
         np.mean(np.sign(fused) == np.sign(yv))), "balanced_acc_2": balanced_acc_2(fused, yv)}
     out["fused_checks"] = checks
+    out["neutral_statements"] = _neutral_statements(model, args.split)
     print(json.dumps(json_safe(out), indent=2))
     return 0
+
+
+def _neutral_statements(model, split: str) -> dict:
+    """The words-only score s_T on plain statements (scripts/probe_neutral_text.py): the held-out split of
+    configs/data/neutral_statements_v1 that matches `split` (dev for valid), RAVDESS's two and CREMA-D's twelve."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("probe_neutral_text", Path(__file__).with_name("probe_neutral_text.py"))
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    sets = probe.sentence_sets()
+    own = "neutral_v1 dev" if split == "valid" else "neutral_v1 test"
+    out = {}
+    for name in (own, "ravdess", "crema_d"):
+        scores = probe.words_only_scores(model, sets[name])
+        out[name] = {"samples": len(scores), "mean_abs": float(np.abs(scores).mean()),
+                     "within_0.5": float(np.mean(np.abs(scores) < 0.5)), "scores": [float(x) for x in scores]
+                     if len(scores) <= 2 else None}
+    return out
 
 
 def _datasets(path: str) -> list[dict]:

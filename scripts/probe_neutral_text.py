@@ -46,7 +46,12 @@ def sentence_sets() -> dict[str, list[str]]:
 
 @torch.no_grad()
 def words_only_scores(model, texts: list[str]) -> np.ndarray:
-    """s_T for each sentence, through the trainer's own text loader (the tokenization training used)."""
+    """s_T for each sentence (HCRL-MFD's fusion MLP fed the pooled core text features and the absent-modality
+    embeddings, clamped to the output range), through the trainer's own text loader (the tokenization training
+    used). Computed here, not read from the model's `text` output: without `late_fusion` in its config (every
+    stage-1/2 checkpoint) that output is MLP_T, the paper's unimodal text head, not s_T."""
+    from moodlens.models.hcrl_mfd import MODALITIES
+    from moodlens.models.layers import masked_mean
     from moodlens.train.data import DataOptions, load_dataset
 
     c = model.config
@@ -55,7 +60,12 @@ def words_only_scores(model, texts: list[str]) -> np.ndarray:
         file.write_text("text\tlabel\n" + "".join(f"{t}\t0\n" for t in texts), encoding="utf-8")
         data = load_dataset(str(file), DataOptions(text_encoder=c.text_encoder, text_max_len=c.text_max_len,
                                                    audio_dim=c.audio_dim, vision_dim=c.vision_dim))
-    return model(*data.split("test").batch.tensors()).text.numpy()
+    batch = data.split("test").batch
+    ids, mask = batch.text_ids, batch.text_mask
+    core = masked_mean(model.core["text"](model.text_proj(model.text_encoder(ids, mask)), mask), mask)
+    pooled = {m: core if m == "text" else model.absent[m].expand(len(core), -1) for m in MODALITIES}
+    s_t = model.fusion(torch.cat([pooled[m] for m in MODALITIES], -1)).squeeze(-1)
+    return s_t.clamp(-c.output_range, c.output_range).numpy()
 
 
 def summary(scores: np.ndarray) -> str:

@@ -60,7 +60,7 @@ def test_loads_through_the_trainer_as_text_only(tmp_path):
 @pytest.mark.slow
 def test_shipped_weights_read_held_out_neutral_statements_near_zero():
     """The default weights' words-only score on the 40 held-out test statements (never trained on, never used to
-    choose): stage 7 reads them mean |s_T| 0.11, 92 % within ±0.5; stage 6 (no neutral statements) 0.52, 50 %."""
+    choose): stage 7 reads them mean |s_T| 0.10, 95 % within ±0.5; stage 6 (no neutral statements) 0.52, 50 %."""
     from moodlens.models.checkpoint import load_checkpoint
 
     probe = _probe()
