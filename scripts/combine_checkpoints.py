@@ -24,6 +24,7 @@ paper model's own fused output with voice or face present then mixes lineages; t
 it (late fusion: s_T, the pooled voice head with MLP_A on core.audio, the pooled face head).
     python scripts/combine_checkpoints.py --vision A.pt --audio B.pt --base BASE.pt --text C.pt --out OUT.pt
     # no new branch: --vision default --audio default --base default
+`--xz` writes it xz-compressed, as models/weights/default.pt is shipped (read_checkpoint reads either).
 The output is loaded back as a model before it is written (scripts/probe_voice_lean.py frozen checks it too).
 """
 
@@ -201,8 +202,7 @@ def _sha(path: Path) -> str:
 
 
 def main(argv=None) -> int:
-    import torch
-    from moodlens.models.checkpoint import model_from_payload, read_checkpoint
+    from moodlens.models.checkpoint import model_from_payload, read_checkpoint, write_payload
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--vision", required=True, help="checkpoint A: its vision branch is taken")
@@ -210,6 +210,7 @@ def main(argv=None) -> int:
     p.add_argument("--base", required=True, help="the checkpoint both were trained from")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--vision-key", action="append", default=[], help="a model- or featurizer-config key to take from A")
+    p.add_argument("--xz", action="store_true", help="write the result xz-compressed (the shipped default weights)")
     p.add_argument("--text", help="checkpoint C: its words-only path (TEXT_PREFIXES) replaces the result's")
     args = p.parse_args(argv)
     payloads, names = [], []
@@ -227,10 +228,7 @@ def main(argv=None) -> int:
         print(f"error: {err}")
         return 1
     model_from_payload(out, args.out)              # refuses a payload that does not build and load
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-    torch.save(out, tmp)
-    tmp.replace(args.out)
+    write_payload(args.out, out, compress=args.xz)
     counts = {part: sum(branch(k) == part for k in out["state_dict"]) for part in ("vision", "audio", "other")}
     print(f"wrote {args.out}: {counts['vision']} vision tensors from {names[0]}, {counts['audio']} audio tensors "
           f"from {names[1]}, {counts['other']} others identical in all three")

@@ -13,7 +13,7 @@ Fused-head check, on held-out samples only (the split's speakers, faces and MOSI
 - neutral words: RAVDESS clips (lexically neutral statements) with their own voice and a face of the
   same valence sign; the fused sign should follow voice and face.
 Neutral statements (`neutral_statements`): s_T on plain sentences never trained on (the held-out split of
-configs/data/neutral_statements_v1 matching --split, RAVDESS's two, CREMA-D's twelve): mean |s_T| and the share
+configs/data/neutral_statements_v1.tsv matching --split, RAVDESS's two, CREMA-D's twelve): mean |s_T| and the share
 within ±0.5 (scripts/probe_neutral_text.py).
 """
 
@@ -128,12 +128,9 @@ def main(argv=None) -> int:
 
 def _neutral_statements(model, split: str) -> dict:
     """The words-only score s_T on plain statements (scripts/probe_neutral_text.py): the held-out split of
-    configs/data/neutral_statements_v1 that matches `split` (dev for valid), RAVDESS's two and CREMA-D's twelve."""
-    import importlib.util
+    configs/data/neutral_statements_v1.tsv that matches `split` (dev for valid), RAVDESS's two and CREMA-D's twelve."""
+    import probe_neutral_text as probe   # a sibling script: scripts/ is on sys.path when a script runs
 
-    spec = importlib.util.spec_from_file_location("probe_neutral_text", Path(__file__).with_name("probe_neutral_text.py"))
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
     sets = probe.sentence_sets()
     own = "neutral_v1 dev" if split == "valid" else "neutral_v1 test"
     out = {}

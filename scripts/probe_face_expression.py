@@ -80,7 +80,6 @@ dims are bit for bit those of /work/runs_keep/faces_v3/lm.npz, so the v2 row is 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -89,14 +88,7 @@ import numpy as np
 TRACKED, WINDOW = 3, 30
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-LM = _script("probe_face_landmarks")
+import probe_face_landmarks as LM   # a sibling script: scripts/ is on sys.path when a script runs
 
 
 def model_path() -> Path:

@@ -86,21 +86,13 @@ happy 299 / 49 (334 / 14), neutral 23 / 294 (60 / 257), Non0 89.51 (92.51), MAE 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FX = _script("probe_face_expression")
+import probe_face_expression as FX   # a sibling script: scripts/ is on sys.path when a script runs
 LM = FX.LM
 CANDIDATES = ("signs", "emotions", "emotions_loss", "fear2", "fear4", "probs", "emotions_probs")
 

@@ -5,8 +5,8 @@ A MOSI-trained text path learns from opinions: few MOSI clips are neutral, and a
 item 3), so a text path that leans on neutral words leans the fused score. This prints s_T on sentence sets that
 were never trained on:
 
-- `neutral_v1 dev` / `neutral_v1 test`: the held-out splits of configs/data/neutral_statements_v1 (authored here,
-  label 0; its README says how; its train split is what a candidate may train on);
+- `neutral_v1 dev` / `neutral_v1 test`: the held-out valid / test rows of configs/data/neutral_statements_v1.tsv
+  (authored here, label 0; neutral_statements_v1.md says how; its train rows are what a candidate may train on);
 - `ravdess`: RAVDESS's two statements (the "neutral words" of scripts/eval_trimodal.py's fused checks);
 - `crema_d`: the twelve sentences CREMA-D's actors speak (Cao et al. 2014, IEEE Trans. Affective Computing,
   Table 1): another acted-emotion corpus's lexically neutral sentences, only ever scored here;
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-NEUTRAL = ROOT / "configs" / "data" / "neutral_statements_v1"
+NEUTRAL = ROOT / "configs" / "data" / "neutral_statements_v1.tsv"   # text, label, mode
 
 RAVDESS = ["Kids are talking by the door", "Dogs are sitting by the door"]
 CREMA_D = ["It's eleven o'clock", "That is exactly what happened", "I'm on my way to the meeting",
@@ -39,7 +39,8 @@ DEMO = ["The meeting is on Tuesday at three o'clock in room four."]
 def sentence_sets() -> dict[str, list[str]]:
     from moodlens.train.data import read_text_rows
 
-    sets = {f"neutral_v1 {s}": read_text_rows(NEUTRAL / f"{s}.tsv", s)[0] for s in ("dev", "test")}
+    sets = {f"neutral_v1 {name}": read_text_rows(NEUTRAL, mode, only_mode=mode)[0]
+            for name, mode in (("dev", "valid"), ("test", "test"))}
     sets.update(ravdess=RAVDESS, crema_d=CREMA_D, demo=DEMO)
     return sets
 

@@ -3,17 +3,16 @@ the landmark study (issue 10 item 5) probed beside the v2 face features."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("probe_face_landmarks", REPO / "scripts" / "probe_face_landmarks.py")
-script = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(script)
+sys.path.insert(0, str(REPO / "scripts"))   # the probe imports its sibling scripts by name
+import probe_face_landmarks as script  # noqa: E402
 
 
 def moved(points, angle_deg=0.0, scale=1.0, shift=(0.0, 0.0)):

@@ -1,7 +1,7 @@
-"""configs/data/neutral_statements_v1: loads as a text dataset, label 0, and shares nothing with the sentences
+"""configs/data/neutral_statements_v1.tsv (text, label, mode): loads as a text dataset, label 0, and shares nothing with the sentences
 the project evaluates neutral words on (RAVDESS, CREMA-D, the demo clip)."""
 
-import importlib.util
+import sys
 import re
 from pathlib import Path
 
@@ -11,14 +11,14 @@ import pytest
 from moodlens.train.data import read_text_rows
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDER = ROOT / "configs" / "data" / "neutral_statements_v1"
+STATEMENTS = ROOT / "configs" / "data" / "neutral_statements_v1.tsv"
 
 
 def _probe():
-    spec = importlib.util.spec_from_file_location("probe_neutral_text", ROOT / "scripts" / "probe_neutral_text.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    sys.path.insert(0, str(ROOT / "scripts"))   # as tests/test_combine_checkpoints.py imports a script
+    import probe_neutral_text
+
+    return probe_neutral_text
 
 
 def _words(text: str) -> set[str]:
@@ -27,11 +27,11 @@ def _words(text: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def splits():
-    return {s: read_text_rows(FOLDER / f"{s}.tsv", s) for s in ("train", "dev", "test")}
+    return {s: read_text_rows(STATEMENTS, s, only_mode=s) for s in ("train", "valid", "test")}
 
 
 def test_every_label_is_zero_and_splits_are_disjoint(splits):
-    assert [len(splits[s][0]) for s in ("train", "dev", "test")] == [169, 40, 40]
+    assert [len(splits[s][0]) for s in ("train", "valid", "test")] == [169, 40, 40]
     for texts, labels in splits.values():
         assert np.all(labels == 0)
     seen = [t.lower() for texts, _ in splits.values() for t in texts]
@@ -51,9 +51,9 @@ def test_no_evaluation_sentence_or_its_content_words(splits):
 def test_loads_through_the_trainer_as_text_only(tmp_path):
     from moodlens.train.data import DataOptions, load_dataset
 
-    data = load_dataset(str(FOLDER), DataOptions(audio_dim=4, vision_dim=4))
+    data = load_dataset(str(STATEMENTS), DataOptions(audio_dim=4, vision_dim=4))
     train = data.split("train")
-    assert len(train) == 169
+    assert len(train) == 169 and len(data.split("valid")) == 40 and len(data.split("test")) == 40
     assert bool(train.batch.present[:, 0].all()) and not bool(train.batch.present[:, 1:].any())
 
 
@@ -65,9 +65,19 @@ def test_shipped_weights_read_held_out_neutral_statements_near_zero():
 
     probe = _probe()
     model = load_checkpoint("default").model.eval()
-    texts, _ = read_text_rows(FOLDER / "test.tsv", "test")
+    texts, _ = read_text_rows(STATEMENTS, "test", only_mode="test")
     scores = probe.words_only_scores(model, texts)
     assert np.abs(scores).mean() < 0.3
     assert np.mean(np.abs(scores) < 0.5) >= 0.8
     opinions = probe.words_only_scores(model, ["I love this, it is wonderful.", "This is terrible, I hate it."])
     assert opinions[0] > 1.0 and opinions[1] < -1.0   # neutral, not flattened
+
+
+def test_a_mode_column_with_an_unknown_split_is_one_sentence(tmp_path):
+    from moodlens.core.errors import DataError
+    from moodlens.train.data import DataOptions, load_dataset
+
+    bad = tmp_path / "statements.tsv"
+    bad.write_text("text\tlabel\tmode\nthe bus is late\t0\ttrain\nthe door is open\t0\tholdout\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"statements\.tsv line 3: key 'mode' is 'holdout', expected train, valid or test"):
+        load_dataset(str(bad), DataOptions(audio_dim=4, vision_dim=4))

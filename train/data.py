@@ -5,7 +5,8 @@ The spec decides the source:
   vision, audio_lengths, vision_lengths, regression_labels[_T/_A/_V]) or the same layout written by
   `moodlens featurize` (plus vision_mask / audio_mask / present and meta);
 - `*.tsv` / `*.csv` or a folder of train/dev(valid)/test files: text-only transcripts `text<TAB>label`
-  (audio and vision absent);
+  (audio and vision absent); a lone file with a `mode` column (MMSA label.csv's name: train / valid / test)
+  holds all three splits;
 - `synthetic`: a generated trimodal set whose label needs all three modalities;
 - a folder with session.json (or a folder of such folders): recorded sessions, read by
   `moodlens.train.sessions.load_session_dataset` with a labels CSV.
@@ -17,7 +18,6 @@ trimmed to the longest real sequence in each. Bad data raises DataError naming f
 from __future__ import annotations
 
 import csv
-import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,14 +237,37 @@ def check_label_range(labels: np.ndarray, where: str) -> None:
                         f"at sample {int(bad[0])}); sentiment labels must lie on that scale.")
 
 
-def read_text_rows(path: Path, split: str) -> tuple[list[str], np.ndarray]:
-    """Rows of a `text<TAB>label` TSV (quoting off) or a `text,label` CSV (standard quoting)."""
+def _read_table(path: Path, split: str) -> list[list[str]]:
     delimiter, quoting = ("\t", csv.QUOTE_NONE) if path.suffix.lower() != ".csv" else (",", csv.QUOTE_MINIMAL)
     try:
         with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f, delimiter=delimiter, quoting=quoting))
+            return list(csv.reader(f, delimiter=delimiter, quoting=quoting))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"Cannot read {path} (split {split}): {err}.") from None
+
+
+def text_file_modes(path: Path) -> list[str]:
+    """The splits a text file's `mode` column names (SPLITS order), [] when it has no such column."""
+    rows = _read_table(path, "any")
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    if "mode" not in header:
+        return []
+    mi, found = header.index("mode"), set()
+    for line_no, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        mode = SPLIT_ALIASES.get(row[mi].strip().lower()) if len(row) > mi else None
+        if mode is None:
+            raise DataError(f"{path} line {line_no}: key 'mode' is {row[mi] if len(row) > mi else ''!r}, "
+                            f"expected train, valid or test.")
+        found.add(mode)
+    return [m for m in SPLITS if m in found]
+
+
+def read_text_rows(path: Path, split: str, only_mode: str | None = None) -> tuple[list[str], np.ndarray]:
+    """Rows of a `text<TAB>label` TSV (quoting off) or a `text,label` CSV (standard quoting); with `only_mode`,
+    the rows whose `mode` column names that split."""
+    rows = _read_table(path, split)
     if not rows:
         raise DataError(f"{path} (split {split}) is empty.")
     header = [h.strip().lower() for h in rows[0]]
@@ -252,9 +275,12 @@ def read_text_rows(path: Path, split: str) -> tuple[list[str], np.ndarray]:
         raise DataError(f"{path} (split {split}) needs a header with columns 'text' and 'label', "
                         f"got {rows[0]!r}.")
     ti, li = header.index("text"), header.index("label")
+    mi = header.index("mode") if only_mode and "mode" in header else None
     texts, labels = [], []
     for line_no, row in enumerate(rows[1:], start=2):
         if not row:
+            continue
+        if mi is not None and SPLIT_ALIASES.get(row[mi].strip().lower()) != only_mode:
             continue
         if len(row) <= max(ti, li):
             raise DataError(f"{path} (split {split}) line {line_no} has {len(row)} column(s), expected "
@@ -297,11 +323,11 @@ def text_split(name: str, texts: list[str], labels: np.ndarray, options: DataOpt
     return Split(name, batch, torch.from_numpy(labels), ids=[f"{name}_{i}" for i in range(n)], raw_text=texts)
 
 
-def _text_dataset(source: str, files: dict[str, Path], options: DataOptions) -> DatasetSplits:
+def _text_dataset(source: str, files: dict[str, Path], options: DataOptions, by_mode: bool = False) -> DatasetSplits:
     tokenizer = _tokenizer(options)
     splits = {}
     for name, file in files.items():
-        texts, labels = read_text_rows(file, name)
+        texts, labels = read_text_rows(file, name, only_mode=name if by_mode else None)
         splits[name] = text_split(name, texts, labels, options, tokenizer)
     return DatasetSplits(source, "text", splits, options.audio_dim, options.vision_dim,
                          options.metric_dataset or "mosi", has_audio=False, has_vision=False)
@@ -319,7 +345,11 @@ def _load_text_folder(folder: Path, options: DataOptions) -> DatasetSplits:
 
 
 def _load_text_file(path: Path, options: DataOptions) -> DatasetSplits:
-    """A lone file is one split, named by its stem (train/dev/test), else 'test' (for evaluation)."""
+    """A lone file is one split, named by its stem (train/dev/test), else 'test' (for evaluation), unless a
+    `mode` column spreads its rows over the splits."""
+    modes = text_file_modes(path)
+    if modes:
+        return _text_dataset(str(path), {m: path for m in modes}, options, by_mode=True)
     split = SPLIT_ALIASES.get(path.stem.lower(), "test")
     return _text_dataset(str(path), {split: path}, options)
 
